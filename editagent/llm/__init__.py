@@ -1,0 +1,6 @@
+"""LLM backends behind one small interface."""
+
+from editagent.llm.base import LLM, cut_at_stop
+from editagent.llm.transformers_llm import TransformersLLM
+
+__all__ = ["LLM", "TransformersLLM", "cut_at_stop"]

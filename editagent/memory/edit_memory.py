@@ -1,0 +1,289 @@
+"""EditMemory: durable, searchable, namespaced edits.
+
+Write order is the durability contract: an edit is committed to SQLite first,
+then the FAISS index of its namespace is patched and saved atomically under a
+file lock. If a process dies in between, the next reader notices that the
+index disagrees with SQLite and patches it from the stored embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from editagent.memory.index import IndexKind, VectorIndex, resolve_kind
+from editagent.memory.sqlite_store import SQLiteEdits
+from editagent.schema import (
+    DEFAULT_NAMESPACE,
+    Edit,
+    EditError,
+    SearchHit,
+    StoredEdit,
+    check_namespace,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 100_000
+MAX_QUERY_CHARS = 2_000
+MAX_LIMIT = 1_000
+_EMBED_CHUNK = 256
+
+
+class SupportsEncode(Protocol):
+    """What the memory needs of an embedder: a name, a dimension and unit-length vectors."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = ..., progress: bool = ...) -> np.ndarray: ...
+
+
+def memory_root() -> Path:
+    """Where named stores live: ``$EDITAGENT_MEMORY`` or ``./memory``."""
+    return Path(os.environ.get("EDITAGENT_MEMORY", "memory"))
+
+
+def resolve_store_path(store: str | Path) -> Path:
+    """A plain name ("default", "alice") lives under ``memory_root()``; anything path-like is used as given."""
+    if isinstance(store, Path) or os.sep in store or "/" in store or store.startswith("."):
+        return Path(store)
+    return memory_root() / check_namespace(store, field="store")
+
+
+class EditMemory:
+    """Edits as facts plus sentences; FAISS for search, SQLite as the source of truth.
+
+    >>> memory = EditMemory("default", embedder=load_embedder())
+    >>> memory.add(Edit(subject="Doug TenNapel", relation="country of citizenship", object="United Kingdom"))
+    >>> memory.search("Which country is Doug TenNapel a citizen of?", namespace="default", limit=1)
+    """
+
+    def __init__(self, store: str | Path = "default", *, embedder: SupportsEncode, index: IndexKind = "auto") -> None:
+        self.path = resolve_store_path(store)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "index").mkdir(exist_ok=True)
+        self.embedder = embedder
+        self.index_kind = index
+        self._sql = SQLiteEdits(self.path / "edits.sqlite3")
+        self._check_embedder()
+        self._indexes: dict[str, VectorIndex] = {}
+        self._seen_version = self._sql.data_version()
+        self._file_lock = FileLock(str(self.path / "index.lock"))
+
+    def _check_embedder(self) -> None:
+        stored_dim = int(self._sql.set_meta_once("embedding_dim", str(self.embedder.dim)))
+        stored_name = self._sql.set_meta_once("embedder", self.embedder.name)
+        if stored_dim != self.embedder.dim:
+            raise EditError(f"embedder: this store holds {stored_dim}-dimensional embeddings from {stored_name!r}, "
+                            f"but the given embedder {self.embedder.name!r} makes {self.embedder.dim}; "
+                            f"open it with {stored_name!r}")
+        if stored_name != self.embedder.name:
+            logger.warning("store %s was embedded with %r, searching it with %r", self.path, stored_name,
+                           self.embedder.name)
+
+    def close(self) -> None:
+        self._sql.close()
+
+    def __enter__(self) -> EditMemory:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def add(self, edits: Edit | Iterable[Edit], *, progress: bool | None = None) -> list[Edit]:
+        """Store one edit or a batch, atomically; a newer edit on a key supersedes the live one.
+
+        Returns the stored edits (with their ids). A rejected batch writes nothing.
+        """
+        batch = [edits] if isinstance(edits, Edit) else list(edits)
+        self._check_batch(batch)
+        if not batch:
+            return []
+        vectors = self._embed([edit.sentence for edit in batch], progress)
+        for namespace in {edit.namespace for edit in batch}:
+            self._index(namespace)  # load (or rebuild) before writing, so a lost file is told apart from a new one
+        self._sql.insert(batch, vectors)
+        self._sync_and_save({edit.namespace for edit in batch})
+        return batch
+
+    def _check_batch(self, batch: list[Any]) -> None:
+        if len(batch) > MAX_BATCH:
+            raise EditError(f"edits: {len(batch)} in one batch, at most {MAX_BATCH}; split it into smaller batches")
+        for position, edit in enumerate(batch):
+            if not isinstance(edit, Edit):
+                raise EditError(f"edits[{position}]: expected an Edit, got {type(edit).__name__}")
+        ids = [edit.id for edit in batch]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise EditError(f"id: {duplicate!r} appears twice in the batch; ids must be unique")
+
+    def _embed(self, texts: list[str], progress: bool | None) -> np.ndarray:
+        show = len(texts) > _EMBED_CHUNK if progress is None else progress
+        chunks = [texts[i: i + _EMBED_CHUNK] for i in range(0, len(texts), _EMBED_CHUNK)]
+        parts = [self.embedder.encode(chunk) for chunk in tqdm(chunks, desc="embedding edits", disable=not show)]
+        vectors = np.concatenate(parts)
+        if not np.all(np.isfinite(vectors)):
+            raise EditError("embedder: produced non-finite vectors; nothing was stored")
+        return vectors
+
+    def delete(self, edit_id: str) -> StoredEdit:
+        """Delete a live edit; it stays in history. Raises EditError for an unknown or ended edit."""
+        found = self._sql.delete(edit_id)
+        if found is None:
+            stored = self._sql.get(edit_id)
+            state = f"it is {stored.status}" if stored else "no edit has this id"
+            raise EditError(f"id: cannot delete {edit_id!r}: {state}")
+        self._sync_and_save({found[1]})
+        stored = self._sql.get(edit_id)
+        assert stored is not None
+        return stored
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def search(self, query: str, *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
+               include_history: bool = False) -> list[SearchHit]:
+        """Top ``limit`` edits of one namespace by cosine similarity to ``query``."""
+        return self.search_many([query], namespace=namespace, limit=limit, include_history=include_history)[0]
+
+    def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
+                    include_history: bool = False) -> list[list[SearchHit]]:
+        """Batched ``search``: one embedding call and one FAISS call for all queries."""
+        check_namespace(namespace)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise EditError(f"limit: {limit!r} is not allowed; use a whole number from 1 to {MAX_LIMIT}")
+        for query in queries:
+            if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS:
+                raise EditError(f"query: must be non-empty text of at most {MAX_QUERY_CHARS} characters")
+        if not queries:
+            return []
+        vectors = self.embedder.encode(list(queries))
+        if include_history:
+            scores, rowids = self._exact_search(vectors, namespace, limit)
+        else:
+            scores, rowids = self._index(namespace).search(vectors, limit)
+        found = self._sql.by_rowids({int(i) for i in rowids.ravel() if i >= 0}, namespace,
+                                    include_history=include_history)
+        return [
+            [SearchHit(id=found[i].edit.id, memory=found[i].edit.sentence, score=float(s), edit=found[i].edit,
+                       status=found[i].status)
+             for s, i in zip(row_scores, row_ids, strict=True) if int(i) in found]
+            for row_scores, row_ids in zip(scores, rowids, strict=True)
+        ]
+
+    def _exact_search(self, vectors: np.ndarray, namespace: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        rowids, matrix = self._sql.vectors(namespace, include_history=True, dim=self.embedder.dim)
+        exact = VectorIndex(self.embedder.dim, "flat")
+        exact.add(rowids, matrix)
+        return exact.search(vectors, limit)
+
+    def get(self, edit_id: str) -> StoredEdit | None:
+        return self._sql.get(edit_id)
+
+    def lookup(self, subject: str, relation: str, *, namespace: str = DEFAULT_NAMESPACE) -> StoredEdit | None:
+        """The live edit on exactly (subject, relation), if any: no embedding, no FAISS."""
+        probe = Edit(subject=subject, relation=relation, object="?", namespace=namespace)
+        rows = self._sql.rows(namespace, subject=probe.subject, relation=probe.relation)
+        return rows[-1] if rows else None
+
+    def edits(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> list[StoredEdit]:
+        """Edits of a namespace (None: every namespace) in creation order; live only unless asked."""
+        if namespace is not None:
+            check_namespace(namespace)
+        return self._sql.rows(namespace, include_history=include_history)
+
+    def history(self, edit_id: str) -> list[StoredEdit]:
+        """Every edit ever made on the same (namespace, subject, relation) as ``edit_id``, oldest first."""
+        stored = self._sql.get(edit_id)
+        if stored is None:
+            raise EditError(f"id: no edit has id {edit_id!r}")
+        edit = stored.edit
+        return self._sql.rows(edit.namespace, include_history=True, subject=edit.subject, relation=edit.relation)
+
+    def namespaces(self) -> list[str]:
+        return self._sql.namespaces()
+
+    def count(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> int:
+        return self._sql.count(namespace, include_history=include_history)
+
+    # -- keeping FAISS in step with SQLite ---------------------------------------------------------
+
+    def _index_file(self, namespace: str) -> Path:
+        return self.path / "index" / f"{namespace}.faiss"
+
+    def _index(self, namespace: str) -> VectorIndex:
+        """The namespace's index, loaded once and patched whenever SQLite changed under it."""
+        version = self._sql.data_version()
+        if version != self._seen_version:
+            self._seen_version = version
+            for known in list(self._indexes):
+                self._patch(known)
+        if namespace not in self._indexes:
+            self._indexes[namespace] = self._load(namespace)
+            self._patch(namespace)
+        return self._indexes[namespace]
+
+    def _load(self, namespace: str) -> VectorIndex:
+        path = self._index_file(namespace)
+        expected = self._sql.count(namespace)
+        if path.exists():
+            try:
+                index = VectorIndex.load(path)
+                if index.dim == self.embedder.dim:
+                    return index
+                logger.warning("index %s has dimension %d, expected %d: rebuilding it from SQLite", path,
+                               index.dim, self.embedder.dim)
+            except RuntimeError as error:
+                logger.warning("index %s is unreadable (%s): rebuilding it from SQLite", path, error)
+        elif expected:
+            logger.warning("index %s is missing: rebuilding it from SQLite (%d edits)", path, expected)
+        return VectorIndex(self.embedder.dim, resolve_kind(self.index_kind, expected))
+
+    def _patch(self, namespace: str) -> bool:
+        """Add what SQLite has and the index lacks, drop what it no longer has; True if anything changed."""
+        index = self._indexes[namespace]
+        live = self._sql.live_rowids(namespace)
+        have = index.ids()
+        missing = np.setdiff1d(live, have, assume_unique=True)
+        extra = np.setdiff1d(have, live, assume_unique=True)
+        if len(extra):
+            index.remove(extra)
+        if len(missing):
+            rowids, matrix = self._sql.vectors(namespace, rowids=missing.tolist(), dim=self.embedder.dim)
+            index.add(rowids, matrix)
+        if index.tombstones > max(1000, index.size // 10):  # HNSW cannot delete: rebuild once garbage piles up
+            self._indexes[namespace] = self._rebuilt(namespace, index.kind)
+        return bool(len(missing) or len(extra))
+
+    def _sync_and_save(self, namespaces: set[str]) -> None:
+        with self._file_lock:
+            for namespace in sorted(namespaces):
+                self._index(namespace)  # loads the index if this process has not yet
+                self._patch(namespace)
+                index = self._indexes[namespace]
+                if index.tombstones:
+                    index = self._indexes[namespace] = self._rebuilt(namespace, index.kind)
+                index.save(self._index_file(namespace))
+        self._seen_version = self._sql.data_version()
+
+    def _rebuilt(self, namespace: str, kind: Any) -> VectorIndex:
+        index = VectorIndex(self.embedder.dim, kind)
+        rowids, matrix = self._sql.vectors(namespace, dim=self.embedder.dim)
+        index.add(rowids, matrix)
+        return index
+
+    def rebuild_index(self, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Rebuild a namespace's FAISS file from SQLite (what opening does by itself when it must)."""
+        with self._file_lock:
+            self._indexes[namespace] = index = self._rebuilt(
+                namespace, resolve_kind(self.index_kind, self._sql.count(namespace)))
+            index.save(self._index_file(namespace))

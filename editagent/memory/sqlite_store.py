@@ -1,0 +1,238 @@
+"""The durable half of the memory: one SQLite file (WAL) holding every edit ever made.
+
+SQLite is the source of truth: embeddings are stored here too, so a lost or
+corrupt FAISS file is rebuilt without re-embedding. A partial unique index
+keeps at most one live edit per (namespace, subject, relation) even when
+several processes write at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from editagent.schema import Edit, EditError, StoredEdit
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS edits (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    subject_key TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    relation_key TEXT NOT NULL,
+    object TEXT NOT NULL,
+    previous_object TEXT,
+    sentence TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('live', 'superseded', 'deleted')),
+    superseded_by TEXT,
+    ended_at TEXT,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edits_namespace_status ON edits (namespace, status);
+CREATE INDEX IF NOT EXISTS edits_key ON edits (namespace, subject_key, relation_key);
+CREATE UNIQUE INDEX IF NOT EXISTS edits_one_live_per_key
+    ON edits (namespace, subject_key, relation_key) WHERE status = 'live';
+"""
+
+_COLUMNS = ("id, namespace, subject, relation, object, previous_object, sentence, created_at, source, metadata, "
+            "status, superseded_by, ended_at")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _row_to_stored(row: sqlite3.Row) -> StoredEdit:
+    edit = Edit.model_construct(  # rows were validated on the way in; re-validating 1M rows is wasted time
+        subject=row["subject"], relation=row["relation"], object=row["object"],
+        previous_object=row["previous_object"], sentence=row["sentence"], namespace=row["namespace"],
+        id=row["id"], created_at=datetime.fromisoformat(row["created_at"]), source=row["source"],
+        metadata=json.loads(row["metadata"]),
+    )
+    ended = row["ended_at"]
+    return StoredEdit(edit=edit, status=row["status"], superseded_by=row["superseded_by"],
+                      ended_at=datetime.fromisoformat(ended) if ended else None)
+
+
+class SQLiteEdits:
+    """All SQL of the memory. Thread-safe within a process; WAL makes it safe across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed edit survives power loss, not just a crash
+        self._db.execute("PRAGMA busy_timeout=60000")
+        with self.transaction() as db:
+            # statement by statement: executescript would commit outside our transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back whole on any error."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: the cue to re-sync the in-memory index."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta_once(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key exists; return what is stored."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            return db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    def insert(self, edits: Sequence[Edit], vectors: np.ndarray) -> list[tuple[int, str | None]]:
+        """Insert edits in one transaction, superseding older live edits on the same key.
+
+        Returns, per edit, (its rowid, the id of the edit it superseded or None). Any
+        failure (e.g. a duplicate id) rolls the whole batch back: nothing is half-written.
+        """
+        results: list[tuple[int, str | None]] = []
+        with self.transaction() as db:
+            for edit, vector in zip(edits, vectors, strict=True):
+                namespace, subject_key, relation_key = edit.key
+                old = db.execute(
+                    "SELECT id FROM edits WHERE namespace=? AND subject_key=? AND relation_key=? AND status='live'",
+                    (namespace, subject_key, relation_key),
+                ).fetchone()
+                if old:
+                    db.execute("UPDATE edits SET status='superseded', superseded_by=?, ended_at=? WHERE id=?",
+                               (edit.id, _now(), old[0]))
+                try:
+                    cursor = db.execute(
+                        "INSERT INTO edits (id, namespace, subject, subject_key, relation, relation_key, object, "
+                        "previous_object, sentence, created_at, source, metadata, status, embedding) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
+                        (edit.id, namespace, edit.subject, subject_key, edit.relation, relation_key, edit.object,
+                         edit.previous_object, edit.sentence, edit.created_at.isoformat(), edit.source,
+                         json.dumps(edit.metadata, sort_keys=True),
+                         np.asarray(vector, dtype=np.float32).tobytes()),
+                    )
+                except sqlite3.IntegrityError as error:
+                    raise EditError(f"id: {edit.id!r} is already stored; ids must be unique "
+                                    "(leave id out to get a fresh one)") from error
+                results.append((int(cursor.lastrowid), old[0] if old else None))
+        return results
+
+    def delete(self, edit_id: str) -> tuple[int, str] | None:
+        """Mark a live edit deleted; (rowid, namespace), or None when it is not live."""
+        with self.transaction() as db:
+            row = db.execute("SELECT rowid, namespace FROM edits WHERE id=? AND status='live'",
+                             (edit_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE edits SET status='deleted', ended_at=? WHERE id=?", (_now(), edit_id))
+        return int(row[0]), str(row[1])
+
+    def get(self, edit_id: str) -> StoredEdit | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM edits WHERE id=?", (edit_id,)).fetchone()
+        return _row_to_stored(row) if row else None
+
+    def rows(self, namespace: str | None, *, include_history: bool = False, subject: str | None = None,
+             relation: str | None = None) -> list[StoredEdit]:
+        """Edits in creation order, filtered by namespace (None: all), status and key."""
+        clauses, params = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            params.append(namespace)
+        if not include_history:
+            clauses.append("status = 'live'")
+        if subject is not None:
+            clauses.append("subject_key = ?")
+            params.append(subject.casefold())
+        if relation is not None:
+            clauses.append("relation_key = ?")
+            params.append(relation.casefold())
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM edits {where} ORDER BY rowid", params).fetchall()
+        return [_row_to_stored(row) for row in rows]
+
+    def by_rowids(self, rowids: Iterable[int], namespace: str, *, include_history: bool) -> dict[int, StoredEdit]:
+        ids = [int(i) for i in rowids]
+        if not ids:
+            return {}
+        status = "" if include_history else "AND status = 'live'"
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT rowid, {_COLUMNS} FROM edits WHERE rowid IN ({marks}) AND namespace = ? {status}",
+                (*ids, namespace),
+            ).fetchall()
+        return {int(row["rowid"]): _row_to_stored(row) for row in rows}
+
+    def vectors(self, namespace: str, *, include_history: bool = False, rowids: Sequence[int] | None = None,
+                dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, embeddings) of a namespace's edits, for rebuilding or exact search."""
+        status = "" if include_history else "AND status = 'live'"
+        params: list[object] = [namespace]
+        only = ""
+        if rowids is not None:
+            only = f"AND rowid IN ({','.join('?' * len(rowids))})"
+            params.extend(int(i) for i in rowids)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT rowid, embedding FROM edits WHERE namespace = ? {status} {only} ORDER BY rowid", params
+            ).fetchall()
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, matrix
+
+    def live_rowids(self, namespace: str) -> np.ndarray:
+        with self._lock:
+            rows = self._db.execute("SELECT rowid FROM edits WHERE namespace=? AND status='live' ORDER BY rowid",
+                                    (namespace,)).fetchall()
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def namespaces(self) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT DISTINCT namespace FROM edits ORDER BY namespace")]
+
+    def count(self, namespace: str | None = None, *, include_history: bool = False) -> int:
+        clauses, params = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            params.append(namespace)
+        if not include_history:
+            clauses.append("status = 'live'")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            return int(self._db.execute(f"SELECT count(*) FROM edits {where}", params).fetchone()[0])
