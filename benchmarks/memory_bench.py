@@ -112,28 +112,45 @@ def set_ef_search(index: VectorIndex, ef: int) -> None:
     index.ef_search = ef
 
 
-def timed_search(index: VectorIndex, queries: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """Search one query at a time with k=1; (latencies in ms, top-1 ids)."""
-    for q in queries[:WARMUP_QUERIES]:
-        index.search(q[None, :], 1)
-    latencies = np.empty(len(queries), dtype=np.float64)
-    top1 = np.empty(len(queries), dtype=np.int64)
-    for i in tqdm(range(len(queries)), desc=f"search {label}", unit="q", mininterval=5, file=sys.stderr):
-        q = queries[i:i + 1]
-        start = time.perf_counter_ns()
-        _, ids = index.search(q, 1)
-        latencies[i] = (time.perf_counter_ns() - start) / 1e6
-        top1[i] = ids[0, 0]
-    return latencies, top1
+def timed_search(index: VectorIndex, queries: np.ndarray, label: str,
+                 threads: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Search one query at a time with k=1 under each OpenMP thread count; {threads: (latencies ms, top-1 ids)}.
+
+    The thread counts are interleaved query by query (alternating which goes first, so neither always finds the
+    other's warm cache), so both see the same background load on a shared machine.
+    """
+    default = faiss.omp_get_max_threads()
+    out = {t: (np.empty(len(queries), dtype=np.float64), np.empty(len(queries), dtype=np.int64)) for t in threads}
+    try:
+        for t in threads:
+            faiss.omp_set_num_threads(t)
+            for q in queries[:WARMUP_QUERIES]:
+                index.search(q[None, :], 1)
+        for i in tqdm(range(len(queries)), desc=f"search {label}", unit="q", mininterval=5, file=sys.stderr):
+            q = queries[i:i + 1]
+            for t in threads if i % 2 == 0 else threads[::-1]:
+                faiss.omp_set_num_threads(t)
+                start = time.perf_counter_ns()
+                _, ids = index.search(q, 1)
+                out[t][0][i] = (time.perf_counter_ns() - start) / 1e6
+                out[t][1][i] = ids[0, 0]
+    finally:
+        faiss.omp_set_num_threads(default)
+    return out
 
 
-def row(size: int, kind: str, latencies: np.ndarray, top1: np.ndarray, exact: np.ndarray, sources: np.ndarray,
-        build_seconds: float, ef_search: int | None, **extra: Any) -> dict[str, Any]:
+def loadavg() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def row(size: int, kind: str, threads: int, latencies: np.ndarray, top1: np.ndarray, exact: np.ndarray,
+        sources: np.ndarray, build_seconds: float, ef_search: int | None, **extra: Any) -> dict[str, Any]:
     return {
         "size": size,
         "index": kind,
         "faiss_index": faiss_name(kind),
         "ef_search": ef_search,
+        "omp_threads": threads,
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "mean_ms": float(latencies.mean()),
@@ -155,6 +172,7 @@ def faiss_name(kind: str) -> str:
 
 def bench_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng([args.seed, size])
+    threads = list(dict.fromkeys([faiss.omp_get_max_threads(), *args.also_threads]))
     logger.info("size %d: generating %d random unit vectors (dim %d)", size, size, args.dim)
     vectors = random_unit_vectors(rng, size, args.dim)
     n_queries = min(args.queries, size)
@@ -163,12 +181,21 @@ def bench_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     realised = np.sum(queries * vectors[sources], axis=1)
     rows: list[dict[str, Any]] = []
 
+    def add_rows(kind: str, timings: dict[int, tuple[np.ndarray, np.ndarray]], exact: np.ndarray, build: float,
+                 ef: int | None, load: tuple[float | None, float | None]) -> None:
+        for t, (lat, top1) in timings.items():
+            rows.append(row(size, kind, t, lat, top1, exact, sources, build, ef, load_average=list(load)))
+            r = rows[-1]
+            logger.info("size %d %s%s, %d OpenMP threads: p50 %.3f ms, p99 %.3f ms, recall@1 %.4f, top-1 is source "
+                        "%.4f (load %s)", size, kind, f" ef={ef}" if ef else "", t, r["p50_ms"], r["p99_ms"],
+                        r["recall_at_1"], r["top1_is_source"], load)
+
     flat, flat_build = build_index("flat", vectors, args.dim, f"flat {size}")
     logger.info("size %d: flat built in %.1fs; timing %d single queries", size, flat_build, n_queries)
-    flat_lat, exact = timed_search(flat, queries, f"flat {size}")
-    rows.append(row(size, "flat", flat_lat, exact, exact, sources, flat_build, None))
-    logger.info("size %d flat: p50 %.3f ms, p99 %.3f ms, exact top-1 is source %.4f", size, rows[-1]["p50_ms"],
-                rows[-1]["p99_ms"], rows[-1]["top1_is_source"])
+    before = loadavg()
+    timings = timed_search(flat, queries, f"flat {size}", threads)
+    exact = timings[threads[0]][1]
+    add_rows("flat", timings, exact, flat_build, None, (before, loadavg()))
     del flat
     gc.collect()
 
@@ -178,10 +205,9 @@ def bench_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     for ef in args.ef_search:
         set_ef_search(hnsw, ef)
-        lat, top1 = timed_search(hnsw, queries, f"hnsw ef={ef} {size}")
-        rows.append(row(size, "hnsw", lat, top1, exact, sources, hnsw_build, ef))
-        logger.info("size %d hnsw ef=%d: p50 %.3f ms, p99 %.3f ms, recall@1 %.4f", size, ef, rows[-1]["p50_ms"],
-                    rows[-1]["p99_ms"], rows[-1]["recall_at_1"])
+        before = loadavg()
+        timings = timed_search(hnsw, queries, f"hnsw ef={ef} {size}", threads)
+        add_rows("hnsw", timings, exact, hnsw_build, ef, (before, loadavg()))
         if rows[-1]["recall_at_1"] >= TARGET_RECALL and not args.full_sweep:
             break
     del hnsw
@@ -235,6 +261,7 @@ def bench_embedder(n: int, dim: int) -> dict[str, Any]:
         logger.warning("the embedder makes %d-dimensional vectors, the search benchmark used %d", model_dim, dim)
 
     index = VectorIndex(model_dim, "flat")
+    result["load_average_before"] = loadavg()
     start = time.perf_counter()
     vectors = model.encode(sentences, batch_size=EMBED_BATCH, normalize_embeddings=True, convert_to_numpy=True,
                            show_progress_bar=True)
@@ -260,6 +287,7 @@ def bench_embedder(n: int, dim: int) -> dict[str, Any]:
                  "synthetic templated facts are much more alike than real ones, so top-1 here is a floor"),
     }
     result["through_store"] = bench_store(model, facts)
+    result["load_average_after"] = loadavg()
     return result
 
 
@@ -345,8 +373,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+def choose(rows: list[dict[str, Any]], threads: int) -> tuple[dict[str, Any], str]:
     """The index to use at a size: flat if it meets the latency target, else the cheapest HNSW meeting recall."""
+    rows = [r for r in rows if r["omp_threads"] == threads]
     flat = next(r for r in rows if r["index"] == "flat")
     if flat["p50_ms"] < TARGET_P50_MS:
         return flat, f"exact flat search meets p50 < {TARGET_P50_MS:g} ms ({flat['p50_ms']:.2f} ms)"
@@ -355,11 +384,16 @@ def choose(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
         best = min(good, key=lambda r: r["ef_search"])
         return best, (f"exact flat search takes {flat['p50_ms']:.1f} ms p50, over the {TARGET_P50_MS:g} ms target; "
                       f"HNSW with efSearch={best['ef_search']} is the smallest efSearch tried with recall@1 >= "
-                      f"{TARGET_RECALL} ({best['recall_at_1']:.4f}) at {best['p50_ms']:.2f} ms p50")
+                      f"{TARGET_RECALL} ({best['recall_at_1']:.4f}), at {best['p50_ms']:.2f} ms p50")
     hnsw = [r for r in rows if r["index"] == "hnsw"]
     best = max(hnsw, key=lambda r: (r["recall_at_1"], -r["p50_ms"]))
     return best, (f"no index met both targets: flat is {flat['p50_ms']:.1f} ms p50; the best HNSW tried "
                   f"(efSearch={best['ef_search']}) has recall@1 {best['recall_at_1']:.4f} < {TARGET_RECALL}")
+
+
+def same_config(rows: list[dict[str, Any]], like: dict[str, Any], threads: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["index"] == like["index"] and r["ef_search"] == like["ef_search"]
+                 and r["omp_threads"] == threads), None)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -369,24 +403,29 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def headline(report: dict[str, Any]) -> None:
-    """Fill the headline keys from the largest size benchmarked (1M in the full run)."""
-    sizes = report["sizes"]
-    if not sizes:
-        return
-    for entry in sizes:
-        chosen, why = choose(entry["rows"])
+    """Fill the headline keys from the 1M rows at FAISS's default OpenMP thread count (both cores here)."""
+    threads = report["machine"]["faiss_omp_threads"]
+    others = [t for t in report["omp_threads_timed"] if t != threads]
+    for entry in report["sizes"]:
+        chosen, why = choose(entry["rows"], threads)
         entry["chosen"] = {"index": chosen["faiss_index"], "kind": chosen["index"], "ef_search": chosen["ef_search"],
-                           "why": why}
-    one_m = next((s for s in sizes if s["size"] == 1_000_000), None)
+                           "omp_threads": threads, "why": why}
+    one_m = next((s for s in report["sizes"] if s["size"] == 1_000_000), None)
     if one_m is None:
         report.update({"p50_ms_1m": None, "p99_ms_1m": None, "recall_at_1_1m": None, "index": None})
         return
-    chosen, why = choose(one_m["rows"])
+    chosen, why = choose(one_m["rows"], threads)
     report.update({
         "p50_ms_1m": chosen["p50_ms"], "p99_ms_1m": chosen["p99_ms"], "recall_at_1_1m": chosen["recall_at_1"],
-        "index": chosen["faiss_index"], "ef_search_1m": chosen["ef_search"], "index_choice_1m": why,
+        "index": chosen["faiss_index"], "ef_search_1m": chosen["ef_search"], "omp_threads_1m": threads,
+        "index_choice_1m": why,
         "meets_target_1m": bool(chosen["p50_ms"] < TARGET_P50_MS and chosen["recall_at_1"] >= TARGET_RECALL),
     })
+    for t in others:
+        other = same_config(one_m["rows"], chosen, t)
+        if other:
+            report[f"p50_ms_1m_omp{t}"] = other["p50_ms"]
+            report[f"p99_ms_1m_omp{t}"] = other["p99_ms"]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -408,13 +447,20 @@ def markdown(report: dict[str, Any]) -> str:
              "the vector the query was made from.", "",
              f"HNSW parameters: M={report['hnsw']['M']}, efConstruction={report['hnsw']['efConstruction']} "
              f"({report['hnsw']['note']}).", "",
-             "| size | index | efSearch | p50 ms | p99 ms | mean ms | recall@1 | top-1 is source | build s | queries |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Every configuration is timed twice, query by query interleaved: with FAISS's default OpenMP thread count "
+             f"({report['machine']['faiss_omp_threads']}, what the memory uses) and with "
+             f"{', '.join(str(t) for t in report['omp_threads_timed'][1:]) or 'no other'} thread(s). The headline "
+             "uses the default. The load average (1 min) before and after each timing shows how busy the machine "
+             "was.", "",
+             "| size | index | efSearch | OMP threads | p50 ms | p99 ms | mean ms | recall@1 | top-1 is source "
+             "| build s | queries | load |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for entry in report["sizes"]:
         for r in entry["rows"]:
-            lines.append(f"| {r['size']:,} | {r['index']} | {r['ef_search'] or '-'} | {r['p50_ms']:.3f} | "
-                         f"{r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['recall_at_1']:.4f} | "
-                         f"{r['top1_is_source']:.4f} | {r['build_seconds']:.1f} | {r['n_queries']} |")
+            lines.append(f"| {r['size']:,} | {r['index']} | {r['ef_search'] or '-'} | {r['omp_threads']} | "
+                         f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | {r['recall_at_1']:.4f} | "
+                         f"{r['top1_is_source']:.4f} | {r['build_seconds']:.1f} | {r['n_queries']} | "
+                         f"{r['load_average'][0]} → {r['load_average'][1]} |")
     lines.append("")
     for entry in report["sizes"]:
         if "chosen" in entry:
@@ -427,7 +473,13 @@ def markdown(report: dict[str, Any]) -> str:
                   f"Index: `{report['index']}`, efSearch={report['ef_search_1m']}. p50 {report['p50_ms_1m']:.3f} ms, "
                   f"p99 {report['p99_ms_1m']:.3f} ms, recall@1 {report['recall_at_1_1m']:.4f} (target: p50 < "
                   f"{TARGET_P50_MS:g} ms with recall@1 >= {TARGET_RECALL}: "
-                  f"{'met' if report['meets_target_1m'] else 'NOT met'}). {report['index_choice_1m']}.", ""]
+                  f"{'met' if report['meets_target_1m'] else 'NOT met'}) with {report['omp_threads_1m']} OpenMP "
+                  f"threads. {report['index_choice_1m']}."]
+        for t in report["omp_threads_timed"][1:]:
+            if f"p50_ms_1m_omp{t}" in report:
+                lines.append(f"The same index with {t} OpenMP thread(s): p50 {report[f'p50_ms_1m_omp{t}']:.3f} ms, "
+                             f"p99 {report[f'p99_ms_1m_omp{t}']:.3f} ms.")
+        lines.append("")
     emb = report.get("embedder")
     if emb:
         lines += ["## Adding with the real embedder", ""]
@@ -439,7 +491,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [
                 f"{emb['sentences']} synthetic fact sentences (e.g. \"{emb['example_sentence']}\") embedded by "
                 f"all-MiniLM-L6-v2 on the CPU (batch size {emb['batch_size']}, {emb['torch_threads']} torch threads) "
-                "and added to a flat `VectorIndex`:", "",
+                f"and added to a flat `VectorIndex` (load average {emb['load_average_before']} before, "
+                f"{emb['load_average_after']} after):", "",
                 f"- embedding + add: **{emb['embed_and_add_sentences_per_second']:.0f} sentences/s** "
                 f"(embedding {emb['embed_seconds']:.2f} s, FAISS add {emb['index_add_seconds'] * 1000:.1f} ms)"]
             if store.get("sentences_per_second") is not None:
@@ -467,15 +520,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     series: dict[str, list[tuple[int, float, float]]] = {}
+    default = report["machine"]["faiss_omp_threads"]
     for entry in report["sizes"]:
-        flat = next(r for r in entry["rows"] if r["index"] == "flat")
-        series.setdefault("flat (exact)", []).append((entry["size"], flat["p50_ms"], flat["p99_ms"]))
-        chosen_ef = entry.get("chosen", {}).get("ef_search")
-        hnsw = [r for r in entry["rows"] if r["index"] == "hnsw"]
-        if hnsw:
-            pick = next((r for r in hnsw if r["ef_search"] == chosen_ef), hnsw[-1])
-            series.setdefault("hnsw (chosen efSearch)", []).append((entry["size"], pick["p50_ms"], pick["p99_ms"]))
-    for (name, points), colour in zip(series.items(), ("tab:blue", "tab:orange"), strict=False):
+        for t in report["omp_threads_timed"]:
+            flat = next(r for r in entry["rows"] if r["index"] == "flat" and r["omp_threads"] == t)
+            series.setdefault(f"flat, {t} thr", []).append((entry["size"], flat["p50_ms"], flat["p99_ms"]))
+            hnsw = [r for r in entry["rows"] if r["index"] == "hnsw" and r["omp_threads"] == t]
+            if hnsw:
+                chosen_ef = entry.get("chosen", {}).get("ef_search")
+                pick = next((r for r in hnsw if r["ef_search"] == chosen_ef), hnsw[-1])
+                series.setdefault(f"hnsw ef={pick['ef_search']}, {t} thr" if len(report["sizes"]) == 1
+                                  else f"hnsw (chosen ef), {t} thr", []).append(
+                    (entry["size"], pick["p50_ms"], pick["p99_ms"]))
+    colours = {"flat": ("tab:blue", "tab:cyan"), "hnsw": ("tab:red", "tab:orange")}
+    for name, points in series.items():
+        colour = colours[name.split(",")[0].split()[0]][0 if name.endswith(f", {default} thr") else 1]
         xs = [p[0] for p in points]
         ax.plot(xs, [p[1] for p in points], "o-", color=colour, label=f"{name} p50")
         ax.plot(xs, [p[2] for p in points], "s--", color=colour, label=f"{name} p99")
@@ -524,8 +583,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--embedder-sentences", type=int, default=2000,
                         help="sentences embedded for the add-throughput number (0 skips it)")
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256],
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512],
                         help="efSearch values tried in order; stops at the first with recall@1 >= 0.99")
+    parser.add_argument("--also-threads", type=int, nargs="*", default=[1],
+                        help="also time every search with these FAISS OpenMP thread counts (interleaved with the "
+                        "default count, which the headline uses)")
     parser.add_argument("--full-sweep", action="store_true", help="time every --ef-search value, even after one "
                         "meets the recall target")
     parser.add_argument("--hnsw-m", type=int, default=index_module.HNSW_NEIGHBOURS,
@@ -561,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                  "note": ("overridden for this run by setting editagent.memory.index module constants"
                           if overridden else "editagent.memory.index defaults")},
         "machine": machine(),
+        "omp_threads_timed": list(dict.fromkeys([faiss.omp_get_max_threads(), *args.also_threads])),
         "sizes": [],
         "embedder": None,
     }

@@ -53,7 +53,8 @@ def clean_text(field: str, value: Any, max_chars: int) -> str:
 
 
 def check_namespace(value: Any, field: str = "namespace") -> str:
-    if not isinstance(value, str) or not NAMESPACE_PATTERN.match(value):
+    # fullmatch, not match: '$' also matches before a trailing newline, which let "abc\n" through
+    if not isinstance(value, str) or not NAMESPACE_PATTERN.fullmatch(value):
         raise EditError(f"{field}: {value!r} is not allowed; use {NAMESPACE_RULE}")
     return value
 

@@ -92,7 +92,7 @@ class MeLLo:
                 subquestion = self._read_turn(run, run.pending + output)
                 run.pending = ""
                 if subquestion is not None:
-                    if len(run.hops) >= self.max_hops:
+                    if len(run.hops) > self.max_hops:  # the new subquestion is already in hops
                         run.failure = "too many hops"
                     else:
                         needs_fact.append((run, subquestion))

@@ -73,7 +73,11 @@ class EditMemory:
         self.embedder = embedder
         self.index_kind = index
         self._sql = SQLiteEdits(self.path / "edits.sqlite3")
-        self._check_embedder()
+        try:
+            self._check_embedder()
+        except BaseException:
+            self._sql.close()  # a refused open must not leak the SQLite connection
+            raise
         self._indexes: dict[str, VectorIndex] = {}
         self._seen_version = self._sql.data_version()
         self._file_lock = FileLock(str(self.path / "index.lock"))
@@ -174,8 +178,9 @@ class EditMemory:
         found = self._sql.by_rowids({int(i) for i in rowids.ravel() if i >= 0}, namespace,
                                     include_history=include_history)
         return [
-            [SearchHit(id=found[i].edit.id, memory=found[i].edit.sentence, score=float(s), edit=found[i].edit,
-                       status=found[i].status)
+            # float32 rounding can put a cosine a hair above 1 (a query equal to the sentence): clip it
+            [SearchHit(id=found[i].edit.id, memory=found[i].edit.sentence, score=min(float(s), 1.0),
+                       edit=found[i].edit, status=found[i].status)
              for s, i in zip(row_scores, row_ids, strict=True) if int(i) in found]
             for row_scores, row_ids in zip(scores, rowids, strict=True)
         ]
@@ -283,6 +288,7 @@ class EditMemory:
 
     def rebuild_index(self, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Rebuild a namespace's FAISS file from SQLite (what opening does by itself when it must)."""
+        check_namespace(namespace)  # it names a file: "../x" must not write outside index/
         with self._file_lock:
             self._indexes[namespace] = index = self._rebuilt(
                 namespace, resolve_kind(self.index_kind, self._sql.count(namespace)))

@@ -1,0 +1,87 @@
+"""EditAgent end to end on the real packaged models (SmolLM2 + MiniLM)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _models import real_llm
+
+from editagent import Answer, EditAgent, EditError
+from editagent.decompose import MeLLo
+from editagent.models import load_embedder
+
+
+@pytest.fixture(scope="module")
+def embedder():  # noqa: ANN201 - the packaged embedder, loaded once for this module
+    return load_embedder()
+
+
+def _agent(path: Path, embedder, namespace: str = "default") -> EditAgent:  # noqa: ANN001
+    return EditAgent(namespace=namespace, store=path / "store", llm=real_llm(), embedder=embedder)
+
+
+def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    agent = _agent(tmp_path, embedder)
+    stored = [agent.edit("The Sandman", "P50", "F. Scott Fitzgerald"),
+              agent.edit("F. Scott Fitzgerald", "P26", "Dick Powell"),
+              agent.edit("Dick Powell", "P27", "Czech Republic")]
+    answer = agent.ask('Which country is the spouse of the author of "The Sandman" a citizen of?')
+    assert isinstance(answer, Answer)
+    assert answer.namespace == "default"
+    assert 1 <= len(answer.trace) <= 4
+    assert answer.llm_calls >= 2
+    assert answer.raw.startswith("Question: Which country")
+    ids = {edit.id for edit in stored}
+    for hop in answer.trace:
+        assert hop.subquestion
+        assert hop.retrieved_edit_id in ids  # every hop retrieved one of this namespace's edits
+        assert hop.retrieval_score is not None and -1.0 <= hop.retrieval_score <= 1.0001
+        assert hop.retrieved_fact in {edit.sentence for edit in stored}
+    assert answer.text or answer.failure  # either an answer or the reason there is none
+    # The first subquestion is about the book's author, so retrieval must find the author edit.
+    assert answer.trace[0].retrieved_edit_id == stored[0].id
+
+
+def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    agent = _agent(tmp_path, embedder)
+    edit = agent.edit("France", "capital", "Lyon")
+    reasoner = MeLLo(agent.llm, agent._retrieve_top1, max_hops=1, guided=True)
+    answer = reasoner.answer("What is the capital of France?")
+    hop = answer.trace[0]
+    assert hop.retrieved_edit_id == edit.id
+    # When the verdict is "contradicts", the intermediate answer is exactly the edit's object.
+    if hop.contradicted:
+        assert hop.answer == "Lyon" and hop.source == "edit"
+    else:
+        assert hop.source == "model"
+
+
+def test_namespaces_never_see_each_other(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    alice = _agent(tmp_path, embedder, "alice")
+    bob = EditAgent(namespace="bob", memory=alice.memory, llm=real_llm())
+    secret = alice.edit("Alice's cat", "P27", "Norway")
+    assert [s.edit.id for s in alice.edits()] == [secret.id]
+    assert bob.edits() == []
+    assert bob.search("Which country is Alice's cat a citizen of?") == []
+    assert bob.get(secret.id) is None
+    with pytest.raises(EditError, match="namespace 'bob'"):
+        bob.forget(secret.id)
+    assert alice.get(secret.id) is not None  # bob's failed forget deleted nothing
+    assert len(bob.graph().graph.edges) == 0 and len(alice.graph().graph.edges) == 1
+
+
+def test_forget_supersede_history_and_graph(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+    agent = _agent(tmp_path, embedder)
+    first = agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
+    second = agent.edit("doug tennapel", "citizenship", "Canada")
+    assert [s.edit.id for s in agent.edits()] == [second.id]
+    assert [(s.edit.id, s.status) for s in agent.history(second.id)] == [(first.id, "superseded"),
+                                                                         (second.id, "live")]
+    graph = agent.graph()
+    assert graph.lookup("Doug TenNapel", "P27")[0].edit.object == "Canada"
+    agent.forget(second.id)
+    assert agent.edits() == []
+    assert agent.get(second.id).status == "deleted"
+    with pytest.raises(EditError):
+        agent.edit("x", None, "y")

@@ -1,0 +1,68 @@
+"""TransformersLLM: batching, stop strings and the prefix cache must never change the text."""
+
+from __future__ import annotations
+
+import pytest
+from _models import ARCHITECTURES, real_llm, tiny_llm
+
+from editagent.decompose import mello_prompt
+from editagent.llm import LLM, cut_at_stop
+
+PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA: Rome\n\n"
+QUESTIONS = [f"Q: What is the capital of {country}?\nA:" for country in
+             ("Germany", "Spain", "Japan", "Canada", "Kenya", "Peru", "Norway", "the United Kingdom")]
+
+
+def test_cut_at_stop_takes_the_earliest_stop() -> None:
+    assert cut_at_stop("a\nQ: b\n\nc", ["\n\n", "\nQ:"]) == ("a", True)
+    assert cut_at_stop("abc", ["x"]) == ("abc", False)
+    assert cut_at_stop("abc", [""]) == ("abc", False)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_tiny_models_batch_equals_single_calls(arch: str) -> None:
+    llm = tiny_llm(arch)
+    assert isinstance(llm, LLM)
+    prompts = [PREFIX + q for q in QUESTIONS[:4]]
+    batched = llm.generate(prompts, max_new_tokens=6)
+    single = [llm.generate([p], max_new_tokens=6)[0] for p in prompts]
+    cached = llm.generate(prompts, max_new_tokens=6, prefix=PREFIX)
+    assert batched == single
+    assert cached == single
+    assert all(len(text) > 0 for text in single)  # random weights still emit tokens
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_tiny_model_scores_match_between_batched_and_cached(arch: str) -> None:
+    llm = tiny_llm(arch)
+    prompt = PREFIX + QUESTIONS[0]
+    plain = llm.score(prompt, [" Berlin", " Madrid\n"])
+    cached = llm.score(prompt, [" Berlin", " Madrid\n"], prefix=PREFIX)
+    assert plain == pytest.approx(cached, abs=1e-3)
+    assert all(s < 0 for s in plain)
+
+
+def test_real_model_batch_of_8_equals_8_single_calls_with_stop_strings() -> None:
+    llm = real_llm()
+    prompts = [PREFIX + q for q in QUESTIONS]
+    stop = ["\n"]
+    batched = llm.generate(prompts, stop=stop, max_new_tokens=12, prefix=PREFIX)
+    single = [llm.generate([p], stop=stop, max_new_tokens=12)[0] for p in prompts]
+    assert batched == single
+    assert all("\n" not in text for text in batched)  # the stop string is honoured and cut
+    assert "Berlin" in batched[0]  # the trained model knows this one
+
+
+def test_real_model_prefix_cache_gives_the_same_text_on_the_mello_prompt() -> None:
+    llm = real_llm()
+    prefix = mello_prompt().rstrip() + "\n\n"
+    prompt = prefix + "Question: What is the capital of the country where the Eiffel Tower is located?\n"
+    stop = ["Retrieved fact:"]
+    assert llm.generate([prompt], stop=stop, max_new_tokens=40, prefix=prefix) == \
+        llm.generate([prompt], stop=stop, max_new_tokens=40)
+
+
+def test_real_model_scores_prefer_the_true_continuation() -> None:
+    llm = real_llm()
+    scores = llm.score("The capital of France is", [" Paris", " Tokyo"])
+    assert scores[0] > scores[1]
