@@ -9,19 +9,19 @@ from _models import real_llm
 
 from editagent import Answer, EditAgent, EditError
 from editagent.decompose import MeLLo
-from editagent.models import load_embedder
+from editagent.models import Embedder, load_embedder
 
 
 @pytest.fixture(scope="module")
-def embedder():  # noqa: ANN201 - the packaged embedder, loaded once for this module
+def embedder() -> Embedder:  # the packaged embedder, loaded once for this module
     return load_embedder()
 
 
-def _agent(path: Path, embedder, namespace: str = "default") -> EditAgent:  # noqa: ANN001
+def _agent(path: Path, embedder: Embedder, namespace: str = "default") -> EditAgent:
     return EditAgent(namespace=namespace, store=path / "store", llm=real_llm(), embedder=embedder)
 
 
-def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder: Embedder) -> None:
     agent = _agent(tmp_path, embedder)
     stored = [agent.edit("The Sandman", "P50", "F. Scott Fitzgerald"),
               agent.edit("F. Scott Fitzgerald", "P26", "Dick Powell"),
@@ -43,7 +43,7 @@ def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embed
     assert answer.trace[0].retrieved_edit_id == stored[0].id
 
 
-def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder: Embedder) -> None:
     agent = _agent(tmp_path, embedder)
     edit = agent.edit("France", "capital", "Lyon")
     reasoner = MeLLo(agent.llm, agent._retrieve_top1, max_hops=1, guided=True)
@@ -57,7 +57,7 @@ def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder) 
         assert hop.source == "model"
 
 
-def test_namespaces_never_see_each_other(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_namespaces_never_see_each_other(tmp_path: Path, embedder: Embedder) -> None:
     alice = _agent(tmp_path, embedder, "alice")
     bob = EditAgent(namespace="bob", memory=alice.memory, llm=real_llm())
     secret = alice.edit("Alice's cat", "P27", "Norway")
@@ -71,7 +71,7 @@ def test_namespaces_never_see_each_other(tmp_path: Path, embedder) -> None:  # n
     assert len(bob.graph().graph.edges) == 0 and len(alice.graph().graph.edges) == 1
 
 
-def test_forget_supersede_history_and_graph(tmp_path: Path, embedder) -> None:  # noqa: ANN001
+def test_forget_supersede_history_and_graph(tmp_path: Path, embedder: Embedder) -> None:
     agent = _agent(tmp_path, embedder)
     first = agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
     second = agent.edit("doug tennapel", "citizenship", "Canada")
