@@ -9,12 +9,7 @@ from _models import real_llm
 
 from editagent import Answer, EditAgent, EditError
 from editagent.decompose import MeLLo
-from editagent.models import Embedder, load_embedder
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:  # the packaged embedder, loaded once for this module
-    return load_embedder()
+from editagent.models import Embedder
 
 
 def _agent(path: Path, embedder: Embedder, namespace: str = "default") -> EditAgent:
