@@ -108,15 +108,8 @@ class EditAgent:
         for question in questions:
             if not isinstance(question, str) or not question.strip():
                 raise EditError("question: must be non-empty text")
-        reasoner = MeLLo(self.llm, self._retrieve_top1, max_hops=self.max_hops)
-        answers = reasoner.answer_many(questions)
-        for answer in answers:
-            answer.namespace = self.namespace
-        return answers
-
-    def _retrieve_top1(self, subquestions: Sequence[str]) -> list[SearchHit | None]:
-        results = self.memory.search_many(subquestions, namespace=self.namespace, limit=1)
-        return [hits[0] if hits else None for hits in results]
+        reasoner = MeLLo(self.llm, self.memory.top1, max_hops=self.max_hops)
+        return reasoner.answer_many(questions, [self.namespace] * len(questions))
 
     def close(self) -> None:
         self.memory.close()

@@ -41,7 +41,7 @@ def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embed
 def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder: Embedder) -> None:
     agent = _agent(tmp_path, embedder)
     edit = agent.edit("France", "capital", "Lyon")
-    reasoner = MeLLo(agent.llm, agent._retrieve_top1, max_hops=1, guided=True)
+    reasoner = MeLLo(agent.llm, agent.memory.top1, max_hops=1, guided=True)
     answer = reasoner.answer("What is the capital of France?")
     hop = answer.trace[0]
     assert hop.retrieved_edit_id == edit.id

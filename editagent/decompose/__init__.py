@@ -1,5 +1,25 @@
 """Multi-hop reasoning loops over an edit memory."""
 
 from editagent.decompose.mello import MeLLo, Retriever, mello_prompt
+from editagent.decompose.pokemqa import (
+    DEFAULT_SCOPE_THRESHOLD,
+    EntityOfQuestion,
+    PokeMQA,
+    ScopeDetector,
+    entity_lookup_from_kgprompt,
+    pokemqa_prompt,
+    threshold_scope,
+)
 
-__all__ = ["MeLLo", "Retriever", "mello_prompt"]
+__all__ = [
+    "DEFAULT_SCOPE_THRESHOLD",
+    "EntityOfQuestion",
+    "MeLLo",
+    "PokeMQA",
+    "Retriever",
+    "ScopeDetector",
+    "entity_lookup_from_kgprompt",
+    "mello_prompt",
+    "pokemqa_prompt",
+    "threshold_scope",
+]

@@ -27,7 +27,8 @@ from importlib.resources import files
 from editagent.llm.base import LLM
 from editagent.schema import Answer, Hop, SearchHit
 
-Retriever = Callable[[Sequence[str]], list[SearchHit | None]]
+# (subquestions, the namespace each one is asked in) -> the top-1 edit for each, or None
+Retriever = Callable[[Sequence[str], Sequence[str]], list[SearchHit | None]]
 
 STOP = ("Retrieved fact:", "\n\nQuestion:", "\nQuestion:")
 NO_FACT = "No edited fact is stored."
@@ -50,6 +51,7 @@ def quote_fact(sentence: str) -> str:
 @dataclass
 class _Run:
     question: str
+    namespace: str = "default"
     text: str = ""  # everything generated or appended after "Question: ..."
     hops: list[Hop] = field(default_factory=list)
     final: str | None = None
@@ -76,9 +78,11 @@ class MeLLo:
     def answer(self, question: str) -> Answer:
         return self.answer_many([question])[0]
 
-    def answer_many(self, questions: Sequence[str]) -> list[Answer]:
+    def answer_many(self, questions: Sequence[str], namespaces: Sequence[str] | None = None) -> list[Answer]:
+        """Answer all questions together; ``namespaces[i]`` is the memory question i retrieves from."""
         started = time.perf_counter()
-        runs = [_Run(question=q.strip()) for q in questions]
+        scopes = list(namespaces) if namespaces is not None else ["default"] * len(questions)
+        runs = [_Run(question=q.strip(), namespace=n) for q, n in zip(questions, scopes, strict=True)]
         for _round in range(self.max_hops + 1):
             active = [run for run in runs if run.final is None and run.failure is None]
             if not active:
@@ -97,7 +101,8 @@ class MeLLo:
                     else:
                         needs_fact.append((run, subquestion))
             if needs_fact:
-                hits = self.retrieve([subquestion for _, subquestion in needs_fact])
+                hits = self.retrieve([subquestion for _, subquestion in needs_fact],
+                                     [run.namespace for run, _ in needs_fact])
                 for (run, _), hit in zip(needs_fact, hits, strict=True):
                     hop, run.hit = run.hops[-1], hit
                     if hit is not None:
@@ -148,6 +153,6 @@ class MeLLo:
         text = run.final
         if text is None:  # fall back to the last intermediate answer, as a reader of the trace would
             text = next((hop.answer for hop in reversed(run.hops) if hop.answer), "")
-        return Answer(question=run.question, text=text, trace=run.hops, method=self.method,
+        return Answer(question=run.question, text=text, trace=run.hops, method=self.method, namespace=run.namespace,
                       raw=f"Question: {run.question}\n{run.text}", llm_calls=run.calls, seconds=seconds,
                       failure=run.failure if run.final is None else None)

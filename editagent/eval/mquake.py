@@ -22,9 +22,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
+from editagent.models import cache_dir
 from editagent.schema import DEFAULT_NAMESPACE, Edit
 
 logger = logging.getLogger(__name__)
@@ -266,9 +266,8 @@ def _read_json(path: Path) -> Any:
 
 
 def default_cache_dir() -> Path:
-    """Where named datasets are kept: ``$EDITAGENT_CACHE/datasets``, else the user cache dir."""
-    root = os.environ.get("EDITAGENT_CACHE")
-    return (Path(root) if root else Path(platformdirs.user_cache_dir("editagent"))) / "datasets"
+    """Where named datasets are kept: ``datasets/`` under editagent's cache (``$EDITAGENT_CACHE``)."""
+    return cache_dir() / "datasets"
 
 
 def dataset_url(name: str) -> str:

@@ -185,6 +185,21 @@ class EditMemory:
             for row_scores, row_ids in zip(scores, rowids, strict=True)
         ]
 
+    def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
+        """The best live edit for each query in its own namespace (None where a namespace is empty).
+
+        This is the retriever the reasoning loops call: one batched search per namespace.
+        """
+        best: list[SearchHit | None] = [None] * len(queries)
+        by_namespace: dict[str, list[int]] = {}
+        for position, namespace in enumerate(namespaces):
+            by_namespace.setdefault(namespace, []).append(position)
+        for namespace, positions in by_namespace.items():
+            results = self.search_many([queries[i] for i in positions], namespace=namespace, limit=1)
+            for position, hits in zip(positions, results, strict=True):
+                best[position] = hits[0] if hits else None
+        return best
+
     def _exact_search(self, vectors: np.ndarray, namespace: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         rowids, matrix = self._sql.vectors(namespace, include_history=True, dim=self.embedder.dim)
         exact = VectorIndex(self.embedder.dim, "flat")

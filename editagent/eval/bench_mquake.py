@@ -1,0 +1,93 @@
+"""``editagent bench mquake`` / ``python benchmarks/mquake.py``: wire a method to the MQuAKE runner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from editagent.decompose import MeLLo
+from editagent.eval.mquake import MQuAKECase
+from editagent.eval.runner import METHODS, RunConfig, command_line, fresh_dir, run
+from editagent.llm import TransformersLLM
+from editagent.memory import EditMemory
+from editagent.models import load_embedder
+from editagent.schema import Answer
+
+logger = logging.getLogger(__name__)
+
+
+def multihop_prompt() -> str:
+    """MQuAKE's few-shot prompt for answering a multi-hop question directly (MIT; see prompts/NOTICE.md)."""
+    return files("editagent.decompose").joinpath("prompts/multihop-prompts.txt").read_text(encoding="utf-8")
+
+
+def _default_data() -> str:
+    folder = os.environ.get("EDITAGENT_DATA") or str(Path(__file__).resolve().parents[3] / "shared/data/mquake")
+    return str(Path(folder) / "MQuAKE-CF-3k-dev600.json")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="editagent bench mquake", description=__doc__)
+    parser.add_argument("--dataset", default=_default_data(), help="MQuAKE JSON path or dataset name")
+    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--k", default="all", help="cases whose edits share one memory: 1, 100, 1000 or all")
+    parser.add_argument("--cases", type=int, default=120, help="cases to evaluate, balanced across hop counts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--chunk", type=int, default=16, help="questions that advance together")
+    parser.add_argument("--batch-size", type=int, default=8, help="LLM batch size")
+    parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart)")
+    args = parser.parse_args(argv)
+    if args.k != "all":
+        args.k = int(args.k)
+    if args.conflicted is None:
+        default = Path(args.dataset).parent / "dev600_conflicted_case_ids.json"
+        args.conflicted = str(default) if default.exists() else None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = RunConfig(dataset=args.dataset, method=args.method, model=args.model, k=args.k, n_cases=args.cases,
+                       seed=args.seed, out=args.out, chunk=args.chunk, conflicted=args.conflicted,
+                       command=command_line())
+    llm = TransformersLLM.load(args.model, batch_size=args.batch_size)
+    embedder = load_embedder()
+    memory = EditMemory(fresh_dir(args.out.parent / ".work" / config.run_id), embedder=embedder)
+
+    def add_edits(cases: list[MQuAKECase], namespace: str) -> None:
+        memory.add([edit for case in cases for edit in case.edits(namespace)], progress=True)
+
+    prefix = multihop_prompt().rstrip() + "\n"
+
+    def ask(questions: Sequence[str], namespaces: Sequence[str]) -> list[Answer]:
+        if args.method == "no-edit":
+            prompts = [f"{prefix}Q: {q} A:" for q in questions]
+            outputs = llm.generate(prompts, stop=["\n", "Q:"], max_new_tokens=24, prefix=prefix)
+            return [Answer(question=q, text=o.strip().rstrip("."), method="no-edit", llm_calls=1, raw=o)
+                    for q, o in zip(questions, outputs, strict=True)]
+        if args.method in ("mello", "mello-guided"):
+            reasoner = MeLLo(llm, memory.top1, guided=args.method == "mello-guided")
+            answers = reasoner.answer_many(questions, namespaces)
+            for answer in answers:
+                answer.method = args.method
+            return answers
+        from editagent.decompose import PokeMQA, threshold_scope  # noqa: PLC0415 - pokemqa only
+
+        return PokeMQA(llm, threshold_scope(memory.top1)).answer_many(questions, namespaces)
+
+    result = run(config, ask, add_edits)
+    summary = result["summary"]
+    logger.info("%s: multi-hop acc %.3f, hop acc %s, %.2f s/question", config.run_id, summary["multi_hop_acc"],
+                summary["hop_acc"], summary["seconds_per_question"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
