@@ -106,6 +106,12 @@ def cmd_graph_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from editagent.eval.bench_mquake import main as bench_mquake  # noqa: PLC0415 - benchmark-only imports
+
+    return bench_mquake(args.bench_args)
+
+
 def _demo_case(case_id: int | None, data: str | None) -> dict[str, Any]:
     if case_id is None:
         return DEMO_CASE
@@ -187,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--center", help="entity at the centre of a PNG drawing")
     export.set_defaults(run=cmd_graph_export)
 
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    mquake = bench.add_parser("mquake", help="multi-hop accuracy on MQuAKE (see benchmarks/mquake.py --help)",
+                              add_help=False)
+    mquake.add_argument("bench_args", nargs=argparse.REMAINDER)
+    mquake.set_defaults(run=cmd_bench)
+
     demo = commands.add_parser("demo", parents=[_common_options("demo"), model],
                                help="store one MQuAKE case's edits and ask")
     demo.add_argument("--case-id", type=int, help="another MQuAKE case (needs --data or network)")
@@ -196,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "mquake"]:  # its own parser owns every option after the verb, --help included
+        return cmd_bench(argparse.Namespace(bench_args=argv[2:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

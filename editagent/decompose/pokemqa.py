@@ -13,8 +13,9 @@ As in the paper, one generation per round carries a question from just after its
 answer:" to its next subquestion: the rest of the answer line, the entity line and the next
 "Subquestion:" (or "Final answer:") line, stopping at the next "Generated answer:". All questions
 advance together, one batched ``generate`` per round and prompt variant, over a cached few-shot
-prefix. With greedy decoding this is the same text as generating each line with its own stop,
-at a third of the calls.
+prefix. With greedy decoding this is the same text (up to how the tokenizer splits the line joins)
+as generating the answer, the entity and the subquestion each with its own stop, at a third of
+the calls.
 
 The optional knowledge prompt: with ``entity_of_question`` returning a string for a question
 (e.g. ``entity_lookup_from_kgprompt`` over the paper's pre-generated
@@ -40,7 +41,7 @@ that already keeps it:
 ``guided=False`` is the paper's loop: the model writes every entity line, and a continuation
 that has no entity line is accepted, as the paper does (the hop's answer is then empty).
 
-Deliberate differences from the paper's script, all about layout rather than behaviour:
+Deliberate differences from the paper's script:
 
 * the script stops after 5 generations, which leaves a 5-hop chain no turn for its final
   answer; here ``max_hops`` (default 5) counts subquestions, and one more generation may still
