@@ -72,8 +72,8 @@ SUB2 = "Who is the spouse of Alice Smith?"
 def _scope(table: dict[str, SearchHit]):
     seen: list[list[str]] = []
 
-    def scope(subquestions: Sequence[str]) -> list[SearchHit | None]:
-        seen.append(list(subquestions))
+    def scope(subquestions: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
+        seen.append(list(zip(subquestions, namespaces, strict=True)))
         return [table.get(subquestion) for subquestion in subquestions]
 
     scope.seen = seen  # type: ignore[attr-defined]
@@ -94,7 +94,7 @@ def test_in_scope_hop_uses_the_edit_and_out_of_scope_hop_the_model() -> None:
     answer = PokeMQA(llm, scope).answer(f"  {Q} ")
 
     assert answer.text == "Bob Stone" and answer.failure is None and answer.method == "pokemqa"
-    assert scope.seen == [[SUB1], [SUB2]]
+    assert scope.seen == [[(SUB1, "default")], [(SUB2, "default")]]
     first, second = answer.trace
     assert first.subquestion == SUB1 and first.source == "edit" and first.contradicted
     assert first.retrieved_edit_id == HEAD.id and first.retrieval_score == 0.9
@@ -171,9 +171,11 @@ def test_questions_advance_together_one_generate_per_round() -> None:
         other: [f"Subquestion: {other}\n", f" Atlantis is in Europe.\n{ENTITY_LINE} Europe\nFinal answer: Europe\n"],
     })
     scope = _scope({SUB1: HEAD})
-    answers = PokeMQA(llm, scope).answer_many([Q, other])
+    answers = PokeMQA(llm, scope).answer_many([Q, other], ["alice", "bob"])
     assert [len(call["prompts"]) for call in llm.calls] == [2, 2]
-    assert scope.seen == [[SUB1, other]]  # one scope call per round, for all new subquestions
+    # one scope call per round, for all new subquestions, each in its question's namespace
+    assert scope.seen == [[(SUB1, "alice"), (other, "bob")]]
+    assert [a.namespace for a in answers] == ["alice", "bob"]
     assert [a.text for a in answers] == ["Alice Smith", "Europe"]
     assert [a.trace[0].source for a in answers] == ["edit", "model"]
 
@@ -223,8 +225,15 @@ def test_entity_of_question_picks_the_knowledge_prompt(tmp_path: Path) -> None:
 
 def test_threshold_scope_keeps_only_confident_hits() -> None:
     low, high = _hit("A", "capital", "B", score=0.59), _hit("C", "capital", "D", score=0.6)
-    scope = threshold_scope(lambda subquestions: [low, high, None], threshold=0.6)
-    assert scope(["a", "b", "c"]) == [None, high, None]
+    asked: list[tuple[list[str], list[str]]] = []
+
+    def top1(subquestions: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
+        asked.append((list(subquestions), list(namespaces)))
+        return [low, high, None]
+
+    scope = threshold_scope(top1, threshold=0.6)
+    assert scope(["a", "b", "c"], ["x", "y", "z"]) == [None, high, None]
+    assert asked == [(["a", "b", "c"], ["x", "y", "z"])]
     assert 0.0 < DEFAULT_SCOPE_THRESHOLD < 1.0
 
 
@@ -251,10 +260,7 @@ def test_real_model_gives_a_well_formed_trace(store_path: Path, embedder: Embedd
     with EditMemory(store_path, embedder=embedder) as memory:
         stored = memory.add(case.edits())  # The Sandman's author is F. Scott Fitzgerald; he is a citizen of Italy
 
-        def top1(subquestions: Sequence[str]) -> list[SearchHit | None]:
-            return [hits[0] if hits else None for hits in memory.search_many(subquestions, limit=1)]
-
-        answers = PokeMQA(real_llm(), threshold_scope(top1, 0.6)).answer_many(case.questions[:2])
+        answers = PokeMQA(real_llm(), threshold_scope(memory.top1, 0.6)).answer_many(case.questions[:2])
     ids = {edit.id for edit in stored}
     objects = {edit.id: edit.object for edit in stored}
     for question, answer in zip(case.questions[:2], answers, strict=True):

@@ -1,10 +1,20 @@
 """A FAISS inner-product index over unit vectors, keyed by integer ids.
 
-Two kinds: ``flat`` (exact; the default, and right up to ~100k vectors per
-namespace) and ``hnsw`` (approximate, for large stores where exact search
-is too slow; see benchmarks/memory_bench.py for its measured recall). HNSW
-cannot remove vectors, so removed ids are kept as tombstones, filtered at
-search time, and dropped at the next rebuild.
+Three kinds:
+
+- ``flat``: exact; the default up to 100k vectors per namespace (~1 ms at 10k here).
+- ``sketch``: a 256-bit sign-random-projection sketch (SimHash, FAISS ``IndexLSH``)
+  scanned by Hamming distance, whose best ``SKETCH_RERANK`` candidates are re-ranked
+  exactly against the stored float vectors (``IndexRefineFlat``). The automatic choice
+  for large namespaces: at 1M vectors it answers in ~3 ms with recall@1 = 1.0 where
+  exact search takes ~60 ms, and it builds in seconds. A question sits far closer to
+  its fact (cosine ~0.7) than unrelated facts do, and a Hamming scan keeps that
+  contrast; graph indexes (HNSW) have no near neighbours to walk through on such data
+  and reached recall@1 0.61 (benchmarks/memory_bench.py).
+- ``hnsw``: kept for users whose data suits it.
+
+Sketch and HNSW indexes cannot remove vectors, so removed ids are kept as tombstones,
+filtered at search time, and dropped at the next rebuild.
 """
 
 from __future__ import annotations
@@ -16,8 +26,11 @@ from typing import Literal
 import faiss
 import numpy as np
 
-IndexKind = Literal["auto", "flat", "hnsw"]
-AUTO_HNSW_THRESHOLD = 100_000
+IndexKind = Literal["auto", "flat", "sketch", "hnsw"]
+Kind = Literal["flat", "sketch", "hnsw"]
+AUTO_SKETCH_THRESHOLD = 100_000
+SKETCH_BITS = 256
+SKETCH_RERANK = 64
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
@@ -34,9 +47,9 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array / norms)
 
 
-def resolve_kind(kind: IndexKind, expected_size: int) -> Literal["flat", "hnsw"]:
+def resolve_kind(kind: IndexKind, expected_size: int) -> Kind:
     if kind == "auto":
-        return "hnsw" if expected_size >= AUTO_HNSW_THRESHOLD else "flat"
+        return "sketch" if expected_size >= AUTO_SKETCH_THRESHOLD else "flat"
     return kind
 
 
@@ -45,7 +58,7 @@ class VectorIndex:
     """Inner-product search over unit vectors with int64 ids."""
 
     dim: int
-    kind: Literal["flat", "hnsw"] = "flat"
+    kind: Kind = "flat"
     ef_search: int = HNSW_EF_SEARCH
     _index: faiss.Index = field(init=False, repr=False)
     _tombstones: set[int] = field(default_factory=set, init=False, repr=False)
@@ -55,6 +68,9 @@ class VectorIndex:
             inner = faiss.IndexHNSWFlat(self.dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             inner.hnsw.efSearch = self.ef_search
+        elif self.kind == "sketch":
+            inner = faiss.IndexRefineFlat(faiss.IndexLSH(self.dim, SKETCH_BITS, True, False))
+            inner.k_factor = SKETCH_RERANK
         else:
             inner = faiss.IndexFlatIP(self.dim)
         self._index = faiss.IndexIDMap2(inner)
@@ -93,6 +109,8 @@ class VectorIndex:
             return np.full((n, max(k, 0)), -np.inf, np.float32), np.full((n, max(k, 0)), -1, np.int64)
         fetch = min(k + len(self._tombstones), int(self._index.ntotal))
         scores, ids = self._index.search(queries, fetch)
+        if self.kind == "sketch":  # re-ranked by squared L2; for unit vectors cosine = 1 - d/2
+            scores = np.where(ids >= 0, 1.0 - scores / 2.0, -np.inf).astype(np.float32)
         if self._tombstones:
             scores, ids = self._drop_tombstones(scores, ids, k)
         if ids.shape[1] < k:
@@ -122,9 +140,13 @@ class VectorIndex:
     def load(cls, path: Path, ef_search: int = HNSW_EF_SEARCH) -> VectorIndex:
         loaded = faiss.read_index(str(path))
         inner = faiss.downcast_index(loaded.index) if hasattr(loaded, "index") else loaded
-        kind: Literal["flat", "hnsw"] = "hnsw" if isinstance(inner, faiss.IndexHNSWFlat) else "flat"
-        if kind == "hnsw":
+        kind: Kind = "flat"
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            kind = "hnsw"
             inner.hnsw.efSearch = ef_search
+        elif isinstance(inner, faiss.IndexRefine):
+            kind = "sketch"
+            inner.k_factor = SKETCH_RERANK
         index = cls(dim=loaded.d, kind=kind, ef_search=ef_search)
         index._index = loaded if isinstance(loaded, faiss.IndexIDMap2) else faiss.IndexIDMap2(loaded)
         return index
