@@ -59,3 +59,38 @@ def test_auto_picks_the_sketch_for_large_namespaces() -> None:
     assert resolve_kind("auto", 10) == "flat"
     assert resolve_kind("auto", 100_000) == "sketch"
     assert resolve_kind("hnsw", 10) == "hnsw"
+
+
+def test_memory_on_a_sketch_index_searches_deletes_and_reopens(store_path: Path, embedder: object) -> None:
+    from editagent.memory import EditMemory
+    from editagent.schema import Edit
+
+    memory = EditMemory(store_path, embedder=embedder, index="sketch")
+    paris, rome = memory.add([Edit(subject="France", relation="capital", object="Lyon"),
+                              Edit(subject="Italy", relation="capital", object="Milan")])
+    assert memory.search("What is the capital of Italy?", limit=1)[0].id == rome.id
+    memory.delete(rome.id)
+    assert [hit.id for hit in memory.search("What is the capital of Italy?", limit=5)] == [paris.id]
+    memory.close()
+    reopened = EditMemory(store_path, embedder=embedder, index="sketch")
+    assert [hit.id for hit in reopened.search("capital of France", limit=5)] == [paris.id]
+
+
+def test_auto_index_moves_to_the_sketch_when_a_namespace_grows(store_path: Path, embedder: object,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from editagent.memory import EditMemory
+    from editagent.memory import index as index_module
+    from editagent.schema import Edit
+
+    monkeypatch.setattr(index_module, "AUTO_SKETCH_THRESHOLD", 3)  # the real threshold is 100k edits
+    memory = EditMemory(store_path, embedder=embedder)
+    memory.add([Edit(subject=f"Person {i}", relation="P27", object="Norway") for i in range(2)])
+    assert memory._index("default").kind == "flat"
+    memory.add([Edit(subject=f"Person {i}", relation="P27", object="Peru") for i in range(2, 4)])
+    assert memory._index("default").kind == "sketch"
+    assert memory.search("Which country is Person 3 a citizen of?", limit=1)[0].edit.subject == "Person 3"
+
+
+def test_unknown_index_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        VectorIndex(8, "ivf")  # type: ignore[arg-type]

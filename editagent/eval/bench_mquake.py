@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -69,9 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ask(questions: Sequence[str], namespaces: Sequence[str]) -> list[Answer]:
         if args.method == "no-edit":
             prompts = [f"{prefix}Q: {q} A:" for q in questions]
+            started = time.perf_counter()
             outputs = llm.generate(prompts, stop=["\n", "Q:"], max_new_tokens=24, prefix=prefix)
-            return [Answer(question=q, text=o.strip().rstrip("."), method="no-edit", llm_calls=1, raw=o)
-                    for q, o in zip(questions, outputs, strict=True)]
+            seconds = (time.perf_counter() - started) / len(questions)
+            return [Answer(question=q, text=o.strip().rstrip("."), method="no-edit", llm_calls=1, raw=o,
+                           seconds=seconds) for q, o in zip(questions, outputs, strict=True)]
         if args.method in ("mello", "mello-guided"):
             reasoner = MeLLo(llm, memory.top1, guided=args.method == "mello-guided")
             answers = reasoner.answer_many(questions, namespaces)

@@ -280,8 +280,12 @@ class EditMemory:
         if len(missing):
             rowids, matrix = self._sql.vectors(namespace, rowids=missing.tolist(), dim=self.embedder.dim)
             index.add(rowids, matrix)
-        if index.tombstones > max(1000, index.size // 10):  # HNSW cannot delete: rebuild once garbage piles up
-            self._indexes[namespace] = self._rebuilt(namespace, index.kind)
+        grown_kind = resolve_kind(self.index_kind, index.size) if self.index_kind == "auto" else index.kind
+        if grown_kind != index.kind or index.tombstones > max(1000, index.size // 10):
+            # auto: a namespace that crossed the size threshold moves to the other kind; sketch/HNSW
+            # cannot delete, so they are rebuilt once tombstones pile up.
+            self._indexes[namespace] = self._rebuilt(namespace, grown_kind)
+            return True
         return bool(len(missing) or len(extra))
 
     def _sync_and_save(self, namespaces: set[str]) -> None:

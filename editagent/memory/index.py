@@ -19,6 +19,8 @@ filtered at search time, and dropped at the next rebuild.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +36,24 @@ SKETCH_RERANK = 64
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
+
+
+# A few queries gain nothing from OpenMP: FAISS opens a parallel region even to translate one id,
+# and on a busy machine its threads wait for cores (measured: 8 ms vs 0.9 ms p50 at 100k vectors).
+SMALL_BATCH = 8
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    if count is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -64,6 +84,8 @@ class VectorIndex:
     _tombstones: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.kind not in ("flat", "sketch", "hnsw"):
+            raise ValueError(f"index: unknown kind {self.kind!r}; use flat, sketch, hnsw (or auto in EditMemory)")
         if self.kind == "hnsw":
             inner = faiss.IndexHNSWFlat(self.dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -108,7 +130,8 @@ class VectorIndex:
         if self.size == 0 or k <= 0:
             return np.full((n, max(k, 0)), -np.inf, np.float32), np.full((n, max(k, 0)), -1, np.int64)
         fetch = min(k + len(self._tombstones), int(self._index.ntotal))
-        scores, ids = self._index.search(queries, fetch)
+        with _threads(1 if n <= SMALL_BATCH else None):
+            scores, ids = self._index.search(queries, fetch)
         if self.kind == "sketch":  # re-ranked by squared L2; for unit vectors cosine = 1 - d/2
             scores = np.where(ids >= 0, 1.0 - scores / 2.0, -np.inf).astype(np.float32)
         if self._tombstones:
