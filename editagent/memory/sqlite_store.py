@@ -57,6 +57,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _where(namespace: str | None, include_history: bool, subject: str | None = None,
+           relation: str | None = None) -> tuple[str, list[str]]:
+    """A WHERE clause (and its parameters) selecting by namespace (None: all), status and key."""
+    clauses, params = [], []
+    if namespace is not None:
+        clauses.append("namespace = ?")
+        params.append(namespace)
+    if not include_history:
+        clauses.append("status = 'live'")
+    if subject is not None:
+        clauses.append("subject_key = ?")
+        params.append(subject.casefold())
+    if relation is not None:
+        clauses.append("relation_key = ?")
+        params.append(relation.casefold())
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
 def _row_to_stored(row: sqlite3.Row) -> StoredEdit:
     edit = Edit.model_construct(  # rows were validated on the way in; re-validating 1M rows is wasted time
         subject=row["subject"], relation=row["relation"], object=row["object"],
@@ -169,19 +187,7 @@ class SQLiteEdits:
     def rows(self, namespace: str | None, *, include_history: bool = False, subject: str | None = None,
              relation: str | None = None) -> list[StoredEdit]:
         """Edits in creation order, filtered by namespace (None: all), status and key."""
-        clauses, params = [], []
-        if namespace is not None:
-            clauses.append("namespace = ?")
-            params.append(namespace)
-        if not include_history:
-            clauses.append("status = 'live'")
-        if subject is not None:
-            clauses.append("subject_key = ?")
-            params.append(subject.casefold())
-        if relation is not None:
-            clauses.append("relation_key = ?")
-            params.append(relation.casefold())
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(namespace, include_history, subject, relation)
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM edits {where} ORDER BY rowid", params).fetchall()
         return [_row_to_stored(row) for row in rows]
@@ -227,12 +233,6 @@ class SQLiteEdits:
             return [row[0] for row in self._db.execute("SELECT DISTINCT namespace FROM edits ORDER BY namespace")]
 
     def count(self, namespace: str | None = None, *, include_history: bool = False) -> int:
-        clauses, params = [], []
-        if namespace is not None:
-            clauses.append("namespace = ?")
-            params.append(namespace)
-        if not include_history:
-            clauses.append("status = 'live'")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(namespace, include_history)
         with self._lock:
             return int(self._db.execute(f"SELECT count(*) FROM edits {where}", params).fetchone()[0])
