@@ -204,7 +204,8 @@ def summarise(config: RunConfig, rows: list[dict[str, Any]], wall: float) -> dic
         "model": config.model, "method": config.method, "k": config.k, "n_cases": len(rows),
         "seed": config.seed, "dataset": Path(config.dataset).name,
         "multi_hop_acc": _rate(any_correct),
-        "hop_acc": _rate([any(q["hop_correct"] for q in row["questions"]) for row in rows]),
+        "hop_acc": None if config.method == "no-edit" else  # a direct answer has no hops to check
+        _rate([any(q["hop_correct"] for q in row["questions"]) for row in rows]),
         "first_phrasing_acc": _rate([row["questions"][0]["correct"] for row in rows]),
         "pre_edit_acc": _rate([any(q["correct_pre_edit"] for q in row["questions"]) for row in rows]),
         "n_questions_asked": len(questions),
