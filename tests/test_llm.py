@@ -66,3 +66,15 @@ def test_real_model_scores_prefer_the_true_continuation() -> None:
     llm = real_llm()
     scores = llm.score("The capital of France is", [" Paris", " Tokyo"])
     assert scores[0] > scores[1]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_tiny_models_suffixes_of_very_different_lengths_batch_equals_single_calls(arch: str) -> None:
+    """Suffixes far apart in length are prefilled in groups and merged into one padded cache."""
+    llm = tiny_llm(arch)
+    tails = ["", " Berlin.\n" * 3, " Paris, then Rome.\n" * 12, " Madrid" * 40]
+    prompts = [PREFIX + q + tail for q, tail in zip(QUESTIONS, tails, strict=False)]
+    llm.generate(prompts[:2], max_new_tokens=2, prefix=PREFIX)  # the first call learns whether caches can merge
+    single = [llm.generate([p], max_new_tokens=8, prefix=PREFIX)[0] for p in prompts]
+    assert llm.generate(prompts, max_new_tokens=8, prefix=PREFIX) == single
+    assert llm.generate(prompts, max_new_tokens=8) == [llm.generate([p], max_new_tokens=8)[0] for p in prompts]

@@ -5,12 +5,21 @@ PokeMQA few-shot prompts are ~1,000 tokens and identical for every question.
 The loop computes that prefix's KV cache once, copies it for each batch, and
 feeds only each prompt's own suffix; finished rows leave the batch so the
 rest run faster. Prompts are laid out as [prefix][left padding][suffix], with
-the attention mask and position ids saying where the padding is.
+the attention mask and position ids saying where the padding is. Suffixes of
+very different lengths are fed in groups of similar length, each group's cache
+then copied into one batch cache, so short rows are not padded to the longest.
+
+While decoding, the cache appends each token into room reserved up front
+(``_reserved_layer``) instead of ``DynamicLayer``'s ``torch.cat``, which copies
+the whole cache of every layer at every token: with 8 rows and a ~1,000-token
+prefix on a CPU that copy, not the model, was most of a decoding step.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -38,6 +47,7 @@ class TransformersLLM:
         self.calls = 0
         self._prefix_cache_enabled = prefix_cache and not _has_sliding_window(model)
         self._prefixes: OrderedDict[str, tuple[list[int], Any]] = OrderedDict()
+        self._mergeable: bool | None = None  # whether decoding caches can be assembled from parts (plain layers)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -111,18 +121,27 @@ class TransformersLLM:
             self._prefixes.move_to_end(prefix)
             return self._prefixes[prefix]
         ids = self._encode(prefix, special=True)
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                         **self._last_logits_only())  # the prefix's logits are never read
         self._prefixes[prefix] = (ids, out.past_key_values)
         if len(self._prefixes) > _PREFIX_CACHE_SLOTS:
             self._prefixes.popitem(last=False)
         logger.debug("cached a %d-token prefix", len(ids))
         return self._prefixes[prefix]
 
+    def _last_logits_only(self) -> dict[str, int]:
+        """``logits_to_keep=1`` where the model takes it: the LM head then runs on the last position only."""
+        if not hasattr(self, "_keeps_logits"):
+            self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        return {"logits_to_keep": 1} if self._keeps_logits else {}
+
     @torch.inference_mode()
-    def _forward_batch(self, suffixes: list[list[int]], prefix: str | None, reuse: int) -> tuple[Any, ...]:
+    def _forward_batch(self, suffixes: list[list[int]], prefix: str | None, reuse: int,
+                       last_only: bool = False) -> tuple[Any, ...]:
         """One forward pass over left-padded ``suffixes`` after the first ``reuse`` cached prefix tokens.
 
-        Returns (logits over the suffix positions, cache, attention mask, position ids of the suffix).
+        Returns (logits over the suffix positions, cache, attention mask, position ids of the suffix);
+        with ``last_only`` the logits may cover only the last position (all that decoding reads).
         """
         n, device = len(suffixes), self.device
         pad = int(self.tokenizer.pad_token_id)
@@ -145,7 +164,7 @@ class TransformersLLM:
             cache, mask = None, suffix_mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
+                         past_key_values=cache, use_cache=True, **(self._last_logits_only() if last_only else {}))
         return out.logits, out.past_key_values, mask, positions
 
     def _reusable(self, ids: list[list[int]], prompts: Sequence[str], prefix: str | None) -> int:
@@ -161,13 +180,55 @@ class TransformersLLM:
         return min(reuse, min(len(row) for row in ids) - 1)  # keep at least one token to feed
 
     @torch.inference_mode()
+    def _prefill(self, suffixes: list[list[int]], prefix: str | None, reuse: int,
+                 room: int) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Forward ``suffixes`` and make the cache decoding appends to, with ``room`` tokens reserved per row.
+
+        Returns (last-position logits, cache, attention mask, next position id per row). Suffixes of very
+        different lengths (later MeLLo rounds) are run in groups of similar length rather than all padded to the
+        longest, then laid out in one cache as [prefix][padding][suffix]; padding keys are zeros and masked.
+        """
+        groups = _length_groups([len(s) for s in suffixes])
+        if len(groups) == 1 or not self._mergeable or min(len(s) for s in suffixes) == 0:
+            logits, cache, mask, positions = self._forward_batch(suffixes, prefix, reuse, last_only=True)
+            if self._mergeable is None:
+                self._mergeable = _plain_layers(cache)
+            _reserve(cache, room)
+            return logits[:, -1], cache, mask, positions[:, -1:] + 1
+        n, device = len(suffixes), self.device
+        width = max(len(s) for s in suffixes)
+        total = reuse + width
+        parts = [(torch.tensor(group, device=device), self._forward_batch([suffixes[i] for i in group], prefix, reuse,
+                                                                          last_only=True)) for group in groups]
+        cache = parts[0][1][1]
+        reserved = _reserved_layer()
+        for index, layer in enumerate(cache.layers):
+            shape = (n, *layer.keys.shape[1:-2], total + room, layer.keys.shape[-1])
+            keys, values = layer.keys.new_zeros(shape), layer.values.new_zeros(shape)
+            for rows, (_, part, _, _) in parts:
+                done = part.layers[index]
+                own = done.keys.shape[-2] - reuse
+                keys[rows, ..., :reuse, :] = done.keys[..., :reuse, :]
+                values[rows, ..., :reuse, :] = done.values[..., :reuse, :]
+                keys[rows, ..., total - own: total, :] = done.keys[..., reuse:, :]
+                values[rows, ..., total - own: total, :] = done.values[..., reuse:, :]
+            cache.layers[index] = reserved.from_buffers(keys, values, total)
+        logits = torch.empty((n, parts[0][1][0].shape[-1]), dtype=parts[0][1][0].dtype, device=device)
+        mask = torch.zeros((n, total), dtype=torch.long, device=device)
+        mask[:, :reuse] = 1
+        for rows, (part_logits, _, _, _) in parts:
+            logits[rows] = part_logits[:, -1]
+        for row, suffix in enumerate(suffixes):
+            mask[row, total - len(suffix):] = 1
+        next_position = torch.tensor([[reuse + len(s)] for s in suffixes], dtype=torch.long, device=device)
+        return logits, cache, mask, next_position
+
+    @torch.inference_mode()
     def _generate_batch(self, suffixes: list[list[int]], prefix: str | None, reuse: int, stop: Sequence[str],
                         max_new_tokens: int) -> list[str]:
         """Greedy decoding of ``suffixes``, each continuing the first ``reuse`` tokens of ``prefix``."""
         n, device = len(suffixes), self.device
-        logits, cache, mask, positions = self._forward_batch(suffixes, prefix, reuse)
-        logits = logits[:, -1]
-        next_position = positions[:, -1:] + 1
+        logits, cache, mask, next_position = self._prefill(suffixes, prefix, reuse, max_new_tokens)
 
         eos = _eos_ids(self.model, self.tokenizer)
         generated: list[list[int]] = [[] for _ in range(n)]
@@ -198,6 +259,127 @@ class TransformersLLM:
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_position = next_position + 1
         return texts
+
+
+@functools.cache
+def _reserved_layer() -> type:
+    """``_ReservedLayer``, defined on first use so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer  # noqa: PLC0415 - heavy import
+
+    class _ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views of buffers with spare room at the end.
+
+        ``update`` writes the new tokens into that room in place (growing a buffer, by doubling, only when it
+        is full) where ``DynamicLayer`` concatenates, re-allocating and copying the whole layer every token.
+        The values attended to are the same; only the memory they live in differs.
+        """
+
+        def __init__(self, layer: Any, room: int) -> None:
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = layer.keys.dtype, layer.keys.device, True
+            self.length = layer.keys.shape[-2]
+            self._keys = self._with_room(layer.keys, room)
+            self._values = self._with_room(layer.values, room)
+            self._view()
+
+        @classmethod
+        def from_buffers(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> Any:
+            """A layer holding the first ``length`` positions of ``keys``/``values``; the rest is room."""
+            layer = cls.__new__(cls)
+            DynamicLayer.__init__(layer)
+            layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
+            layer.length, layer._keys, layer._values = length, keys, values
+            layer._view()
+            return layer
+
+        def _with_room(self, states: torch.Tensor, room: int) -> torch.Tensor:
+            buffer = states.new_empty((*states.shape[:-2], self.length + room, states.shape[-1]))
+            buffer[..., : self.length, :] = states[..., : self.length, :]
+            return buffer
+
+        def _view(self) -> None:
+            self.keys = self._keys[..., : self.length, :]
+            self.values = self._values[..., : self.length, :]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            new = key_states.shape[-2]
+            if self.length + new > self._keys.shape[-2]:
+                room = max(new, self._keys.shape[-2])
+                self._keys, self._values = self._with_room(self._keys, room), self._with_room(self._values, room)
+            self._keys[..., self.length: self.length + new, :] = key_states
+            self._values[..., self.length: self.length + new, :] = value_states
+            self.length += new
+            self._view()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative count of tokens to remove")
+            self.length = max(0, self.length + tokens_to_remove)
+            self._view()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._view()
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self._keys, self._values = self._keys[indices, ...], self._values[indices, ...]
+            self._view()
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.batch_select_indices(beam_idx)
+
+        def reset(self) -> None:
+            self.length = 0
+            self._view()
+
+    return _ReservedLayer
+
+
+def _is_plain(layer: Any) -> bool:
+    """A plain ``DynamicLayer`` with [batch, heads, length, dim] tensors (not a sliding-window or other subclass)."""
+    plain = _reserved_layer().__mro__[1]  # DynamicLayer itself
+    return type(layer) is plain and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4
+
+
+def _plain_layers(cache: Any) -> bool:
+    layers = getattr(cache, "layers", None)
+    return isinstance(layers, list) and bool(layers) and all(_is_plain(layer) for layer in layers)
+
+
+def _reserve(cache: Any, room: int) -> None:
+    """Give each plain ``DynamicLayer`` of ``cache`` room for ``room`` more tokens (others are left as they are)."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list):
+        return
+    reserved = _reserved_layer()
+    for index, layer in enumerate(layers):
+        if _is_plain(layer):
+            layers[index] = reserved(layer, room)
+
+
+def _length_groups(lengths: list[int], slack: float = 1.25, spare: int = 32) -> list[list[int]]:
+    """Rows grouped by length so that padding each group to its longest row wastes little compute.
+
+    A row joins the current group (rows in ascending length) while the padded size stays within ``slack``
+    times the real tokens plus ``spare``; each further group costs one more forward pass.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for row in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and lengths[row] * (len(current) + 1) > slack * (real + lengths[row]) + spare:
+            groups.append(current)
+            current, real = [], 0
+        current.append(row)
+        real += lengths[row]
+    groups.append(current)
+    return groups
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
