@@ -376,6 +376,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"**Speedup: {report['speedup']:.2f}x** (target >= {report['target_speedup']:g}x, aim "
         f"{report['aim_speedup']:g}x). **Identical answers and transcripts: {verdict}.**",
         "",
+        f"Load average (1, 5, 15 min) before the batched side {report['load_average_before_batched']}, before the "
+        f"sequential side {report['load_average_before_sequential']}, at the end {report['load_average_at_end']} "
+        f"(other jobs share these {report['cpu_count']} cores). The sequential side builds Hugging Face's "
+        f"`StopStringCriteria` once; passing `stop_strings=` to every `generate` call instead would add "
+        f"{report['hf_stop_strings_overhead_seconds_per_call']:.2f} s per call (speedup "
+        f"{report['speedup_if_sequential_used_stop_strings_kwarg']:.2f}x), a library cost kept out of the reference.",
+        "",
     ]
     if report["other_batch_sizes"]:
         lines += ["Other batch sizes, same run, same sequential time:", "",
