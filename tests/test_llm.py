@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from _models import ARCHITECTURES, real_llm, tiny_llm
 
 from editagent.decompose import mello_prompt
-from editagent.llm import LLM, cut_at_stop
+from editagent.llm import LLM, cut_at_stop, shared_prefix
 
 PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA: Rome\n\n"
 QUESTIONS = [f"Q: What is the capital of {country}?\nA:" for country in
@@ -32,7 +33,7 @@ def test_tiny_models_batch_equals_single_calls(arch: str) -> None:
     assert all(len(text) > 0 for text in single)  # random weights still emit tokens
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_tiny_model_scores_match_between_batched_and_cached(arch: str) -> None:
     llm = tiny_llm(arch)
     prompt = PREFIX + QUESTIONS[0]
@@ -40,6 +41,33 @@ def test_tiny_model_scores_match_between_batched_and_cached(arch: str) -> None:
     cached = llm.score(prompt, [" Berlin", " Madrid\n"], prefix=PREFIX)
     assert plain == pytest.approx(cached, abs=1e-3)
     assert all(s < 0 for s in plain)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_prefix_is_held_once_per_batch_where_the_model_takes_a_pluggable_attention(arch: str) -> None:
+    """The few-shot prefix's keys are stored once (batch 1) for all rows, not copied into each row."""
+    llm = tiny_llm(arch)
+    prompts = [PREFIX + q for q in QUESTIONS[:3]]
+    logits, cache, mask, _ = llm._forward_batch([llm._encode(p, special=True)[5:] for p in prompts], PREFIX, 5)
+    assert logits.shape[0] == 3 and mask.shape[1] == 5 + logits.shape[1]
+    if arch == "gptj":  # GPT-J's attention is not pluggable in transformers: the prefix is copied per row
+        assert not llm._shared and cache.layers[0].keys.shape[0] == 3
+        return
+    assert llm._shared
+    layer = cache.layers[0]
+    assert layer.prefix_keys.shape[0] == 1 and layer.prefix_keys.shape[-2] == 5
+    assert layer.keys.shape[0] == 3 and layer.get_seq_length() == mask.shape[1]
+
+
+def test_shared_prefix_attention_falls_back_to_the_models_own_outside_a_shared_cache() -> None:
+    llm = tiny_llm("llama")
+    ids = llm.tokenizer(PREFIX, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        before = llm.model(input_ids=ids).logits
+        llm.model.set_attn_implementation("sdpa")
+        plain = llm.model(input_ids=ids).logits
+        shared_prefix.install(llm.model)
+    assert torch.allclose(before, plain, atol=1e-5)
 
 
 def test_real_model_batch_of_8_equals_8_single_calls_with_stop_strings() -> None:
@@ -68,9 +96,12 @@ def test_real_model_scores_prefer_the_true_continuation() -> None:
     assert scores[0] > scores[1]
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3"])
 def test_tiny_models_suffixes_of_very_different_lengths_batch_equals_single_calls(arch: str) -> None:
-    """Suffixes far apart in length are prefilled in groups and merged into one padded cache."""
+    """Suffixes far apart in length are prefilled in groups and merged into one padded cache.
+
+    For gemma3 (sliding window of 16 tokens) this also checks that padding inside a window does not
+    shorten what a row sees: windows are counted in tokens, not cache slots."""
     llm = tiny_llm(arch)
     tails = ["", " Berlin.\n" * 3, " Paris, then Rome.\n" * 12, " Madrid" * 40]
     prompts = [PREFIX + q + tail for q, tail in zip(QUESTIONS, tails, strict=False)]

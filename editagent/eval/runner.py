@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from editagent.eval.mquake import MQuAKECase, answer_matches, load_conflicted_case_ids, load_mquake
@@ -269,15 +270,16 @@ def _plot(path: Path, summary: dict[str, Any]) -> None:
 
 
 def _update_summary_file(path: Path, summary: dict[str, Any]) -> None:
-    """One row per (model, method, k, n_cases): a rerun replaces its row."""
-    rows = json.loads(path.read_text()) if path.exists() else []
-    key = (summary["model"], summary["method"], str(summary["k"]), summary["n_cases"])
-    rows = [r for r in rows if (r["model"], r["method"], str(r["k"]), r["n_cases"]) != key]
-    rows.append({k: v for k, v in summary.items() if k not in ("failure_categories",)} |
-                {"failure_categories": summary["failure_categories"]})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    tmp.replace(path)
+    """One row per (model, method, k, n_cases): a rerun replaces its row. Locked: runs in parallel share the file."""
+    with FileLock(str(path) + ".lock"):
+        rows = json.loads(path.read_text()) if path.exists() else []
+        key = (summary["model"], summary["method"], str(summary["k"]), summary["n_cases"])
+        rows = [r for r in rows if (r["model"], r["method"], str(r["k"]), r["n_cases"]) != key]
+        rows.append({k: v for k, v in summary.items() if k not in ("failure_categories",)} |
+                    {"failure_categories": summary["failure_categories"]})
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(path)
 
 
 def command_line() -> str:

@@ -9,6 +9,14 @@ the attention mask and position ids saying where the padding is. Suffixes of
 very different lengths are fed in groups of similar length, each group's cache
 then copied into one batch cache, so short rows are not padded to the longest.
 
+Where the model's attention is pluggable (Llama, Qwen2, Mistral, Gemma 3, GPT-2,
+GPT-NeoX and most current decoders), the prefix's keys and values are held once
+for the whole batch and attended to by ``shared_prefix``'s attention function
+rather than copied into every row: each decoding step then reads the prefix once,
+not once per row. It also lets sliding-window models (Gemma 3) use the cached
+prefix, since the window is applied by the mask. Other models (GPT-J) get the
+prefix copied per row, and sliding-window ones among them no prefix cache.
+
 While decoding, the cache appends each token into room reserved up front
 (``_reserved_layer``) instead of ``DynamicLayer``'s ``torch.cat``, which copies
 the whole cache of every layer at every token: with 8 rows and a ~1,000-token
@@ -17,6 +25,7 @@ prefix on a CPU that copy, not the model, was most of a decoding step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -27,6 +36,7 @@ from typing import Any
 
 import torch
 
+from editagent.llm import shared_prefix
 from editagent.llm.base import cut_at_stop
 from editagent.models import DEFAULT_LLM, load_causal_lm
 
@@ -45,7 +55,12 @@ class TransformersLLM:
         self.name = name
         self.batch_size = batch_size
         self.calls = 0
-        self._prefix_cache_enabled = prefix_cache and not _has_sliding_window(model)
+        # Attention over a prefix held once per batch (see shared_prefix); it also keeps sliding-window models
+        # (Gemma 3) correct with a cached prefix, which the copied-prefix fallback cannot.
+        self._shared = prefix_cache and shared_prefix.supports_shared_prefix(model)
+        if self._shared:
+            shared_prefix.install(model)
+        self._prefix_cache_enabled = prefix_cache and (self._shared or not _has_sliding_window(model))
         self._prefixes: OrderedDict[str, tuple[list[int], Any]] = OrderedDict()
         self._mergeable: bool | None = None  # whether decoding caches can be assembled from parts (plain layers)
         if tokenizer.pad_token_id is None:
@@ -122,6 +137,7 @@ class TransformersLLM:
             return self._prefixes[prefix]
         ids = self._encode(prefix, special=True)
         out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                         past_key_values=shared_prefix.full_cache(),  # every position, sliding layers too
                          **self._last_logits_only())  # the prefix's logits are never read
         self._prefixes[prefix] = (ids, out.past_key_values)
         if len(self._prefixes) > _PREFIX_CACHE_SLOTS:
@@ -137,11 +153,12 @@ class TransformersLLM:
 
     @torch.inference_mode()
     def _forward_batch(self, suffixes: list[list[int]], prefix: str | None, reuse: int,
-                       last_only: bool = False) -> tuple[Any, ...]:
+                       last_only: bool = False, room: int = 0) -> tuple[Any, ...]:
         """One forward pass over left-padded ``suffixes`` after the first ``reuse`` cached prefix tokens.
 
         Returns (logits over the suffix positions, cache, attention mask, position ids of the suffix);
-        with ``last_only`` the logits may cover only the last position (all that decoding reads).
+        with ``last_only`` the logits may cover only the last position (all that decoding reads). ``room``:
+        tokens a shared-prefix cache reserves per row for decoding.
         """
         n, device = len(suffixes), self.device
         pad = int(self.tokenizer.pad_token_id)
@@ -152,7 +169,11 @@ class TransformersLLM:
             if ids:
                 input_ids[row, width - len(ids):] = torch.tensor(ids, device=device)
                 suffix_mask[row, width - len(ids):] = 1
-        if prefix is not None:
+        if self._shared:  # also without a prefix: sliding windows are then counted by position
+            cache = shared_prefix.shared_cache(self._prefix(prefix)[1] if prefix is not None else None, reuse,
+                                               width + room)
+            mask = torch.cat([torch.ones((n, reuse), dtype=torch.long, device=device), suffix_mask], 1)
+        elif prefix is not None:
             prefix_ids, prefix_kv = self._prefix(prefix)
             cache = copy.deepcopy(prefix_kv)
             if reuse < len(prefix_ids):
@@ -163,9 +184,17 @@ class TransformersLLM:
         else:
             cache, mask = None, suffix_mask
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, **(self._last_logits_only() if last_only else {}))
+        out = self._call(cache, input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         **(self._last_logits_only() if last_only else {}))
         return out.logits, out.past_key_values, mask, positions
+
+    def _call(self, cache: Any, **inputs: Any) -> Any:
+        """The model's forward over ``cache``; a shared-prefix cache is made visible to the attention function."""
+        shared = shared_prefix.is_shared(cache)
+        if shared:
+            shared_prefix.set_positions(cache, inputs["attention_mask"], inputs["position_ids"])
+        with shared_prefix.active(cache) if shared else contextlib.nullcontext():
+            return self.model(past_key_values=cache, use_cache=True, **inputs)
 
     def _reusable(self, ids: list[list[int]], prompts: Sequence[str], prefix: str | None) -> int:
         """How many leading tokens of every prompt the cached ``prefix`` covers (0: do not use it).
@@ -190,7 +219,7 @@ class TransformersLLM:
         """
         groups = _length_groups([len(s) for s in suffixes])
         if len(groups) == 1 or not self._mergeable or min(len(s) for s in suffixes) == 0:
-            logits, cache, mask, positions = self._forward_batch(suffixes, prefix, reuse, last_only=True)
+            logits, cache, mask, positions = self._forward_batch(suffixes, prefix, reuse, last_only=True, room=room)
             if self._mergeable is None:
                 self._mergeable = _plain_layers(cache)
             _reserve(cache, room)
@@ -201,18 +230,23 @@ class TransformersLLM:
         parts = [(torch.tensor(group, device=device), self._forward_batch([suffixes[i] for i in group], prefix, reuse,
                                                                           last_only=True)) for group in groups]
         cache = parts[0][1][1]
-        reserved = _reserved_layer()
         for index, layer in enumerate(cache.layers):
-            shape = (n, *layer.keys.shape[1:-2], total + room, layer.keys.shape[-1])
+            shared = _is_shared_layer(layer)
+            head = 0 if shared else reuse  # a shared layer holds only the rows' own tokens
+            end = head + width
+            shape = (n, *layer.keys.shape[1:-2], end + room, layer.keys.shape[-1])
             keys, values = layer.keys.new_zeros(shape), layer.values.new_zeros(shape)
             for rows, (_, part, _, _) in parts:
                 done = part.layers[index]
-                own = done.keys.shape[-2] - reuse
-                keys[rows, ..., :reuse, :] = done.keys[..., :reuse, :]
-                values[rows, ..., :reuse, :] = done.values[..., :reuse, :]
-                keys[rows, ..., total - own: total, :] = done.keys[..., reuse:, :]
-                values[rows, ..., total - own: total, :] = done.values[..., reuse:, :]
-            cache.layers[index] = reserved.from_buffers(keys, values, total)
+                own = done.keys.shape[-2] - head
+                keys[rows, ..., :head, :] = done.keys[..., :head, :]
+                values[rows, ..., :head, :] = done.values[..., :head, :]
+                keys[rows, ..., end - own: end, :] = done.keys[..., head:, :]
+                values[rows, ..., end - own: end, :] = done.values[..., head:, :]
+            if shared:
+                cache.layers[index] = type(layer)(layer.prefix_keys, layer.prefix_values, keys, values, end, room)
+            else:
+                cache.layers[index] = _reserved_layer().from_buffers(keys, values, end)
         logits = torch.empty((n, parts[0][1][0].shape[-1]), dtype=parts[0][1][0].dtype, device=device)
         mask = torch.zeros((n, total), dtype=torch.long, device=device)
         mask[:, :reuse] = 1
@@ -254,8 +288,7 @@ class TransformersLLM:
                 mask, next_position, tokens = mask[keep], next_position[keep], tokens[keep]
                 active = [active[slot] for slot in still]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], 1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position,
-                             past_key_values=cache, use_cache=True)
+            out = self._call(cache, input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_position = next_position + 1
         return texts
@@ -347,9 +380,15 @@ def _is_plain(layer: Any) -> bool:
     return type(layer) is plain and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4
 
 
+def _is_shared_layer(layer: Any) -> bool:
+    return isinstance(layer, shared_prefix.shared_layer())
+
+
 def _plain_layers(cache: Any) -> bool:
+    """Whether decoding caches can be assembled from parts: plain or shared-prefix layers of 4-d tensors."""
     layers = getattr(cache, "layers", None)
-    return isinstance(layers, list) and bool(layers) and all(_is_plain(layer) for layer in layers)
+    return isinstance(layers, list) and bool(layers) and all(_is_plain(layer) or _is_shared_layer(layer)
+                                                             for layer in layers)
 
 
 def _reserve(cache: Any, room: int) -> None:
