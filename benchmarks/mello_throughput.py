@@ -13,7 +13,8 @@ The two sides answer the same questions with the same model object, the same edi
   across calls.
 * **batched**: ``MeLLo(TransformersLLM(model, tokenizer, batch_size=B), memory.top1, guided=False)
   .answer_many(all questions, their namespaces)``: every question advances together, one batched generation per
-  round, over the few-shot prefix's KV cache computed once (MeLLo's default).
+  round, over the few-shot prefix's KV cache computed once and held once per batch, and each question's keys and
+  values from the previous round reused, so a round computes only the line the loop appended (MeLLo's default).
 
 How the sequential loop is written, and why: it must differ from the batched one in cost only, never in parsing.
 So ``sequential_mello`` drives the same ``editagent.decompose.MeLLo`` in its ``guided=False`` mode (the paper's
@@ -295,7 +296,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "questions_per_minute_batched": round(60 * n / seconds, 3),
                           "speedup": round(seconds_sequential / seconds, 2),
                           "n_identical": n - len(compare(sequential, answers)),
-                          "generate_rounds_batched": other.rounds, "load_average_after": load}
+                          "generate_rounds_batched": other.rounds, "load_average_after": load,
+                          "prompt_tokens_reused_batched": other.reused_tokens}
                          for size, answers, seconds, other, load in sweep]
     return {
         "model": args.model,
@@ -327,6 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "speedup_if_sequential_used_stop_strings_kwarg": round((seconds_sequential + overhead * notebook.calls)
                                                                / seconds_batched, 2),
         "generate_rounds_batched": llm.rounds,
+        "prompt_tokens_reused_batched": llm.reused_tokens,
         "generate_seconds_batched": round(sum(r["seconds"] for r in llm.rounds), 2),
         "llm_calls_per_question": sum(a.llm_calls for a in batched) / max(n, 1),
         "failures": sum(1 for a in batched if a.failure),

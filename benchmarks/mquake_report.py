@@ -13,6 +13,7 @@ COLUMNS = (
     ("model", "model"), ("method", "method"), ("k", "k"), ("n_cases", "cases"),
     ("multi_hop_acc", "multi-hop acc"), ("multi_hop_acc_conflict_free", "conflict-free acc"),
     ("hop_acc", "hop-wise acc"), ("pre_edit_acc", "pre-edit acc"), ("seconds_per_question", "s/question"),
+    ("answer_seconds_total", "time answering (s)"),
     ("llm_calls_per_question", "LLM calls/question"), ("seed", "seed"),
 )
 
@@ -27,7 +28,8 @@ def render(rows: list[dict]) -> str:
              "an alias (SQuAD normalisation, exact match). Hop-wise: right final answer, right number of hops and "
              "every intermediate answer right. Pre-edit: against the original answer (the no-edit baseline's "
              "yardstick). Conflict-free: without the dev cases whose new chain another case's edit contradicts "
-             "when all edits share one memory.", "",
+             "when all edits share one memory. Times are CPU wall time on 2 cores shared with other runs "
+             "(several benchmarks ran at once, one thread each), so compare them within a row's context only.", "",
              "| " + " | ".join(title for _, title in COLUMNS) + " | main failure categories |",
              "|" + "---|" * (len(COLUMNS) + 1)]
     for row in sorted(rows, key=lambda r: (r["model"], r["method"], str(r["k"]))):

@@ -7,7 +7,8 @@ import torch
 from _models import ARCHITECTURES, real_llm, tiny_llm
 
 from editagent.decompose import mello_prompt
-from editagent.llm import LLM, cut_at_stop, shared_prefix
+from editagent.llm import LLM, TransformersLLM, cut_at_stop, shared_prefix
+from editagent.llm.row_cache import RowCache
 
 PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA: Rome\n\n"
 QUESTIONS = [f"Q: What is the capital of {country}?\nA:" for country in
@@ -109,3 +110,34 @@ def test_tiny_models_suffixes_of_very_different_lengths_batch_equals_single_call
     single = [llm.generate([p], max_new_tokens=8, prefix=PREFIX)[0] for p in prompts]
     assert llm.generate(prompts, max_new_tokens=8, prefix=PREFIX) == single
     assert llm.generate(prompts, max_new_tokens=8) == [llm.generate([p], max_new_tokens=8)[0] for p in prompts]
+
+
+def test_row_cache_returns_the_longest_common_token_prefix_within_its_context_and_budget() -> None:
+    cache = RowCache(max_bytes=10_000)
+    keys = [torch.arange(2 * 6 * 4, dtype=torch.float32).view(2, 6, 4)]
+    cache.put("ctx", [1, 2, 3, 4, 5, 6], keys, keys)
+    hit = cache.longest("ctx", [1, 2, 3, 9], limit=10)
+    assert hit is not None and hit.length == 3 and torch.equal(hit.keys[0], keys[0][:, :3])
+    assert cache.longest("ctx", [1, 2, 3, 4, 5, 6, 7], limit=4).length == 4  # at most `limit` tokens
+    assert cache.longest("other", [1, 2, 3], limit=10) is None  # another prefix: nothing to reuse
+    assert cache.longest("ctx", [7, 8], limit=10) is None
+    for first in range(40):  # 384 bytes an entry: the least recently used are dropped to stay within 10,000
+        cache.put("ctx", [100 + first, 1], keys, keys)
+    assert len(cache) <= 10_000 // 384
+    assert cache.longest("ctx", [1, 2, 3], limit=10) is None  # the first entry was evicted
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+def test_tiny_models_continue_from_the_row_cache_with_the_same_text(arch: str) -> None:
+    """Round 2 prompts extend round 1 prompts + outputs (as in MeLLo): cached rows give the same text."""
+    base = tiny_llm(arch)
+    llm = TransformersLLM(base.model, base.tokenizer, name=f"rows-{arch}")
+    fresh = TransformersLLM(base.model, base.tokenizer, name=f"norows-{arch}", row_cache_mb=0)
+    prompts = [PREFIX + q for q in QUESTIONS[:4]]
+    first = llm.generate(prompts, max_new_tokens=12, prefix=PREFIX)
+    assert first == fresh.generate(prompts, max_new_tokens=12, prefix=PREFIX)
+    follow = [p + out + "\nRetrieved fact: Paris is in France.\n" for p, out in zip(prompts, first, strict=True)]
+    second = llm.generate(follow, max_new_tokens=12, prefix=PREFIX)
+    assert llm.reused_tokens > 0  # round 2 continued from round 1's keys and values
+    assert second == fresh.generate(follow, max_new_tokens=12, prefix=PREFIX)
+    assert second == [fresh.generate([p], max_new_tokens=12, prefix=PREFIX)[0] for p in follow]

@@ -211,6 +211,8 @@ def summarise(config: RunConfig, rows: list[dict[str, Any]], wall: float) -> dic
         "pre_edit_acc": _rate([any(q["correct_pre_edit"] for q in row["questions"]) for row in rows]),
         "n_questions_asked": len(questions),
         "seconds_per_question": round(sum(q["seconds"] for q in questions) / max(len(questions), 1), 3),
+        # Summed over every invocation of a resumed run (a batch's time is shared among its questions).
+        "answer_seconds_total": round(sum(q["seconds"] for q in questions), 1),
         "llm_calls_per_question": round(sum(q["llm_calls"] for q in questions) / max(len(questions), 1), 2),
         "wall_seconds_this_invocation": round(wall, 1),
         "by_hops": {str(h): _rate([c for row, c in zip(rows, any_correct, strict=True) if row["n_hops"] == h])

@@ -276,6 +276,18 @@ def shared_cache(prefix_cache: Any | None, reuse: int, room: int) -> Any:
     return cache
 
 
+def prefilled_cache(prefix_cache: Any | None, reuse: int, keys: list[torch.Tensor], values: list[torch.Tensor],
+                    length: int, room: int) -> Any:
+    """A shared-prefix cache whose rows already hold ``length`` tokens: per layer, buffers [rows, heads, >=, dim]."""
+    cache = shared_cache(prefix_cache, reuse, room)
+    layer = shared_layer()
+    prefixes = [(part.keys[..., :reuse, :], part.values[..., :reuse, :]) for part in prefix_cache.layers] \
+        if prefix_cache is not None else [(None, None)] * len(keys)
+    cache.layers = [layer(prefix_keys, prefix_values, k, v, length, room)
+                    for (prefix_keys, prefix_values), k, v in zip(prefixes, keys, values, strict=True)]
+    return cache
+
+
 def is_shared(cache: Any) -> bool:
     return bool(getattr(cache, "editagent_shared", False))
 

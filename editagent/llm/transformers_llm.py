@@ -38,18 +38,20 @@ import torch
 
 from editagent.llm import shared_prefix
 from editagent.llm.base import cut_at_stop
+from editagent.llm.row_cache import RowCache, RowHit
 from editagent.models import DEFAULT_LLM, load_causal_lm
 
 logger = logging.getLogger(__name__)
 
 _PREFIX_CACHE_SLOTS = 4
+_MIN_ROW_REUSE = 8  # cached tokens below which a row is simply recomputed
 
 
 class TransformersLLM:
     """Wraps a Hugging Face causal LM and its tokenizer; works on CPU and CUDA unchanged."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "custom", batch_size: int = 8,
-                 prefix_cache: bool = True) -> None:
+                 prefix_cache: bool = True, row_cache_mb: int = 512) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -63,6 +65,9 @@ class TransformersLLM:
         self._prefix_cache_enabled = prefix_cache and (self._shared or not _has_sliding_window(model))
         self._prefixes: OrderedDict[str, tuple[list[int], Any]] = OrderedDict()
         self._mergeable: bool | None = None  # whether decoding caches can be assembled from parts (plain layers)
+        # Finished rows' keys/values, so that a prompt extending an earlier prompt + output skips that part.
+        self._rows = RowCache(row_cache_mb * 2**20 if self._shared else 0)
+        self.reused_tokens = 0  # prompt tokens taken from the row cache instead of recomputed
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -262,10 +267,17 @@ class TransformersLLM:
                         max_new_tokens: int) -> list[str]:
         """Greedy decoding of ``suffixes``, each continuing the first ``reuse`` tokens of ``prefix``."""
         n, device = len(suffixes), self.device
-        logits, cache, mask, next_position = self._prefill(suffixes, prefix, reuse, max_new_tokens)
+        context = (prefix, reuse)
+        hits = [self._rows.longest(context, s, len(s) - 1) for s in suffixes] if self._rows.max_bytes else []
+        if any(hit is not None and hit.length >= _MIN_ROW_REUSE for hit in hits):
+            logits, cache, mask, next_position = self._prefill_from_rows(suffixes, hits, prefix, reuse,
+                                                                         max_new_tokens)
+        else:
+            logits, cache, mask, next_position = self._prefill(suffixes, prefix, reuse, max_new_tokens)
 
         eos = _eos_ids(self.model, self.tokenizer)
         generated: list[list[int]] = [[] for _ in range(n)]
+        fed = [0] * n  # generated tokens already in the cache, per row
         texts = [""] * n
         active = list(range(n))  # original rows still generating, in cache order
         for _ in range(max_new_tokens):
@@ -280,6 +292,10 @@ class TransformersLLM:
                 texts[row], stopped = cut_at_stop(text, stop)
                 if not stopped:
                     still.append(slot)
+            if len(still) < len(active):
+                kept = set(still)
+                self._keep_rows(context, cache, mask, reuse, [(slot, row) for slot, row in enumerate(active)
+                                                              if slot not in kept], suffixes, generated, fed)
             if not still:
                 break
             if len(still) < len(active):
@@ -291,7 +307,65 @@ class TransformersLLM:
             out = self._call(cache, input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position)
             cache, logits = out.past_key_values, out.logits[:, -1]
             next_position = next_position + 1
+            for row in active:
+                fed[row] += 1
+        else:
+            self._keep_rows(context, cache, mask, reuse, list(enumerate(active)), suffixes, generated, fed)
         return texts
+
+    @torch.inference_mode()
+    def _prefill_from_rows(self, suffixes: list[list[int]], hits: list[RowHit | None], prefix: str | None,
+                           reuse: int, room: int) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """``_prefill`` where some rows' leading tokens are already cached: only the rest is fed.
+
+        Layout per row: [prefix][padding][cached tokens][padding][new tokens]; the mask says which slots are
+        padding, and positions follow the mask, so padding in the middle changes nothing a row attends to.
+        """
+        n, device = len(suffixes), self.device
+        cached = [hit.length if hit is not None and hit.length >= _MIN_ROW_REUSE else 0 for hit in hits]
+        self.reused_tokens += sum(cached)
+        new = [s[c:] for s, c in zip(suffixes, cached, strict=True)]
+        width_cached, width_new = max(cached), max(len(x) for x in new)
+        reference = next(hit for hit, c in zip(hits, cached, strict=True) if c and hit is not None)
+        keys, values = [], []
+        for layer, sample in enumerate(reference.keys):
+            shape = (n, sample.shape[0], width_cached + width_new + room, sample.shape[-1])
+            keys.append(sample.new_zeros(shape))
+            values.append(sample.new_zeros(shape))
+            for row, (hit, length) in enumerate(zip(hits, cached, strict=True)):
+                if length and hit is not None:
+                    keys[layer][row, :, width_cached - length: width_cached] = hit.keys[layer][:, :length]
+                    values[layer][row, :, width_cached - length: width_cached] = hit.values[layer][:, :length]
+        prefix_kv = self._prefix(prefix)[1] if prefix is not None else None
+        cache = shared_prefix.prefilled_cache(prefix_kv, reuse, keys, values, width_cached, room)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((n, width_new), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((n, reuse + width_cached + width_new), dtype=torch.long, device=device)
+        mask[:, :reuse] = 1
+        for row, (ids, length) in enumerate(zip(new, cached, strict=True)):
+            mask[row, reuse + width_cached - length: reuse + width_cached] = 1
+            if ids:
+                input_ids[row, width_new - len(ids):] = torch.tensor(ids, device=device)
+                mask[row, mask.shape[1] - len(ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width_new:]
+        out = self._call(cache, input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         **self._last_logits_only())
+        return out.logits[:, -1], out.past_key_values, mask, positions[:, -1:] + 1
+
+    def _keep_rows(self, context: tuple[str | None, int], cache: Any, mask: torch.Tensor, reuse: int,
+                   slots: list[tuple[int, int]], suffixes: list[list[int]], generated: list[list[int]],
+                   fed: list[int]) -> None:
+        """Store finished rows' own keys and values (cache slot, original row) for a later call to continue."""
+        if not self._rows.max_bytes or not shared_prefix.is_shared(cache):
+            return
+        for slot, row in slots:
+            tokens = suffixes[row] + generated[row][: fed[row]]
+            where = mask[slot, reuse:].nonzero().squeeze(-1)
+            if len(where) != len(tokens):  # cannot happen; never store something that does not line up
+                logger.debug("row cache: %d slots for %d tokens; not stored", len(where), len(tokens))
+                continue
+            self._rows.put(context, tokens, [layer.keys[slot][:, where] for layer in cache.layers],
+                           [layer.values[slot][:, where] for layer in cache.layers])
 
 
 @functools.cache
