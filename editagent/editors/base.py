@@ -1,0 +1,262 @@
+"""Shared pieces of weight editing: the request record, the reversible handle and the model fingerprint.
+
+Every application returns an ``AppliedEdit`` holding a clone of each weight it touched, so ``undo`` puts
+the exact original tensors back. Its deltas can be saved with ``torch.save(handle.saved(), path)`` and
+applied later with ``apply_deltas``, which refuses a model whose fingerprint differs from the one the
+edit was computed on.
+
+Undo order: handles are meant to be undone last-in, first-out. Undoing an older handle after a newer
+edit touched the same weights still restores exactly the tensors from before the older edit, which also
+discards the newer edit's change to those weights (a warning says so); undoing the newer handle after
+that would bring the older edit back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from torch import nn
+
+from editagent.editors.arch import ModelArch
+from editagent.schema import MAX_ENTITY_CHARS, MAX_SENTENCE_CHARS, EditError, clean_text
+
+logger = logging.getLogger(__name__)
+
+SAVED_FORMAT = "editagent.weight-edit/1"
+_SAMPLES_PER_TENSOR = 2048
+# Runtime switches and bookkeeping that do not change what the model computes.
+_VOLATILE_CONFIG = {"transformers_version", "use_cache", "dtype", "torch_dtype", "output_attentions",
+                    "output_hidden_states", "return_dict", "architectures", "name_or_path"}
+
+
+class FingerprintMismatch(EditError):
+    """A saved edit was computed on a different model; the message names both fingerprints."""
+
+
+class WeightEdit(BaseModel):
+    """One fact to write into the weights: ``prompt`` continues with ``target``, and names ``subject``.
+
+    ``prompt`` holds the subject verbatim ("The Eiffel Tower is located in the city of") or a ``{}``
+    where it goes ("{} is located in the city of"). ``target`` continues the prompt as a new word:
+    a leading space is added when it has none (" Rome", as tokenizers spell a word after a space).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str
+    subject: str
+    target: str
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, value: Any) -> str:
+        return clean_text("prompt", value, MAX_SENTENCE_CHARS)
+
+    @field_validator("subject", mode="before")
+    @classmethod
+    def _subject(cls, value: Any) -> str:
+        return clean_text("subject", value, MAX_ENTITY_CHARS)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> str:
+        return " " + clean_text("target", value, MAX_ENTITY_CHARS)
+
+    @model_validator(mode="after")
+    def _subject_in_prompt(self) -> WeightEdit:
+        if "{}" not in self.prompt and self.subject not in self.prompt:
+            raise EditError(f"prompt: {self.prompt!r} does not contain the subject {self.subject!r}; write the "
+                            "subject inside the prompt verbatim, or put '{}' where it goes")
+        return self
+
+    @property
+    def template(self) -> str:
+        """The prompt with ``{}`` in place of (the first mention of) the subject."""
+        return self.prompt if "{}" in self.prompt else self.prompt.replace(self.subject, "{}", 1)
+
+    @property
+    def text(self) -> str:
+        """The prompt with the subject filled in."""
+        return fill(self.template, self.subject)
+
+
+def fill(template: str, subject: str) -> str:
+    """``template`` with its first ``{}`` replaced by ``subject`` (not ``str.format``: prompts may hold braces)."""
+    head, _, tail = template.partition("{}")
+    return head + subject + tail
+
+
+class EditReport(BaseModel):
+    """How the target-value optimisation of one edit went: probabilities are mean target-token probabilities."""
+
+    subject: str
+    target: str
+    steps: int
+    prob_before: float
+    prob_after: float
+    seconds: float
+
+
+def as_edits(edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> list[WeightEdit]:
+    """One edit or many, as ``WeightEdit`` records (dicts are validated)."""
+    items = [edits] if isinstance(edits, WeightEdit | Mapping) else list(edits)
+    if not items:
+        raise EditError("edits: empty; pass at least one WeightEdit(prompt=..., subject=..., target=...)")
+    return [item if isinstance(item, WeightEdit) else WeightEdit.model_validate(item) for item in items]
+
+
+def model_fingerprint(model: nn.Module, arch: ModelArch | None = None) -> str:
+    """A sha256 over the model type, its config and a strided sample of every weight editors never write.
+
+    The down projections are left out, so the fingerprint stays the same after edits and a saved edit
+    can be stacked on an edited model; any other difference in weights or config changes it. It reads
+    at most a few thousand values per tensor, well under a second on a 135M-parameter model.
+    """
+    arch = arch or ModelArch(model)
+    skip = arch.edited_weight_names()
+    digest = hashlib.sha256(arch.model_type.encode())
+    config = {key: value for key, value in model.config.to_dict().items()
+              if not key.startswith("_") and key not in _VOLATILE_CONFIG}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in skip:
+                continue
+            flat = param.detach().reshape(-1)
+            step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+            sample = flat[::step][:_SAMPLES_PER_TENSOR].contiguous().cpu()
+            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+            digest.update(sample.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Weights frozen and dropout off while optimising an edit; the caller's settings come back after."""
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    training = model.training
+    for param, _ in flags:
+        param.requires_grad_(False)
+    model.eval()
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        model.train(training)
+
+
+class AppliedEdit:
+    """What one application changed; ``undo`` restores the touched weights bit for bit.
+
+    ``originals`` holds a clone of every touched weight from before the edit, ``deltas`` the change
+    (new minus original) in the weight's own layout and dtype, ``reports`` one ``EditReport`` per edit.
+    """
+
+    def __init__(self, model: nn.Module, *, method: str, edits: Sequence[WeightEdit], fingerprint: str,
+                 originals: dict[str, torch.Tensor], reports: Sequence[EditReport] = ()) -> None:
+        self.model = model
+        self.method = method
+        self.edits = list(edits)
+        self.fingerprint = fingerprint
+        self.originals = originals
+        self.reports = list(reports)
+        params = dict(model.named_parameters())
+        self._params = {name: params[name] for name in originals}
+        self.deltas = {name: (param.detach() - originals[name]) for name, param in self._params.items()}
+        self._versions = {name: param._version for name, param in self._params.items()}
+        self.undone = False
+
+    def undo(self) -> None:
+        """Put back every touched weight exactly as it was before this edit (see the module doc on order)."""
+        if self.undone:
+            logger.warning("%s edit already undone; nothing to do", self.method)
+            return
+        changed = [name for name, param in self._params.items() if param._version != self._versions[name]]
+        if changed:
+            logger.warning("undoing a %s edit out of last-in-first-out order: %s changed after it; they get back "
+                           "the tensors from before this edit, dropping the later change", self.method, changed)
+        with torch.no_grad():
+            for name, param in self._params.items():
+                param.copy_(self.originals[name])
+        self.undone = True
+
+    def saved(self) -> dict[str, Any]:
+        """The deltas and the fingerprint they belong to, for ``torch.save`` and ``apply_deltas``."""
+        return {"format": SAVED_FORMAT, "method": self.method, "fingerprint": self.fingerprint,
+                "edits": [edit.model_dump() for edit in self.edits],
+                "deltas": {name: delta.cpu() for name, delta in self.deltas.items()}}
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.saved(), path)
+
+    def __repr__(self) -> str:
+        state = "undone" if self.undone else "applied"
+        return f"AppliedEdit({self.method}, {len(self.edits)} edits, {len(self.originals)} weights, {state})"
+
+
+class WeightWriter:
+    """Adds updates to named weights, cloning each weight the first time it is touched (for undo)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.params = dict(model.named_parameters())
+        self.originals: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, delta: torch.Tensor) -> None:
+        param = self.params[name]
+        if name not in self.originals:
+            self.originals[name] = param.detach().clone()
+        with torch.no_grad():
+            param.add_(delta.to(device=param.device, dtype=param.dtype))
+
+    def restore(self) -> None:
+        """Undo everything written so far (used when an edit fails halfway)."""
+        with torch.no_grad():
+            for name, original in self.originals.items():
+                self.params[name].copy_(original)
+
+    def finish(self, *, method: str, edits: Sequence[WeightEdit], fingerprint: str,
+               reports: Sequence[EditReport] = ()) -> AppliedEdit:
+        return AppliedEdit(self.model, method=method, edits=edits, fingerprint=fingerprint,
+                           originals=self.originals, reports=reports)
+
+
+def _load_saved(saved: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+    if isinstance(saved, str | Path):
+        saved = torch.load(saved, map_location="cpu", weights_only=True)
+    if not isinstance(saved, Mapping) or saved.get("format") != SAVED_FORMAT:
+        raise EditError(f"saved: not a saved weight edit (expected a dict with format {SAVED_FORMAT!r}, as made by "
+                        "AppliedEdit.saved())")
+    if not isinstance(saved.get("fingerprint"), str) or not isinstance(saved.get("deltas"), Mapping):
+        raise EditError("saved: missing 'fingerprint' or 'deltas'; save edits with AppliedEdit.save(path)")
+    return saved
+
+
+def apply_deltas(model: nn.Module, saved: Mapping[str, Any] | str | Path) -> AppliedEdit:
+    """Apply a saved edit (a dict from ``AppliedEdit.saved()`` or a path to one) to the model it was made for."""
+    saved = _load_saved(saved)
+    arch = ModelArch(model)
+    fingerprint = model_fingerprint(model, arch)
+    if saved["fingerprint"] != fingerprint:
+        raise FingerprintMismatch(
+            f"saved: this edit was computed on model fingerprint {saved['fingerprint'][:16]}, but this "
+            f"{arch.model_type} model's fingerprint is {fingerprint[:16]}; apply it only to the model it was made "
+            "for (same architecture, config and weights), or recompute the edit on this model")
+    params = dict(model.named_parameters())
+    for name, delta in saved["deltas"].items():
+        if name not in params or params[name].shape != delta.shape:
+            raise EditError(f"saved: delta for {name!r} {tuple(delta.shape)} does not match this model's weights")
+    writer = WeightWriter(model)
+    for name, delta in saved["deltas"].items():
+        writer.add(name, delta)
+    edits = [WeightEdit.model_validate(edit) for edit in saved.get("edits", [])]
+    return writer.finish(method=str(saved.get("method", "saved")), edits=edits, fingerprint=fingerprint)

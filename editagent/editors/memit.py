@@ -1,0 +1,132 @@
+"""MEMIT: many facts at once, spread over a range of MLP layers (Meng et al., 2023).
+
+1. For each edit, a target hidden state z_i at the top layer L of the range: the block output at the
+   subject's last token plus a δ_i optimised as in ROME (``rome.optimise_value``, at the block output).
+2. For each layer l of the range, bottom up, with the weights as updated so far: keys K (one column per
+   edit, averaged over context templates), the residual R = (Z − h_L) / (layers left, this one included)
+   where h_L are the current top-layer hidden states, and
+
+       ΔW_l = R Kᵀ (λ C_l + K Kᵀ)⁻¹
+
+Normalisation of λ (``mom2_update_weight``): C_l = E[k kᵀ] is a per-token mean, as in the MEMIT code,
+so λ weighs C like λ extra tokens. For a typical key kᵀC⁻¹k ≈ key_dim, so how much of R one layer
+writes depends on λ / key_dim; MEMIT's 15000 was set for GPT-J, whose keys are 16384 wide. The default
+keeps that ratio: λ = 15000 · key_dim / 16384 (1406 for SmolLM2-135M's 1536-wide keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+from tqdm.auto import tqdm
+
+from editagent.editors.arch import ModelArch
+from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, model_fingerprint
+from editagent.editors.rome import (
+    ValueConfig,
+    capture_at_subject,
+    context_templates,
+    make_batch,
+    optimise_value,
+    subject_keys,
+    subject_row,
+)
+from editagent.editors.stats import key_second_moments
+
+logger = logging.getLogger(__name__)
+
+GPTJ_MOM2_UPDATE_WEIGHT = 15_000.0
+GPTJ_KEY_DIM = 16_384
+
+
+class MemitConfig(ValueConfig):
+    """MEMIT settings; ``layers`` None takes the architecture's default range of early-middle layers."""
+
+    layers: list[int] | None = Field(None, description="blocks whose down projections are edited, low to high")
+    clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖ (δ is added to the residual stream "
+                                                              "here, not to an MLP output as in ROME; MEMIT's 0.75)")
+    mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 15000 · key_dim / 16384")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(layer < 0 for layer in value)):
+            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6, 7, 8], or None")
+        return sorted(set(value)) if value is not None else None
+
+
+class MEMIT:
+    """Mass-editing of a layer range: ``MEMIT(model, tokenizer).apply(edits)`` returns an ``AppliedEdit``."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, config: MemitConfig | Mapping[str, Any] | None = None, *,
+                 stats_texts: Sequence[str] | None = None, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config if isinstance(config, MemitConfig) else MemitConfig.model_validate(config or {})
+        self.arch = ModelArch(model)
+        chosen = self.config.layers if self.config.layers is not None else self.arch.memit_layers
+        self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
+        self.templates = context_templates(self.config.n_context_templates)
+        self.stats_texts = stats_texts
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self._fingerprint: str | None = None
+        self._moments: dict[int, torch.Tensor] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model, self.arch)
+        return self._fingerprint
+
+    def update_weight(self, layer: int) -> float:
+        """λ at ``layer`` (see the module doc for its normalisation)."""
+        if self.config.mom2_update_weight is not None:
+            return self.config.mom2_update_weight
+        return GPTJ_MOM2_UPDATE_WEIGHT * self.arch.key_dim(layer) / GPTJ_KEY_DIM
+
+    def second_moments(self) -> dict[int, torch.Tensor]:
+        """C per edited layer, from cached statistics (one cut-short pass for all missing layers)."""
+        missing = [layer for layer in self.layers if layer not in self._moments]
+        if missing:
+            self._moments.update(key_second_moments(
+                self.model, self.tokenizer, missing, texts=self.stats_texts, n_tokens=self.config.stats_tokens,
+                cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint))
+        return {layer: self._moments[layer] for layer in self.layers}
+
+    def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
+        """Write all ``edits`` at once; ``handle.undo()`` takes them out again."""
+        items = as_edits(edits)
+        fingerprint = self.fingerprint
+        moments = self.second_moments()
+        start = time.perf_counter()
+        top = self.arch.block(self.layers[-1])
+        width = self.arch.value_dim(self.layers[-1])
+        fits = [optimise_value(self.model, self.tokenizer, edit, top, width, self.templates, self.config)
+                for edit in tqdm(items, desc="MEMIT target values", disable=not self.progress, unit="edit")]
+        goals = torch.stack([fit.init + fit.delta for fit in fits]).double()  # [edits, hidden]
+        bare = make_batch(self.tokenizer, [subject_row(self.tokenizer, e.template, e.subject) for e in items],
+                          goals.device)
+        writer = WeightWriter(self.model)
+        try:
+            for i, layer in enumerate(self.layers):
+                keys = subject_keys(self.model, self.tokenizer, self.arch, layer, items, self.templates)  # [n, in]
+                current = capture_at_subject(self.model, bare, top, inputs=False).double()  # [n, hidden]
+                residual = (goals - current) / (len(self.layers) - i)
+                system = self.update_weight(layer) * moments[layer] + keys.T @ keys
+                update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
+                writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
+                logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
+        except BaseException:
+            writer.restore()
+            raise
+        logger.info("MEMIT: %d edits into layers %s in %.1f s", len(items), self.layers, time.perf_counter() - start)
+        return writer.finish(method="memit", edits=items, fingerprint=fingerprint, reports=[f.report for f in fits])

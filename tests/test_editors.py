@@ -1,0 +1,354 @@
+"""Weight editors (ROME, MEMIT) on tiny random models: adapter, key statistics, edits, undo and saved edits.
+
+Each test builds its own seeded model, so no edit leaks into the session's shared tiny models. The models
+get an untied unembedding scaled up (``sharp_model``): a random 2-layer model's next-token logits are
+otherwise nearly flat over a 49k vocabulary, so "the greedy token flipped" and "the unrelated greedy token
+stayed" would hinge on differences of a thousandth of a logit. Edit prompts end with the subject: in a
+random model the subject's value reaches later positions only through one random attention layer, too
+weak to steer anything, so facts in the middle of a prompt are checked on the real model instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+from pydantic import ValidationError
+from torch import nn
+
+from editagent.editors import (
+    ARCH_SPECS,
+    MEMIT,
+    ROME,
+    FingerprintMismatch,
+    MemitConfig,
+    ModelArch,
+    RomeConfig,
+    UnsupportedArchitecture,
+    WeightEdit,
+    apply_deltas,
+    key_second_moment,
+    model_fingerprint,
+    register_arch,
+)
+from editagent.editors import rome as rome_module
+from editagent.editors import stats as stats_module
+from editagent.schema import EditError
+from tests._models import ARCHITECTURES, packaged_tokenizer, tiny_config, tiny_llm
+
+TOKENIZER = packaged_tokenizer()
+_WORDS = ("the", "city", "river", "king", "music", "water", "stone", "blue", "green", "old", "new", "house", "light",
+          "dark", "road", "small", "great", "north", "south", "language", "people", "world", "time", "year", "day",
+          "sea", "mountain", "bridge", "tower", "market", "school")
+# A deterministic stand-in corpus: statistics from text are one batched pass, much faster than sampling.
+STATS_TEXTS = [" ".join(random.Random(i).choice(_WORDS) for _ in range(40)) for i in range(40)]
+STATS_TOKENS = 1200
+UNRELATED = ("My favourite colour is", "Water boils at", "The quick brown fox", "Once upon a time",
+             "She opened the door and", "Numbers like seven")
+
+
+def sharp_model(arch: str, seed: int = 0) -> nn.Module:
+    """A fresh random 2-layer ``arch`` model whose next-token choices have clear margins (see module doc)."""
+    config = tiny_config(arch, len(TOKENIZER))
+    config.tie_word_embeddings = False
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(50.0)
+    return model
+
+
+def next_logits(model: nn.Module, text: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**TOKENIZER(text, return_tensors="pt")).logits[0, -1]
+
+
+def near_miss(model: nn.Module, prompt: str, skip: int = 3) -> tuple[int, str]:
+    """A whole-word token the model ranks a few places below its greedy choice: not predicted now, but
+    reachable by one edit, so a flip to it is meaningful."""
+    order = next_logits(model, prompt).argsort(descending=True).tolist()
+    for token in order[skip:]:
+        word = TOKENIZER.decode([token])
+        if (word.startswith(" ") and word.strip().isalpha()
+                and TOKENIZER(word, add_special_tokens=False)["input_ids"] == [token]):
+            return token, word.strip()
+    raise AssertionError("no whole-word token found")
+
+
+def clearest(model: nn.Module, prompts: tuple[str, ...]) -> str:
+    """The prompt whose greedy next token wins by the widest margin: a change there is a real change."""
+    def margin(prompt: str) -> float:
+        top = next_logits(model, prompt).topk(2).values
+        return float(top[0] - top[1])
+    return max(prompts, key=margin)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def assert_same_weights(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    changed = [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])]
+    assert not changed, f"weights differ after undo: {changed}"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("editors-cache")
+
+
+def rome_for(model: nn.Module, cache: Path, **overrides: Any) -> ROME:
+    """ROME with the bare prompt only: in a random model a context prefix changes the subject's key so much that
+    an edit made for the average key would test luck, not the method (context templates pay off on real models)."""
+    config = RomeConfig(stats_tokens=STATS_TOKENS, n_context_templates=0, **overrides)
+    return ROME(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache, progress=False)
+
+
+# -- architecture adapter ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_adapter_resolves_the_parts_editing_needs(arch: str) -> None:
+    model = sharp_model(arch)
+    adapter = ModelArch(model)
+    assert adapter.n_layers == 2
+    assert adapter.unembed is model.get_output_embeddings()
+    assert isinstance(adapter.final_norm, nn.Module) and not isinstance(adapter.final_norm, nn.ModuleList)
+    params = dict(model.named_parameters())
+    assert params[adapter.weight_name(1)] is adapter.weight(1)
+    seen: dict[str, torch.Size] = {}
+    adapter.mlp_out(0).register_forward_pre_hook(lambda _m, args: seen.update(key=args[0].shape))
+    adapter.mlp_out(0).register_forward_hook(lambda _m, _a, out: seen.update(value=out.shape))
+    with torch.no_grad():
+        model(**TOKENIZER("a short text", return_tensors="pt"))
+    assert seen["key"][-1] == adapter.key_dim(0) > model.config.hidden_size  # the MLP's wide hidden layer
+    assert seen["value"][-1] == adapter.value_dim(0) == model.config.hidden_size  # back into the residual
+    update = torch.zeros(adapter.value_dim(0), adapter.key_dim(0))
+    assert adapter.to_param_layout(update).shape == adapter.weight(0).shape
+    assert adapter.spec.conv1d == (arch == "gpt2")
+    assert 0 <= adapter.rome_layer < 2 and adapter.memit_layers
+
+
+def test_unknown_architecture_error_names_model_type_and_fix() -> None:
+    model = sharp_model("llama")
+    model.config.model_type = "nonesuch"
+    with pytest.raises(UnsupportedArchitecture, match=r"model_type 'nonesuch'.*register_arch"):
+        ModelArch(model)
+    register_arch("nonesuch", ARCH_SPECS["llama"])
+    try:
+        assert ModelArch(model).n_layers == 2
+    finally:
+        del ARCH_SPECS["nonesuch"]
+    with pytest.raises(UnsupportedArchitecture, match=r"config\.model_type"):
+        ModelArch(nn.Linear(2, 2))
+    register_arch("broken", replace(ARCH_SPECS["llama"], mlp_out="mlp.nowhere"))
+    model.config.model_type = "broken"
+    try:
+        with pytest.raises(UnsupportedArchitecture, match=r"no module at 'mlp\.nowhere'"):
+            ModelArch(model)
+    finally:
+        del ARCH_SPECS["broken"]
+
+
+def test_default_layers_scale_with_depth() -> None:
+    config = tiny_config("llama", len(TOKENIZER))
+    config.num_hidden_layers = 30
+    adapter = ModelArch(transformers.AutoModelForCausalLM.from_config(config))
+    assert adapter.rome_layer == 6
+    assert adapter.memit_layers == [3, 4, 5, 6, 7, 8]
+
+
+# -- key statistics ----------------------------------------------------------------------------------------
+
+
+def test_key_statistics_match_hand_computed_moment_and_are_cached(cache: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model = sharp_model("llama")
+    text = STATS_TEXTS[0]
+    n = len(TOKENIZER(text)["input_ids"])
+    moment = key_second_moment(model, TOKENIZER, 1, texts=[text], n_tokens=n, cache_dir=tmp_path, progress=False)
+    keys: list[torch.Tensor] = []
+    ModelArch(model).mlp_out(1).register_forward_pre_hook(lambda _m, args: keys.append(args[0][0].double()))
+    with torch.no_grad():
+        model(**TOKENIZER(text, return_tensors="pt"))
+    expected = keys[0].T @ keys[0] / n
+    assert moment.dtype == torch.float64 and moment.shape == (64, 64)
+    torch.testing.assert_close(moment, expected, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(moment, moment.T)
+    assert float(torch.linalg.eigvalsh(moment).min()) > -1e-12 * float(moment.diagonal().max())
+    files = list((tmp_path / "stats").glob("*-layer1-texts*-*.pt"))
+    assert len(files) == 1 and not list((tmp_path / "stats").glob("*.tmp"))
+
+    def fail(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(stats_module, "_accumulate", fail)
+    again = key_second_moment(model, TOKENIZER, 1, texts=[text], n_tokens=n, cache_dir=tmp_path, progress=False)
+    assert torch.equal(again, moment)
+
+
+def test_key_statistics_sampled_from_the_model_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = sharp_model("gpt2")
+    moment = key_second_moment(model, TOKENIZER, 0, n_tokens=200, cache_dir=tmp_path, progress=False)
+    assert moment.shape == (128, 128) and moment.dtype == torch.float64
+    assert float(torch.linalg.eigvalsh(moment).min()) > -1e-12 * float(moment.diagonal().max())
+    assert list((tmp_path / "stats").glob("*-layer0-sampled-200.pt"))
+    assert list((tmp_path / "stats").glob("*-samples-200.pt"))
+    first = stats_module.sample_token_ids(model, TOKENIZER, 100, progress=False)
+    assert torch.equal(first, stats_module.sample_token_ids(model, TOKENIZER, 100, progress=False))
+    assert first.numel() >= 100 and len(set(first[:, -1].tolist())) > 1  # sampled, not one greedy path
+
+
+def test_key_statistics_reject_bad_input(tmp_path: Path) -> None:
+    model = sharp_model("llama")
+    with pytest.raises(EditError, match="n_tokens"):
+        key_second_moment(model, TOKENIZER, 0, n_tokens=0, cache_dir=tmp_path)
+    with pytest.raises(EditError, match="layers: 7 is out of range"):
+        key_second_moment(model, TOKENIZER, 7, texts=["x"], cache_dir=tmp_path)
+
+
+# -- ROME --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_rome_flips_the_edited_prompt_and_leaves_an_unrelated_one(arch: str, cache: Path) -> None:
+    model = sharp_model(arch)
+    prompt = "The city I love the most is Paris"
+    token, word = near_miss(model, prompt)
+    unrelated = clearest(model, UNRELATED)
+    unrelated_before = int(next_logits(model, unrelated).argmax())
+    before = snapshot(model)
+    assert int(next_logits(model, prompt).argmax()) != token
+
+    handle = rome_for(model, cache).apply(WeightEdit(prompt=prompt, subject="Paris", target=word))
+
+    assert int(next_logits(model, prompt).argmax()) == token
+    assert int(next_logits(model, unrelated).argmax()) == unrelated_before
+    assert set(handle.originals) == {ModelArch(model).weight_name(0)}
+    assert handle.reports[0].prob_after > handle.reports[0].prob_before
+    handle.undo()
+    assert_same_weights(model, before)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_cached_prefix_logits_equal_a_full_forward(arch: str) -> None:
+    """The value optimisation runs only the tokens from the subject on, over a cached prefix: it must see
+    exactly what a plain forward pass sees (left padding, an empty prefix, Gemma 3's sliding window)."""
+    model = sharp_model(arch)
+    texts = [("The following is true. The city I love the most is Paris, said the old man to us all", "Paris"),
+             ("Paris is a", "Paris"), ("Here is a fact. Paris is big", "Paris")]
+    rows = [(*rome_module.subject_row(TOKENIZER, text.replace(subject, "{}", 1), subject), 2)
+            for text, subject in texts]
+    split = rome_module.SplitRows.build(TOKENIZER, rows, torch.device("cpu"))
+    with torch.no_grad():
+        got = rome_module._SuffixRunner(model, split).logits()
+        for (ids, _, n), logits in zip(rows, got, strict=True):
+            expected = model(input_ids=torch.tensor([ids])).logits[0, -n:]
+            torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_rome_on_the_shared_tiny_model_with_its_own_attention_undoes_cleanly(cache: Path) -> None:
+    """``tiny_llm`` installs a custom attention implementation; editing must neither depend on it nor leak."""
+    model = tiny_llm("llama").model
+    before = snapshot(model)
+    handle = rome_for(model, cache).apply(WeightEdit(prompt="The city I love the most is Paris", subject="Paris",
+                                                     target="river"))
+    assert handle.reports[0].prob_after > handle.reports[0].prob_before
+    handle.undo()
+    assert_same_weights(model, before)
+
+
+def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(cache: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    model = sharp_model("llama")
+    before = snapshot(model)
+    rome = rome_for(model, cache)
+    first = rome.apply([WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target="river"),
+                        WeightEdit(prompt="{} is where I live", subject="Berlin", target="stone")])
+    assert len(first.reports) == 2
+    assert not all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+    middle = snapshot(model)
+    second = rome.apply(WeightEdit(prompt="My uncle comes from Tokyo", subject="Tokyo", target="music"))
+    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
+        first.undo()  # not last-in-first-out: still exactly the weights from before `first`
+    assert "out of last-in-first-out order" in caplog.text
+    assert_same_weights(model, before)
+    second.undo()  # brings back what `second` saw, i.e. `first`'s edit: the documented LIFO caveat
+    assert_same_weights(model, middle)
+    first.undo()  # a second undo is a no-op
+    assert_same_weights(model, middle)
+
+
+def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(cache: Path, tmp_path: Path) -> None:
+    model = sharp_model("qwen2")
+    fingerprint = model_fingerprint(model)
+    handle = rome_for(model, cache).apply(WeightEdit(prompt="The city I love the most is Paris", subject="Paris",
+                                                     target="river"))
+    assert model_fingerprint(model) == fingerprint == handle.fingerprint  # edits leave the fingerprint alone
+    edited = snapshot(model)
+    handle.save(tmp_path / "edit.pt")
+    handle.undo()
+
+    again = apply_deltas(model, tmp_path / "edit.pt")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, edited[name], rtol=0, atol=1e-6)
+    again.undo()
+
+    other = sharp_model("qwen2", seed=1)
+    other_before = snapshot(other)
+    with pytest.raises(FingerprintMismatch, match=rf"{fingerprint[:16]}.*{model_fingerprint(other)[:16]}"):
+        apply_deltas(other, handle.saved())
+    assert_same_weights(other, other_before)
+    with pytest.raises(EditError, match="not a saved weight edit"):
+        apply_deltas(other, {"deltas": {}})
+
+
+def test_weight_edit_and_config_validation_name_the_field(cache: Path) -> None:
+    edit = WeightEdit(prompt="{} is located in", subject="The Eiffel Tower", target="Rome")
+    assert edit.target == " Rome" and edit.text == "The Eiffel Tower is located in"
+    assert WeightEdit(prompt="Paris is nice", subject="Paris", target="x").template == "{} is nice"
+    with pytest.raises(ValidationError, match="prompt"):
+        WeightEdit(prompt="The capital of France is", subject="Germany", target="Berlin")
+    with pytest.raises(ValidationError, match="target"):
+        WeightEdit(prompt="France is", subject="France", target="  ")
+    with pytest.raises(ValidationError, match="lr"):
+        RomeConfig(lr=-1)
+    with pytest.raises(ValidationError, match="layers"):
+        MemitConfig(layers=[])
+    with pytest.raises(EditError, match="layer: 5 is out of range"):
+        ROME(sharp_model("llama"), TOKENIZER, {"layer": 5}, cache_dir=cache)
+    with pytest.raises(EditError, match="edits: empty"):
+        rome_for(sharp_model("llama"), cache).apply([])
+
+
+# -- MEMIT -------------------------------------------------------------------------------------------------
+
+
+def test_memit_writes_five_edits_at_once_and_undoes_exactly(cache: Path) -> None:
+    model = sharp_model("llama")
+    facts = [("I went to visit Paris", "Paris"), ("Everyone admires Tokyo", "Tokyo"),
+             ("My brother plays the violin", "violin"), ("The old man feared the ocean", "ocean"),
+             ("We had dinner with Alice", "Alice")]
+    edits, tokens = [], []
+    for prompt, subject in facts:
+        token, word = near_miss(model, prompt)
+        edits.append(WeightEdit(prompt=prompt, subject=subject, target=word))
+        tokens.append(token)
+    before = snapshot(model)
+    config = MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS, n_context_templates=0)
+    memit = MEMIT(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache, progress=False)
+
+    handle = memit.apply(edits)
+
+    flipped = [int(next_logits(model, edit.text).argmax()) == token for edit, token in zip(edits, tokens, strict=True)]
+    assert all(flipped), flipped
+    assert set(handle.originals) == {ModelArch(model).weight_name(0), ModelArch(model).weight_name(1)}
+    handle.undo()
+    assert_same_weights(model, before)
