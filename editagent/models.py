@@ -173,3 +173,16 @@ def load_embedder(name_or_path: str = DEFAULT_EMBEDDER, *, device: str | None = 
 
     model = SentenceTransformer(_embedder_path(name_or_path), device=device or default_device())
     return Embedder(model, name_or_path.lower() if name_or_path.lower() == DEFAULT_EMBEDDER else name_or_path)
+
+
+_WEIGHTS_VERSION = "_editagent_weights_version"
+
+
+def weights_version(model: Any) -> int:
+    """How many times editagent has written ``model``'s weights in place (0: never)."""
+    return int(getattr(model, _WEIGHTS_VERSION, 0))
+
+
+def bump_weights_version(model: Any) -> None:
+    """Call after writing weights in place: every ``TransformersLLM`` over ``model`` then drops its cached keys."""
+    setattr(model, _WEIGHTS_VERSION, weights_version(model) + 1)

@@ -9,6 +9,7 @@ from _models import ARCHITECTURES, real_llm, tiny_llm
 from editagent.decompose import mello_prompt
 from editagent.llm import LLM, TransformersLLM, cut_at_stop, shared_prefix
 from editagent.llm.row_cache import RowCache
+from editagent.models import bump_weights_version
 
 PREFIX = "Q: What is the capital of France?\nA: Paris\n\nQ: What is the capital of Italy?\nA: Rome\n\n"
 QUESTIONS = [f"Q: What is the capital of {country}?\nA:" for country in
@@ -141,3 +142,20 @@ def test_tiny_models_continue_from_the_row_cache_with_the_same_text(arch: str) -
     assert llm.reused_tokens > 0  # round 2 continued from round 1's keys and values
     assert second == fresh.generate(follow, max_new_tokens=12, prefix=PREFIX)
     assert second == [fresh.generate([p], max_new_tokens=12, prefix=PREFIX)[0] for p in follow]
+
+
+def test_cached_keys_are_dropped_when_an_editor_bumps_the_weights_version() -> None:
+    """A prefix computed by the old weights must not be reused after the weights change."""
+    base = tiny_llm("llama")
+    model = type(base.model)(base.model.config).eval()  # a private copy: the shared tiny model stays as it is
+    model.load_state_dict(base.model.state_dict())
+    llm = TransformersLLM(model, base.tokenizer, name="versioned")
+    prompts = [PREFIX + q for q in QUESTIONS[:3]]
+    before = llm.generate(prompts, max_new_tokens=8, prefix=PREFIX)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(-3.0)
+    bump_weights_version(model)
+    after = llm.generate(prompts, max_new_tokens=8, prefix=PREFIX)
+    fresh = TransformersLLM(model, base.tokenizer, name="fresh", prefix_cache=False)
+    assert after == fresh.generate(prompts, max_new_tokens=8)
+    assert after != before  # the change is visible, so the comparison above means something

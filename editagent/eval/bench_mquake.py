@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from editagent.decompose import MeLLo
 from editagent.eval.mquake import MQuAKECase
-from editagent.eval.runner import METHODS, RunConfig, command_line, fresh_dir, run
+from editagent.eval.runner import METHODS, PARAMETER_METHODS, RunConfig, command_line, fresh_dir, run
 from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder
@@ -31,6 +33,17 @@ def _default_data() -> str:
     return str(Path(folder) / "MQuAKE-CF-3k-dev600.json")
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (numbers, lists), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--editor-option: expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="editagent bench mquake", description=__doc__)
     parser.add_argument("--dataset", default=_default_data(), help="MQuAKE JSON path or dataset name")
@@ -42,6 +55,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--chunk", type=int, default=16, help="questions that advance together")
     parser.add_argument("--batch-size", type=int, default=8, help="LLM batch size")
+    parser.add_argument("--editor-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart)")
     args = parser.parse_args(argv)
     if args.k != "all":
@@ -62,19 +77,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = load_embedder()
     memory = EditMemory(fresh_dir(args.out.parent / ".work" / config.run_id), embedder=embedder)
 
+    prefix = multihop_prompt().rstrip() + "\n"
+    weight_edits: dict[str, list[Any]] = {}  # namespace -> its group's edits, for the parameter editors
+    group_questions: dict[str, list[str]] = {}
+    answered: dict[tuple[str, str], Answer] = {}
+
     def add_edits(cases: list[MQuAKECase], namespace: str) -> None:
+        if args.method in PARAMETER_METHODS:
+            from editagent.eval.editing import rewrite_to_edit  # noqa: PLC0415 - parameter editors only
+
+            weight_edits[namespace] = [rewrite_to_edit(r) for case in cases for r in case.requested_rewrite]
+            group_questions[namespace] = [q for case in cases for q in case.questions]
+            return
         memory.add([edit for case in cases for edit in case.edits(namespace)], progress=True)
 
-    prefix = multihop_prompt().rstrip() + "\n"
+    def direct(questions: Sequence[str], method: str) -> list[Answer]:
+        """The model answers each question itself, after MQuAKE's few-shot multi-hop prompt."""
+        prompts = [f"{prefix}Q: {q} A:" for q in questions]
+        started = time.perf_counter()
+        outputs = llm.generate(prompts, stop=["\n", "Q:"], max_new_tokens=24, prefix=prefix)
+        seconds = (time.perf_counter() - started) / len(questions)
+        return [Answer(question=q, text=o.strip().rstrip("."), method=method, llm_calls=1, raw=o, seconds=seconds)
+                for q, o in zip(questions, outputs, strict=True)]
+
+    editor = None
+
+    def edited(questions: Sequence[str], namespaces: Sequence[str]) -> list[Answer]:
+        """Write each group's edits into the weights, answer all its questions, undo (as the MQuAKE baselines).
+
+        A group's phrasings are answered in one go while its edits are in place; later phrasings come from
+        that (the metric is the same), so each group is edited once.
+        """
+        nonlocal editor
+        from editagent.editors import MEMIT, ROME  # noqa: PLC0415 - parameter editors only
+
+        if editor is None:
+            options = dict(_option(text) for text in args.editor_option)
+            editor = (ROME if args.method == "rome" else MEMIT)(llm.model, llm.tokenizer, options)
+        for namespace in dict.fromkeys(ns for q, ns in zip(questions, namespaces, strict=True)
+                                       if (ns, q) not in answered):
+            started = time.perf_counter()
+            if args.method == "rome":  # one edit after another, as ROME is applied to several facts
+                handles = [editor.apply([edit]) for edit in weight_edits[namespace]]
+            else:
+                handles = [editor.apply(weight_edits[namespace])]
+            try:
+                answers = direct(group_questions[namespace], args.method)
+            finally:
+                for handle in reversed(handles):
+                    handle.undo()
+            seconds = (time.perf_counter() - started) / len(answers)
+            for question, answer in zip(group_questions[namespace], answers, strict=True):
+                answer.seconds = seconds
+                answered[(namespace, question)] = answer
+        return [answered[(ns, q)] for q, ns in zip(questions, namespaces, strict=True)]
 
     def ask(questions: Sequence[str], namespaces: Sequence[str]) -> list[Answer]:
         if args.method == "no-edit":
-            prompts = [f"{prefix}Q: {q} A:" for q in questions]
-            started = time.perf_counter()
-            outputs = llm.generate(prompts, stop=["\n", "Q:"], max_new_tokens=24, prefix=prefix)
-            seconds = (time.perf_counter() - started) / len(questions)
-            return [Answer(question=q, text=o.strip().rstrip("."), method="no-edit", llm_calls=1, raw=o,
-                           seconds=seconds) for q, o in zip(questions, outputs, strict=True)]
+            return direct(questions, "no-edit")
+        if args.method in PARAMETER_METHODS:
+            return edited(questions, namespaces)
         if args.method in ("mello", "mello-guided"):
             reasoner = MeLLo(llm, memory.top1, guided=args.method == "mello-guided")
             answers = reasoner.answer_many(questions, namespaces)

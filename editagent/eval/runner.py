@@ -29,7 +29,9 @@ from editagent.schema import Answer
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("no-edit", "mello", "mello-guided", "pokemqa")
+PARAMETER_METHODS = ("rome", "memit")  # the edits go into the weights; the edited model answers directly
+DIRECT_METHODS = ("no-edit", *PARAMETER_METHODS)  # one answer per question, no decomposition to check
+METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", *PARAMETER_METHODS)
 Asker = Callable[[Sequence[str], Sequence[str]], list[Answer]]  # (questions, their namespaces) -> answers
 
 
@@ -99,7 +101,7 @@ def failure_category(case: MQuAKECase, answer: Answer) -> str:
     if answer_matches(answer.text, case.new_answers):
         return "correct"
     if not answer.trace:
-        return "no decomposition" if answer.method != "no-edit" else "model answer"
+        return "model answer" if answer.method in DIRECT_METHODS else "no decomposition"
     if len(answer.trace) != case.n_hops:
         return "wrong decomposition"
     edited = {tuple(t) for t in case.orig.edit_triples}
@@ -119,7 +121,7 @@ def _question_record(case: MQuAKECase, question: str, answer: Answer, method: st
         "answer": answer.text,
         "correct": answer_matches(answer.text, case.new_answers),
         "correct_pre_edit": answer_matches(answer.text, case.old_answers),
-        "hop_correct": hop_correct(case, answer) if method != "no-edit" else False,
+        "hop_correct": hop_correct(case, answer) if method not in DIRECT_METHODS else False,
         "category": failure_category(case, answer),
         "llm_calls": answer.llm_calls,
         "seconds": answer.seconds,
@@ -205,7 +207,7 @@ def summarise(config: RunConfig, rows: list[dict[str, Any]], wall: float) -> dic
         "model": config.model, "method": config.method, "k": config.k, "n_cases": len(rows),
         "seed": config.seed, "dataset": Path(config.dataset).name,
         "multi_hop_acc": _rate(any_correct),
-        "hop_acc": None if config.method == "no-edit" else  # a direct answer has no hops to check
+        "hop_acc": None if config.method in DIRECT_METHODS else  # a direct answer has no hops to check
         _rate([any(q["hop_correct"] for q in row["questions"]) for row in rows]),
         "first_phrasing_acc": _rate([row["questions"][0]["correct"] for row in rows]),
         "pre_edit_acc": _rate([any(q["correct_pre_edit"] for q in row["questions"]) for row in rows]),

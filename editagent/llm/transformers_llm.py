@@ -39,7 +39,7 @@ import torch
 from editagent.llm import shared_prefix
 from editagent.llm.base import cut_at_stop
 from editagent.llm.row_cache import RowCache, RowHit
-from editagent.models import DEFAULT_LLM, load_causal_lm
+from editagent.models import DEFAULT_LLM, load_causal_lm, weights_version
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class TransformersLLM:
         # Finished rows' keys/values, so that a prompt extending an earlier prompt + output skips that part.
         self._rows = RowCache(row_cache_mb * 2**20 if self._shared else 0)
         self.reused_tokens = 0  # prompt tokens taken from the row cache instead of recomputed
+        self._weights_version = weights_version(model)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -80,6 +81,18 @@ class TransformersLLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def clear_cache(self) -> None:
+        """Forget cached prefixes and rows: they were computed by the weights as they were then."""
+        self._prefixes.clear()
+        self._rows.clear()
+
+    def _check_weights(self) -> None:
+        """Weight editors bump the model's weights version; cached keys and values are then stale."""
+        version = weights_version(self.model)
+        if version != self._weights_version:
+            self.clear_cache()
+            self._weights_version = version
+
     # -- public ----------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 64,
@@ -87,6 +100,7 @@ class TransformersLLM:
         """Greedy completions, cut before the first stop string; same order as ``prompts``."""
         if not prompts:
             return []
+        self._check_weights()
         self.calls += len(prompts)
         ids = [self._encode(p, special=True) for p in prompts]
         reuse = self._reusable(ids, prompts, prefix)
@@ -110,6 +124,7 @@ class TransformersLLM:
         """``score`` for many (prompt, continuation) pairs at once, reusing a cached ``prefix``."""
         if not pairs:
             return []
+        self._check_weights()
         self.calls += len(pairs)
         prompt_ids = [self._encode(p, special=True) for p, _ in pairs]
         ids = [self._encode(p + c, special=True) for p, c in pairs]
