@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from torch import nn
 
 from editagent.editors.arch import ModelArch
+from editagent.models import bump_weights_version
 from editagent.schema import MAX_ENTITY_CHARS, MAX_SENTENCE_CHARS, EditError, clean_text
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class AppliedEdit:
         with torch.no_grad():
             for name, param in self._params.items():
                 param.copy_(self.originals[name])
+        bump_weights_version(self.model)
         self.undone = True
 
     def saved(self) -> dict[str, Any]:
@@ -217,12 +219,14 @@ class WeightWriter:
             self.originals[name] = param.detach().clone()
         with torch.no_grad():
             param.add_(delta.to(device=param.device, dtype=param.dtype))
+        bump_weights_version(self.model)
 
     def restore(self) -> None:
         """Undo everything written so far (used when an edit fails halfway)."""
         with torch.no_grad():
             for name, original in self.originals.items():
                 self.params[name].copy_(original)
+        bump_weights_version(self.model)
 
     def finish(self, *, method: str, edits: Sequence[WeightEdit], fingerprint: str,
                reports: Sequence[EditReport] = ()) -> AppliedEdit:
