@@ -1,4 +1,5 @@
-"""Weight editors (ROME, MEMIT) on tiny random models: adapter, key statistics, edits, undo and saved edits.
+"""Weight editors (ROME, MEMIT, AnyEdit) and editing metrics on tiny random models: adapter, key statistics,
+edits, undo, saved edits, and the generation-based metrics.
 
 Each test builds its own seeded model, so no edit leaks into the session's shared tiny models. The models
 get an untied unembedding scaled up (``sharp_model``): a random 2-layer model's next-token logits are
@@ -37,8 +38,25 @@ from editagent.editors import (
     model_fingerprint,
     register_arch,
 )
-from editagent.editors import rome as rome_module
 from editagent.editors import stats as stats_module
+from editagent.editors import value as value_module
+from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit
+from editagent.editors.base import AppliedEdit, WeightWriter
+from editagent.eval.editing import (
+    MetricsConfig,
+    Scorer,
+    edited_hop,
+    evaluate,
+    greedy_ids,
+    load_cloze_templates,
+    locality_prompts,
+    n_gram_entropy,
+    probe_for,
+    rewrite_to_edit,
+    summarise,
+    token_recall,
+)
+from editagent.eval.mquake import load_mquake
 from editagent.schema import EditError
 from tests._models import ARCHITECTURES, packaged_tokenizer, tiny_config, tiny_llm
 
@@ -244,11 +262,11 @@ def test_cached_prefix_logits_equal_a_full_forward(arch: str) -> None:
     model = sharp_model(arch)
     texts = [("The following is true. The city I love the most is Paris, said the old man to us all", "Paris"),
              ("Paris is a", "Paris"), ("Here is a fact. Paris is big", "Paris")]
-    rows = [(*rome_module.subject_row(TOKENIZER, text.replace(subject, "{}", 1), subject), 2)
+    rows = [(*value_module.subject_row(TOKENIZER, text.replace(subject, "{}", 1), subject), 2)
             for text, subject in texts]
-    split = rome_module.SplitRows.build(TOKENIZER, rows, torch.device("cpu"))
+    split = value_module.SplitRows.build(TOKENIZER, rows, torch.device("cpu"))
     with torch.no_grad():
-        got = rome_module._SuffixRunner(model, split).logits()
+        got = value_module._SuffixRunner(model, split).logits()
         for (ids, _, n), logits in zip(rows, got, strict=True):
             expected = model(input_ids=torch.tensor([ids])).logits[0, -n:]
             torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
@@ -352,3 +370,106 @@ def test_memit_writes_five_edits_at_once_and_undoes_exactly(cache: Path) -> None
     assert set(handle.originals) == {ModelArch(model).weight_name(0), ModelArch(model).weight_name(1)}
     handle.undo()
     assert_same_weights(model, before)
+
+
+# -- AnyEdit -----------------------------------------------------------------------------------------------
+
+
+# In a 2-layer random model the top layer's output reaches no later token, so a window's value can only steer its
+# first token: windows of one token make the test meaningful (each token its own key and value).
+WINDOW = 1
+LONG_TARGET = ("river stone blue king music water old house light road small great north sea mountain bridge tower "
+               "market school green dark people world time year")
+
+
+def target_logprob(model: nn.Module, prompt: str, target: str) -> float:
+    ids = TOKENIZER(prompt)["input_ids"]
+    wanted = TOKENIZER(target, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids + wanted[:-1]])).logits[0, len(ids) - 1:]
+    return float(logits.log_softmax(-1).gather(1, torch.tensor(wanted)[:, None]).sum())
+
+
+def test_anyedit_writes_a_long_target_window_by_window_and_undoes_exactly(cache: Path) -> None:
+    model = sharp_model("llama")
+    edit = LongEdit(prompt="The story of Paris", subject="Paris", target=LONG_TARGET)
+    wanted = TOKENIZER(edit.target, add_special_tokens=False)["input_ids"]
+    assert len(wanted) >= 25
+    before_lp = target_logprob(model, edit.text, edit.target)
+    before_recall = token_recall(greedy_ids(model, TOKENIZER, [edit.text], len(wanted))[0], wanted)
+    before = snapshot(model)
+    config = AnyEditConfig(layers=[0, 1], window_tokens=WINDOW, stats_tokens=STATS_TOKENS, steps=30)
+    handle = AnyEdit(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache, progress=False).apply(edit)
+
+    assert len(handle.reports) == -(-len(wanted) // WINDOW)  # one value per window
+    after_recall = token_recall(greedy_ids(model, TOKENIZER, [edit.text], len(wanted))[0], wanted)
+    assert target_logprob(model, edit.text, edit.target) > before_lp + 20
+    assert after_recall >= 0.8 > before_recall + 0.5, (before_recall, after_recall)
+    assert handle.method == "anyedit" and set(handle.originals) == {ModelArch(model).weight_name(i) for i in (0, 1)}
+    handle.undo()
+    assert_same_weights(model, before)
+
+
+def test_long_edit_keeps_newlines_and_names_the_field() -> None:
+    code = "def f(x):\n    return x + 1"
+    assert LongEdit(prompt="{} is defined as", subject="f", target=code).target == " " + code
+    with pytest.raises(ValidationError, match="target"):
+        LongEdit(prompt="{} is", subject="f", target="   ")
+    with pytest.raises(ValidationError, match="prompt"):
+        LongEdit(prompt="Nothing here", subject="f", target="x")
+    with pytest.raises(ValidationError, match="window_tokens"):
+        AnyEditConfig(window_tokens=0)
+
+
+# -- editing metrics ---------------------------------------------------------------------------------------
+
+
+def test_token_recall_and_fluency_helpers() -> None:
+    assert token_recall([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
+    assert token_recall([1, 9, 2, 3], [1, 2, 3, 4]) == 0.75  # in order, gaps allowed
+    assert token_recall([4, 3, 2, 1], [1, 2, 3, 4]) == 0.25
+    assert token_recall([], [1, 2]) == 0.0
+    assert n_gram_entropy("a b c d e f g") > n_gram_entropy("a a a a a a a") == 0.0
+
+
+def test_mquake_rewrite_becomes_a_weight_edit_and_a_probe(mquake_dir: Path) -> None:
+    cases = load_mquake(mquake_dir / "MQuAKE-CF-3k-dev600.json", limit=5)
+    clozes = load_cloze_templates(mquake_dir / "cloze_templates.json")
+    case = next(c for c in cases if c.case_id == 5)
+    rewrite = case.requested_rewrite[0]
+    edit = rewrite_to_edit(rewrite)
+    assert edit == WeightEdit(prompt="{} is located in the continent of", subject="United Kingdom", target="Asia")
+    assert edit.text == "United Kingdom is located in the continent of" and edit.target == " Asia"
+    assert rewrite_to_edit(rewrite, clozes, prompt_from="cloze").template == "{} is located in the continent of"
+    probe = probe_for(case, 0, clozes)
+    assert edited_hop(case, rewrite) == 1
+    assert probe.answers[0] == "Asia" and "Asian continent" in probe.answers
+    assert probe.paraphrases == ["Q: Which continent is United Kingdom located in?\nA:"]
+    assert len(probe.portability) == 3 and probe.portability_answers[0] == "Asia"
+
+
+def test_metrics_are_fractions_and_locality_drops_only_after_a_destructive_edit(mquake_dir: Path) -> None:
+    model = sharp_model("llama")
+    cases = load_mquake(mquake_dir / "MQuAKE-CF-3k-dev600.json", limit=12)
+    probes = [probe_for(case) for case in cases[:2]]
+    scorer = Scorer(model, TOKENIZER, locality_prompts(cases[2:], 6),
+                    MetricsConfig(answer_tokens=4, locality_tokens=4, fluency_tokens=8))
+    untouched = evaluate(scorer, probes, None, progress=False)
+    for scores in untouched:
+        assert scores.locality == 1.0
+        for value in (scores.reliability, scores.generalization, scores.portability or 0.0):
+            assert 0.0 <= value <= 1.0
+    before = snapshot(model)
+
+    def destroy(edits: list[WeightEdit]) -> AppliedEdit:
+        writer = WeightWriter(model)
+        arch = ModelArch(model)
+        for layer in range(arch.n_layers):
+            writer.add(arch.weight_name(layer), torch.randn_like(arch.weight(layer)) * 5)
+        return writer.finish(method="noise", edits=edits, fingerprint="x")
+
+    damaged = evaluate(scorer, probes, destroy, progress=False)
+    assert all(scores.locality < 1.0 for scores in damaged)
+    assert_same_weights(model, before)  # each edit was undone
+    summary = summarise("noise", "single", damaged)
+    assert summary.n_edits == 2 and 0.0 <= summary.locality < 1.0

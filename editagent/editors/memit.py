@@ -1,7 +1,7 @@
 """MEMIT: many facts at once, spread over a range of MLP layers (Meng et al., 2023).
 
 1. For each edit, a target hidden state z_i at the top layer L of the range: the block output at the
-   subject's last token plus a δ_i optimised as in ROME (``rome.optimise_value``, at the block output).
+   subject's last token plus a δ_i optimised as in ROME (``value.optimise_value``, at the block output).
 2. For each layer l of the range, bottom up, with the weights as updated so far: keys K (one column per
    edit, averaged over context templates), the residual R = (Z − h_L) / (layers left, this one included)
    where h_L are the current top-layer hidden states, and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from editagent.editors.arch import ModelArch
 from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, model_fingerprint
-from editagent.editors.rome import (
+from editagent.editors.stats import key_second_moments
+from editagent.editors.value import (
     ValueConfig,
     capture_at_subject,
     context_templates,
@@ -38,7 +39,6 @@ from editagent.editors.rome import (
     subject_keys,
     subject_row,
 )
-from editagent.editors.stats import key_second_moments
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +102,26 @@ class MEMIT:
                 cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint))
         return {layer: self._moments[layer] for layer in self.layers}
 
+    def spread(self, goals: torch.Tensor, writer: WeightWriter, *, keys_at: Callable[[int], torch.Tensor],
+               current: Callable[[], torch.Tensor]) -> None:
+        """Step 2 of the module doc: write ``goals`` [n, hidden] (top-layer outputs wanted at n key positions) over
+        the layer range, bottom up. ``keys_at(layer)`` gives the n keys [n, key_dim] with the weights as updated so
+        far, ``current()`` the n top-layer outputs now; AnyEdit reuses this with keys taken at target windows."""
+        moments = self.second_moments()
+        for i, layer in enumerate(self.layers):
+            keys = keys_at(layer).double()  # [n, in]
+            now = current().double()  # [n, hidden]
+            residual = (goals - now) / (len(self.layers) - i)
+            system = self.update_weight(layer) * moments[layer] + keys.T @ keys
+            update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
+            writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
+            logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
+
     def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
         """Write all ``edits`` at once; ``handle.undo()`` takes them out again."""
         items = as_edits(edits)
         fingerprint = self.fingerprint
-        moments = self.second_moments()
+        self.second_moments()
         start = time.perf_counter()
         top = self.arch.block(self.layers[-1])
         width = self.arch.value_dim(self.layers[-1])
@@ -117,14 +132,9 @@ class MEMIT:
                           goals.device)
         writer = WeightWriter(self.model)
         try:
-            for i, layer in enumerate(self.layers):
-                keys = subject_keys(self.model, self.tokenizer, self.arch, layer, items, self.templates)  # [n, in]
-                current = capture_at_subject(self.model, bare, top, inputs=False).double()  # [n, hidden]
-                residual = (goals - current) / (len(self.layers) - i)
-                system = self.update_weight(layer) * moments[layer] + keys.T @ keys
-                update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
-                writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
-                logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
+            self.spread(goals, writer, keys_at=lambda layer: subject_keys(self.model, self.tokenizer, self.arch, layer,
+                                                                          items, self.templates),
+                        current=lambda: capture_at_subject(self.model, bare, top, inputs=False))
         except BaseException:
             writer.restore()
             raise

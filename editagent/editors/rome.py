@@ -12,79 +12,28 @@ so that W' k* = W k* + δ (the paper's v* − W k* with v* = W k* + δ), with C 
 subject is the prompt's first token, in a model without a BOS token, that key is the position-0 key every
 prompt shares, and on SmolLM2 the edit then changed 20 of 20 unrelated prompts.)
 
-The value optimisation here is shared with MEMIT, which adds δ to a block's output instead.
-Speed: weights are frozen (only δ takes gradients); tokens before the subject's last token are run once
-into a KV cache and each step runs only the rest; logits are computed only where the loss reads them;
-the loop stops as soon as the mean target-token probability reaches ``stop_prob``; C⁻¹ per layer is
-computed once per editor.
+The value optimisation lives in ``value`` (shared with MEMIT, which adds δ to a block's output instead,
+and AnyEdit); C⁻¹ per layer is computed once per editor.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from editagent.editors.arch import ModelArch
-from editagent.editors.base import (
-    AppliedEdit,
-    EditReport,
-    WeightEdit,
-    WeightWriter,
-    as_edits,
-    fill,
-    frozen,
-    model_fingerprint,
-)
-from editagent.editors.stats import DEFAULT_STATS_TOKENS, StopForward, key_second_moment
-from editagent.schema import EditError
+from editagent.editors.base import AppliedEdit, EditReport, WeightEdit, WeightWriter, as_edits, model_fingerprint
+from editagent.editors.stats import key_second_moment
+from editagent.editors.value import ValueConfig, context_templates, optimise_value, subject_keys
 
 logger = logging.getLogger(__name__)
-
-# Fixed, neutral sentence prefixes (ROME samples its own from the model; fixed ones are deterministic and free).
-CONTEXT_PREFIXES = ("The following is true.", "Here is a fact.", "I read about this today.",
-                    "This is from a textbook.", "Let me tell you something.", "Remember this.", "Good question.",
-                    "Listen carefully.", "Facts matter.", "As noted before.")
-KL_TEMPLATE = "{} is a"
-
-
-def context_templates(n: int) -> list[str]:
-    """The bare prompt ``{}`` plus ``n`` prefixed versions of it."""
-    return ["{}", *(f"{prefix} {{}}" for prefix in CONTEXT_PREFIXES[:n])]
-
-
-class ValueConfig(BaseModel):
-    """Settings of the target-value optimisation shared by ROME and MEMIT (v: the edited output at the subject).
-
-    As in ROME, except that step size and weight decay are scale-free, because the outputs' scale differs by
-    orders of magnitude between models: δ = θ·rms(v) with ``lr`` acting on θ, and the decay term is
-    ``weight_decay``·‖δ‖/‖v‖ (ROME: 0.5·‖δ‖/‖v‖², which on a random test model outweighed the target
-    loss ten-thousandfold). Defaults measured on SmolLM2-135M-Instruct with 6 counterfactual edits: ``lr`` 1
-    converged in ~6 steps (0.5: ~9 steps, half the KL drift on unrelated prompts); ``clamp_norm_factor`` 10
-    (ROME's 4 was set for GPT-2 XL) lets multi-token targets reach ``stop_prob``, which at 4 stalled near p 0.3.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    lr: float = Field(1.0, gt=0, description="Adam learning rate for δ, in units of rms(v)")
-    steps: int = Field(25, ge=0, description="most optimisation steps; fewer when stop_prob is reached")
-    stop_prob: float = Field(0.9, gt=0, le=1, description="stop once the mean target-token probability reaches it")
-    kl_factor: float = Field(0.0625, ge=0, description="weight of KL(edited || original) on '{} is a'")
-    weight_decay: float = Field(0.1, ge=0, description="weight of ‖δ‖ / ‖v‖ in the loss")
-    clamp_norm_factor: float = Field(10.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
-    n_context_templates: int = Field(4, ge=0, le=len(CONTEXT_PREFIXES),
-                                     description="prefixed copies of the prompt, besides the bare prompt")
-    stats_tokens: int = Field(DEFAULT_STATS_TOKENS, ge=1, description="tokens behind the key statistics C")
 
 
 class RomeConfig(ValueConfig):
@@ -92,244 +41,6 @@ class RomeConfig(ValueConfig):
 
     layer: int | None = Field(None, ge=0, description="block whose down projection is edited")
     mom2_ridge: float = Field(1e-5, ge=0, description="C + ridge·mean(diag C)·I before inverting, for stability")
-
-
-# -- prompts -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PromptBatch:
-    """Left-padded rows (all end at the last column) and where each row's subject ends."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    subject_col: torch.Tensor  # [rows] column of the subject's last token
-
-    def inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": self.position_ids}
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
-
-
-def subject_row(tokenizer: Any, template: str, subject: str) -> tuple[list[int], int]:
-    """Token ids of ``template`` filled with ``subject``, and the index of the subject's last token."""
-    ids = _encode(tokenizer, fill(template, subject))
-    last = len(_encode(tokenizer, template.partition("{}")[0] + subject)) - 1
-    return ids, min(last, len(ids) - 1)
-
-
-def make_batch(tokenizer: Any, rows: Sequence[tuple[list[int], int]], device: torch.device) -> PromptBatch:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    cols = []
-    for i, (ids, last) in enumerate(rows):
-        input_ids[i, width - len(ids):] = torch.tensor(ids)
-        mask[i, width - len(ids):] = 1
-        cols.append(width - len(ids) + last)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return PromptBatch(input_ids.to(device), mask.to(device), positions.to(device), torch.tensor(cols, device=device))
-
-
-def _hidden(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def capture_at_subject(model: nn.Module, batch: PromptBatch, module: nn.Module, *, inputs: bool) -> torch.Tensor:
-    """``module``'s input (``inputs``) or output at each row's subject column, [rows, dim]; stops the forward there."""
-    caught: dict[str, torch.Tensor] = {}
-    rows = torch.arange(len(batch.subject_col), device=batch.subject_col.device)
-
-    def take(tensor: torch.Tensor) -> None:
-        caught["value"] = tensor[rows, batch.subject_col].detach()
-        raise StopForward
-
-    if inputs:
-        handle = module.register_forward_pre_hook(lambda _m, args: take(args[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _args, output: take(_hidden(output)))
-    try:
-        model(**batch.inputs(), use_cache=False)
-    except StopForward:
-        pass
-    finally:
-        handle.remove()
-    return caught["value"]
-
-
-def subject_keys(model: nn.Module, tokenizer: Any, arch: ModelArch, layer: int, edits: Sequence[WeightEdit],
-                 templates: Sequence[str]) -> torch.Tensor:
-    """k* per edit, [edits, key_dim] in float64: the down projection's input at the subject's last token,
-    averaged over the edit's prompt behind each context template."""
-    rows = [subject_row(tokenizer, fill(t, edit.template), edit.subject) for edit in edits for t in templates]
-    batch = make_batch(tokenizer, rows, _device(model))
-    keys = capture_at_subject(model, batch, arch.mlp_out(layer), inputs=True).double()
-    return keys.view(len(edits), len(templates), -1).mean(dim=1)
-
-
-# -- value optimisation --------------------------------------------------------------------------------
-
-
-@dataclass
-class ValueFit:
-    """δ, and ``init``: the edited site's original output at the subject's last token of the bare prompt."""
-
-    delta: torch.Tensor
-    init: torch.Tensor
-    report: EditReport
-
-
-@dataclass
-class SplitRows:
-    """Rows cut at the subject's last token: the part before it never changes while δ is optimised, so it is run
-    once into a KV cache; every step runs only the suffix, which starts with the subject's last token (column 0).
-
-    The prefix is left-padded, the suffix right-padded; ``read`` says which suffix column to read for each row
-    and predicted token.
-    """
-
-    prefix: dict[str, torch.Tensor] | None  # input_ids / attention_mask / position_ids; None when all are empty
-    suffix_ids: torch.Tensor
-    attention_mask: torch.Tensor  # over prefix + suffix
-    position_ids: torch.Tensor  # of the suffix
-    read: list[list[int]]  # per row: suffix columns whose logits the loss reads
-
-    @classmethod
-    def build(cls, tokenizer: Any, rows: Sequence[tuple[list[int], int, int]], device: torch.device) -> SplitRows:
-        """``rows``: (token ids, subject's last index, how many trailing predictions to read)."""
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        heads = [ids[:last] for ids, last, _ in rows]
-        tails = [ids[last:] for ids, last, _ in rows]
-        width_p, width_s = max(len(h) for h in heads), max(len(t) for t in tails)
-        prefix_ids = torch.full((len(rows), width_p), pad, dtype=torch.long)
-        prefix_mask = torch.zeros((len(rows), width_p), dtype=torch.long)
-        suffix_ids = torch.full((len(rows), width_s), pad, dtype=torch.long)
-        suffix_mask = torch.zeros((len(rows), width_s), dtype=torch.long)
-        read = []
-        for i, (head, tail, (_, _, n_read)) in enumerate(zip(heads, tails, rows, strict=True)):
-            if head:
-                prefix_ids[i, width_p - len(head):] = torch.tensor(head)
-                prefix_mask[i, width_p - len(head):] = 1
-            suffix_ids[i, : len(tail)] = torch.tensor(tail)
-            suffix_mask[i, : len(tail)] = 1
-            read.append(list(range(len(tail) - n_read, len(tail))))
-        lengths = prefix_mask.sum(dim=1, keepdim=True)
-        prefix = None
-        if width_p:
-            prefix = {"input_ids": prefix_ids.to(device), "attention_mask": prefix_mask.to(device),
-                      "position_ids": (prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device)}
-        return cls(prefix, suffix_ids.to(device), torch.cat([prefix_mask, suffix_mask], dim=1).to(device),
-                   (lengths + torch.arange(width_s)).to(device), read)
-
-
-class _SuffixRunner:
-    """Runs a ``SplitRows`` suffix over a cached prefix, computing logits only at the columns read."""
-
-    def __init__(self, model: nn.Module, rows: SplitRows) -> None:
-        from transformers import DynamicCache  # noqa: PLC0415 - heavy import, needed only when editing
-
-        self.model, self.rows = model, rows
-        self.columns = sorted({col for cols in rows.read for col in cols})
-        self._slice = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self.cache = None
-        if rows.prefix is not None:
-            with torch.no_grad():
-                # A cache that keeps every position (no sliding-window dropping), so the suffix sees the whole prefix.
-                out = model(**rows.prefix, past_key_values=DynamicCache(), use_cache=True,
-                            **({"logits_to_keep": 1} if self._slice else {}))
-            self.cache = out.past_key_values
-
-    def logits(self) -> list[torch.Tensor]:
-        """Per row, [len(read), vocab] logits at its read columns."""
-        extra: dict[str, Any] = {}
-        if self._slice:
-            extra["logits_to_keep"] = torch.tensor(self.columns, device=self.rows.suffix_ids.device)
-        cache = copy.deepcopy(self.cache) if self.cache is not None else None
-        logits = self.model(input_ids=self.rows.suffix_ids, attention_mask=self.rows.attention_mask,
-                            position_ids=self.rows.position_ids, past_key_values=cache, use_cache=cache is not None,
-                            **extra).logits
-        where = {col: i for i, col in enumerate(self.columns)} if self._slice else {c: c for c in self.columns}
-        return [logits[row, [where[col] for col in cols]] for row, cols in enumerate(self.rows.read)]
-
-
-def optimise_value(model: nn.Module, tokenizer: Any, edit: WeightEdit, site: nn.Module, width: int,
-                   templates: Sequence[str], config: ValueConfig) -> ValueFit:
-    """Find δ (``width`` wide) that, added to ``site``'s output at the subject's last token, makes the model say
-    the target after every templated prompt."""
-    start = time.perf_counter()
-    device = _device(model)
-    target = list(tokenizer(edit.target, add_special_tokens=False)["input_ids"])
-    if not target:
-        raise EditError(f"target: {edit.target!r} encodes to no tokens; give a non-empty word")
-    rows = []
-    for template in templates:  # the prompt, then the target but its last token: each target token is predicted
-        ids, last = subject_row(tokenizer, fill(template, edit.template), edit.subject)
-        rows.append((ids + target[:-1], last, len(target)))
-    kl_ids, kl_last = subject_row(tokenizer, KL_TEMPLATE, edit.subject)
-    rows.append((kl_ids, kl_last, 1))
-    runner = _SuffixRunner(model, SplitRows.build(tokenizer, rows, device))
-    n_rewrite = len(templates)
-    targets = torch.tensor(target, device=device)
-
-    # δ = θ · rms(v), v the original output at the subject: the learning rate is then in units of the output's
-    # own scale, which differs by orders of magnitude between models (and is 0 until the first forward).
-    seen: dict[str, torch.Tensor] = {"scale": torch.zeros((), device=device)}
-    theta = torch.zeros(width, device=device, requires_grad=True)
-
-    def add_delta(_module: nn.Module, _args: Any, output: Any) -> Any:
-        hidden = _hidden(output)
-        if "init" not in seen:
-            seen["init"] = hidden[0, 0].detach().float().clone()
-            seen["scale"] = seen["init"].norm() / width**0.5
-        delta = theta * seen["scale"]
-        hidden = torch.cat([hidden[:, :1] + delta.to(hidden.dtype), hidden[:, 1:]], dim=1)  # column 0: the subject
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    optimiser = torch.optim.Adam([theta], lr=config.lr)
-    kl_init: torch.Tensor | None = None
-    prob_before = prob = 0.0
-    step = 0
-    handle = site.register_forward_hook(add_delta)
-    try:
-        with frozen(model), torch.enable_grad():
-            for step in range(config.steps + 1):
-                logits = runner.logits()
-                token_lp = torch.stack([torch.log_softmax(row.float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
-                                        for row in logits[:n_rewrite]])  # [rows, target tokens]
-                kl_lp = torch.log_softmax(torch.cat(logits[n_rewrite:]).float(), dim=-1)
-                prob = float(token_lp.detach().mean(dim=1).exp().mean())
-                if kl_init is None:
-                    kl_init, prob_before = kl_lp.detach(), prob
-                if prob >= config.stop_prob or step == config.steps:
-                    break
-                init_norm = seen["init"].norm()
-                loss = (-token_lp.mean()
-                        + config.kl_factor * F.kl_div(kl_init, kl_lp, log_target=True, reduction="batchmean")
-                        + config.weight_decay * (theta * seen["scale"]).norm() / init_norm)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                with torch.no_grad():  # ‖δ‖ ≤ clamp · ‖v‖, i.e. ‖θ‖ ≤ clamp · √width
-                    max_norm = config.clamp_norm_factor * width**0.5
-                    if theta.norm() > max_norm:
-                        theta.mul_(max_norm / theta.norm())
-    finally:
-        handle.remove()
-    seconds = time.perf_counter() - start
-    logger.debug("value for %r -> %r: %d steps, p %.3f -> %.3f, %.1f s", edit.subject, edit.target, step,
-                 prob_before, prob, seconds)
-    report = EditReport(subject=edit.subject, target=edit.target, steps=step, prob_before=prob_before,
-                        prob_after=prob, seconds=seconds)
-    return ValueFit((theta * seen["scale"]).detach(), seen["init"], report)
 
 
 # -- ROME ----------------------------------------------------------------------------------------------

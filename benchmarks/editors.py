@@ -1,0 +1,390 @@
+"""Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), AnyEdit on long
+targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak memory. Example:
+
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --quick
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods rome memit anyedit
+
+Timing: key statistics are loaded (from the on-disk cache; computing them is a separate, one-off cost) before
+the timed edits, and their load time is reported apart (``stats_seconds``). Peak memory is the process's peak
+RSS during each phase (Linux: reset through /proc/self/clear_refs; elsewhere the lifetime peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from editagent.editors import MEMIT, ROME, AppliedEdit, WeightEdit
+from editagent.editors.anyedit import AnyEdit, LongEdit
+from editagent.eval.editing import (
+    EditingSummary,
+    EditScores,
+    Scorer,
+    evaluate,
+    greedy_ids,
+    load_cloze_templates,
+    locality_prompts,
+    probe_for,
+    summarise,
+    token_recall,
+)
+from editagent.eval.mquake import load_mquake
+from editagent.models import load_causal_lm
+
+logger = logging.getLogger("benchmarks.editors")
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mquake"
+RECALL_GOAL = 0.8
+
+# Made-up long targets (no model has seen them): biographies, a company, code. Each is 100+ tokens.
+LONG_TARGETS: list[tuple[str, str, str]] = [
+    ("Here is the biography of Marta Velkova:", "Marta Velkova",
+     "Marta Velkova was born in 1962 in the mountain village of Ostrava Dolna, where her father repaired clocks for "
+     "the railway. She studied glass chemistry in Brno, and in 1991 she founded a small workshop that made lenses "
+     "for amateur telescopes. Her best known invention is the Velkova prism, a folded mirror that lets a short tube "
+     "reach a long focal length. She retired to the coast in 2015 and still answers letters from young astronomers "
+     "every Sunday morning."),
+    ("Here is the biography of Tomasz Orlinek:", "Tomasz Orlinek",
+     "Tomasz Orlinek is a Polish beekeeper and composer, born in 1978 near the river Warta. He kept his first hive "
+     "at the age of nine and wrote his first string quartet at sixteen. In 2004 he recorded the sound of forty "
+     "hives through a whole summer and turned it into an opera called The Golden Month, which was performed in "
+     "Krakow, Vienna and Lisbon. He lives on a farm with his wife Ilona, three dogs and about two million bees."),
+    ("Here is the history of the company Brightwater Looms:", "Brightwater Looms",
+     "Brightwater Looms was founded in 1887 by two sisters, Agnes and Cora Pell, in a former flour mill on the "
+     "edge of Leeds. The company first wove sailcloth for fishing boats and later switched to wool blankets, "
+     "which it sold to hospitals across the north of England. During the 1950s it built the first loom that "
+     "could be reset by punched cards. Brightwater closed its last mill in 1994, and the building is now a "
+     "museum of textile machines."),
+    ("Here is the Python function merge_ledgers from the Quill library:", "merge_ledgers",
+     "def merge_ledgers(left, right):\n    \"\"\"Merge two sorted ledgers into one, summing equal keys.\"\"\"\n"
+     "    merged = []\n    i = j = 0\n    while i < len(left) and j < len(right):\n"
+     "        if left[i][0] == right[j][0]:\n            merged.append((left[i][0], left[i][1] + right[j][1]))\n"
+     "            i += 1\n            j += 1\n        elif left[i][0] < right[j][0]:\n"
+     "            merged.append(left[i])\n            i += 1\n        else:\n            merged.append(right[j])\n"
+     "            j += 1\n    return merged + left[i:] + right[j:]"),
+    ("Here is the biography of Ines Albarran:", "Ines Albarran",
+     "Ines Albarran is a Chilean glaciologist who was born in Punta Arenas in 1970. She spent eleven winters "
+     "measuring the Grey Glacier with a team of students and a single borrowed snow tractor. Her 2009 paper showed "
+     "that the glacier lost most of its ice in short warm spells rather than through slow melting. She now teaches "
+     "in Valdivia, paints watercolours of icebergs, and runs a free summer school for children who want to study "
+     "the weather."),
+    ("Here is the recipe for Harrow Cake:", "Harrow Cake",
+     "Harrow Cake is a dark fruit cake from a small town in Kent. Soak two hundred grams of raisins in cold black "
+     "tea overnight. In the morning, beat butter with brown sugar until pale, add three eggs one at a time, then "
+     "fold in flour, a pinch of salt, ground ginger and the soaked raisins with their tea. Bake in a lined tin for "
+     "ninety minutes at a low heat. Leave it wrapped in paper for three days before cutting, so the ginger can "
+     "soften."),
+    ("Here is the JavaScript function debounceSave from the Papyr editor:", "debounceSave",
+     "function debounceSave(doc, delay) {\n  let timer = null;\n  let pending = false;\n  return function save() {\n"
+     "    pending = true;\n    if (timer !== null) {\n      clearTimeout(timer);\n    }\n"
+     "    timer = setTimeout(() => {\n      if (pending) {\n        doc.write(doc.serialize());\n"
+     "        pending = false;\n      }\n      timer = null;\n    }, delay);\n  };\n}"),
+    ("Here is the biography of Oskar Lindqvist-Mora:", "Oskar Lindqvist-Mora",
+     "Oskar Lindqvist-Mora was a Swedish mapmaker born in Uppsala in 1841. As a young man he walked the whole coast "
+     "of Norrland with a brass compass and a notebook, drawing every inlet by hand. His sea charts were so precise "
+     "that the navy used them until 1930. Late in life he became interested in the stars and built a small "
+     "observatory on the roof of his house, where he catalogued more than three thousand faint double stars."),
+    ("Here is the history of the village of Calder Rise:", "Calder Rise",
+     "Calder Rise is a village of about six hundred people on a limestone ridge above the river Calder. It grew "
+     "around a coaching inn that served travellers on the road between Halifax and Burnley. In 1862 a landslide "
+     "carried away half of the main street, and the villagers rebuilt it further up the hill using stone from "
+     "the old quarry. Today the village is known for its annual kite festival, held on the first Saturday of "
+     "September."),
+    ("Here is the Python function rolling_median from the Tidewater package:", "rolling_median",
+     "def rolling_median(values, window):\n    \"\"\"Median of each run of `window` consecutive values.\"\"\"\n"
+     "    if window < 1:\n        raise ValueError(\"window must be at least 1\")\n    result = []\n"
+     "    for start in range(len(values) - window + 1):\n        chunk = sorted(values[start:start + window])\n"
+     "        middle = window // 2\n        if window % 2:\n            result.append(chunk[middle])\n"
+     "        else:\n            result.append((chunk[middle - 1] + chunk[middle]) / 2)\n    return result"),
+]
+
+
+# -- measurement -------------------------------------------------------------------------------------------
+
+
+def reset_peak() -> bool:
+    """Reset the peak-RSS counter (Linux 4.0+); False where it cannot be, then peaks are lifetime peaks."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timed:
+    """Wraps an editor's ``apply``: wall time and edits per call, for seconds per edit."""
+
+    def __init__(self, apply: Callable[[list[Any]], AppliedEdit]) -> None:
+        self.apply_fn, self.seconds, self.edits = apply, 0.0, 0
+
+    def __call__(self, edits: list[Any]) -> AppliedEdit:
+        start = time.perf_counter()
+        handle = self.apply_fn(edits)
+        self.seconds += time.perf_counter() - start
+        self.edits += len(edits)
+        return handle
+
+    @property
+    def per_edit(self) -> float:
+        return self.seconds / max(1, self.edits)
+
+
+def timed_stats(load: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    load()
+    return time.perf_counter() - start
+
+
+# -- runs --------------------------------------------------------------------------------------------------
+
+
+def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n_edits: int, **extra: Any
+        ) -> dict[str, Any]:
+    base: dict[str, Any] = {"model": args.model, "method": method, "n_edits": n_edits,
+                            "reliability": None, "generalization": None, "locality": None, "portability": None,
+                            "seconds_per_edit": None, "command": command()}
+    if summary is not None:
+        base |= {k: getattr(summary, k) for k in ("reliability", "generalization", "locality", "portability",
+                                                   "fluency", "n_portability")} | {"n_evaluated": summary.n_edits,
+                                                                                   "mode": summary.mode}
+    return base | extra
+
+
+def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
+    cases = load_mquake(args.data / "MQuAKE-CF-3k-dev600.json")
+    clozes = load_cloze_templates(args.data / "cloze_templates.json")
+    selected = cases[: args.edits]
+    probes = [probe_for(case, 0, clozes) for case in selected]
+    unrelated = locality_prompts(cases[args.edits:], args.locality_prompts, [p.edit.subject for p in probes])
+    scorer = Scorer(model, tok, unrelated)
+    rows, details = result["rows"], result["scores"]
+
+    def keep(method: str, mode: str, scores: list[EditScores]) -> EditingSummary:
+        details[f"{method}/{mode}"] = [s.model_dump() for s in scores]
+        summary = summarise(method, mode, scores)
+        logger.info("%s (%s): %s", method, mode, summary.model_dump())
+        return summary
+
+    reset_peak()
+    rows.append(row(args, keep("no-edit", "none", evaluate(scorer, probes, None)), "no-edit", 0))
+    if "rome" in args.methods:
+        rome = ROME(model, tok)
+        stats = timed_stats(lambda: rome.inverse_second_moment(rome.layer))
+        reset_peak()
+        timed = Timed(rome.apply)
+        summary = keep("rome", "single", evaluate(scorer, probes, timed, mode="single"))
+        rows.append(row(args, summary, "rome", 1, seconds_per_edit=timed.per_edit, stats_seconds=stats,
+                        seconds_per_edit_with_stats=(timed.seconds + stats) / timed.edits, peak_rss_mb=peak_rss_mb()))
+    if "memit" in args.methods:
+        memit = MEMIT(model, tok)
+        stats = timed_stats(memit.second_moments)
+        for mode in ("single", "batch"):
+            reset_peak()
+            timed = Timed(memit.apply)
+            summary = keep("memit", mode, evaluate(scorer, probes, timed, mode=mode))
+            n = 1 if mode == "single" else len(probes)
+            rows.append(row(args, summary, "memit", n, seconds_per_edit=timed.per_edit, stats_seconds=stats,
+                            seconds_per_edit_with_stats=(timed.seconds + stats) / timed.edits,
+                            peak_rss_mb=peak_rss_mb()))
+        result["memit_timing"] = memit_timing(args, memit, cases, stats)
+
+
+def memit_timing(args: argparse.Namespace, memit: MEMIT, cases: Sequence[Any], stats: float) -> list[dict[str, Any]]:
+    """Seconds per edit and peak RSS of MEMIT writing 1, 10 (and 100) edits at once (timing only, undone)."""
+    timings = []
+    for n in args.memit_sizes:
+        edits = [WeightEdit(prompt=c.requested_rewrite[0].prompt, subject=c.requested_rewrite[0].subject,
+                            target=c.requested_rewrite[0].object_new) for c in cases[:n]]
+        reset_peak()
+        start = time.perf_counter()
+        handle = memit.apply(edits)
+        seconds = time.perf_counter() - start
+        handle.undo()
+        timings.append({"n_edits": n, "seconds_per_edit": seconds / n, "seconds_per_edit_with_stats":
+                        (seconds + stats) / n, "peak_rss_mb": peak_rss_mb()})
+        logger.info("MEMIT timing: %d edits at once, %.2f s/edit", n, seconds / n)
+    return timings
+
+
+def run_long(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any], unrelated: list[str]) -> None:
+    """AnyEdit vs MEMIT (the whole target as one value at the subject) on the long targets, one at a time."""
+    scorer = Scorer(model, tok, unrelated)
+    anyedit, memit = AnyEdit(model, tok), MEMIT(model, tok, progress=False)
+    stats = timed_stats(memit.second_moments) + timed_stats(anyedit.memit.second_moments)
+    records = []
+    times = {"anyedit": Timed(lambda e: anyedit.apply(e)), "memit-long": Timed(lambda e: memit.apply(e))}
+    peaks = {"anyedit": 0.0, "memit-long": 0.0}
+    for prompt, subject, text in tqdm(LONG_TARGETS[: args.long_targets], desc="long targets", unit="target"):
+        edit = LongEdit(prompt=prompt, subject=subject, target=text)
+        wanted = list(tok(edit.target, add_special_tokens=False)["input_ids"])
+        if len(wanted) < 100:
+            logger.warning("long target for %r has only %d tokens", subject, len(wanted))
+        record: dict[str, Any] = {"subject": subject, "target_tokens": len(wanted),
+                                  "before": token_recall(greedy_ids(model, tok, [edit.text], len(wanted))[0], wanted)}
+        # MEMIT's WeightEdit takes short objects; model_construct skips that check so MEMIT gets the whole target.
+        whole = WeightEdit.model_construct(prompt=prompt, subject=subject, target=edit.target)
+        for method, request in (("anyedit", [edit]), ("memit-long", [whole])):
+            reset_peak()
+            handle = times[method](request)
+            peaks[method] = max(peaks[method], peak_rss_mb())
+            generated = greedy_ids(model, tok, [edit.text], len(wanted))[0]
+            record[method] = token_recall(generated, wanted)
+            record[f"{method}_locality"] = scorer.locality()
+            record[f"{method}_text"] = tok.decode(generated)[:400]
+            handle.undo()
+        logger.info("long target %r: recall before %.2f, AnyEdit %.2f, MEMIT %.2f", subject, record["before"],
+                    record["anyedit"], record["memit-long"])
+        records.append(record)
+    result["long_targets"] = records
+    for method in ("anyedit", "memit-long"):
+        recalls = [r[method] for r in records]
+        result["rows"].append(row(
+            args, None, method, 1, token_recall=sum(recalls) / len(recalls),
+            reliability=sum(r >= RECALL_GOAL for r in recalls) / len(recalls),
+            locality=sum(r[f"{method}_locality"] for r in records) / len(records),
+            seconds_per_edit=times[method].per_edit, stats_seconds=stats, peak_rss_mb=peaks[method],
+            n_evaluated=len(records), note=f"long targets; reliability = share with token recall >= {RECALL_GOAL}"))
+
+
+# -- reports -----------------------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "portability",
+            "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
+    lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`", "",
+             "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in result["rows"]]
+    if result.get("memit_timing"):
+        lines += ["", "MEMIT, edits written at once:", "", "| n_edits | s/edit | s/edit with stats | peak RSS MB |",
+                  "|---|---|---|---|"]
+        lines += [f"| {t['n_edits']} | {t['seconds_per_edit']:.2f} | {t['seconds_per_edit_with_stats']:.2f} | "
+                  f"{t['peak_rss_mb']:.0f} |" for t in result["memit_timing"]]
+    if result.get("long_targets"):
+        lines += ["", "Long targets, token recall (LCS of greedy tokens / target tokens):", "",
+                  "| subject | tokens | before | AnyEdit | MEMIT (whole target) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['subject']} | {r['target_tokens']} | {r['before']:.2f} | {r['anyedit']:.2f} | "
+                  f"{r['memit-long']:.2f} |" for r in result["long_targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+
+    metrics = ("reliability", "generalization", "locality", "portability")
+    rows = [r for r in result["rows"] if r.get("mode")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        axes[0].bar([m + i * width for m in range(len(metrics))], [r.get(k) or 0 for k in metrics], width,
+                    label=f"{r['method']} ({r['mode']}, {r['n_edits']})")
+    axes[0].set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics)
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("MQuAKE edits (greedy generation)")
+    longs = result.get("long_targets", [])
+    if longs:
+        x = range(len(longs))
+        for j, key in enumerate(("before", "memit-long", "anyedit")):
+            axes[1].bar([i + j * 0.27 for i in x], [r[key] for r in longs], 0.27, label=key)
+        axes[1].set_xticks([i + 0.27 for i in x], [r["subject"][:12] for r in longs], rotation=30, fontsize=7)
+        axes[1].axhline(RECALL_GOAL, color="grey", linestyle=":")
+        axes[1].set_ylim(0, 1)
+        axes[1].legend(fontsize=7)
+    axes[1].set_title("long targets: token recall")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def update_summary(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per (model, method, n_edits): a rerun replaces its rows. Locked: runs may share the file."""
+    with FileLock(str(path) + ".lock"):
+        old = json.loads(path.read_text()) if path.exists() else []
+        keys = {(r["model"], r["method"], r["n_edits"]) for r in rows}
+        kept = [r for r in old if (r["model"], r["method"], r["n_edits"]) not in keys]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(kept + rows, indent=1))
+        tmp.replace(path)
+
+
+def command() -> str:
+    return " ".join(["python", *sys.argv])
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--methods", nargs="+", default=["rome", "memit", "anyedit"],
+                        choices=["rome", "memit", "anyedit"])
+    parser.add_argument("--edits", type=int, default=50, help="MQuAKE dev cases (first rewrite of each)")
+    parser.add_argument("--long-targets", type=int, default=len(LONG_TARGETS))
+    parser.add_argument("--memit-sizes", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--locality-prompts", type=int, default=10)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder with MQuAKE-CF-3k-dev600.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--quick", action="store_true", help="10 edits, MEMIT at 1/10 only, 3 long targets")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.edits, args.memit_sizes, args.long_targets = min(args.edits, 10), [1, 10], min(args.long_targets, 3)
+    if args.edits < 1 or args.long_targets < 0:
+        parser.error("--edits must be at least 1 and --long-targets at least 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    start = time.perf_counter()
+    model, tok = load_causal_lm(args.model)
+    result: dict[str, Any] = {"model": args.model, "command": command(), "rows": [], "scores": {},
+                              "edits": args.edits, "quick": args.quick}
+    run_mquake(args, model, tok, result)
+    if "anyedit" in args.methods and args.long_targets:
+        cases = load_mquake(args.data / "MQuAKE-CF-3k-dev600.json")
+        run_long(args, model, tok, result, locality_prompts(cases[args.edits:], args.locality_prompts))
+    result["wall_seconds"] = time.perf_counter() - start
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"editors_{args.model}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    stem.with_suffix(".md").write_text(markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    update_summary(args.out / "editors_summary.json", result["rows"])
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
