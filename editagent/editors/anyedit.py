@@ -27,43 +27,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
-from editagent.editors.base import AppliedEdit, EditReport, WeightWriter, fill
+from editagent.editors.base import AppliedEdit, EditReport, PromptedEdit, WeightWriter, fill
 from editagent.editors.memit import MEMIT, MemitConfig
 from editagent.editors.stats import StopForward
 from editagent.editors.value import capture_at_subject, context_templates, fit_value, make_batch
-from editagent.schema import MAX_ENTITY_CHARS, MAX_SENTENCE_CHARS, EditError, clean_text
+from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
 
 MAX_LONG_TARGET_CHARS = 8_000
 
 
-class LongEdit(BaseModel):
+class LongEdit(PromptedEdit):
     """A prompt naming ``subject`` that should continue with a long ``target`` (newlines allowed, e.g. code).
 
     ``prompt`` holds the subject verbatim or a ``{}`` where it goes, as in ``WeightEdit``. ``target`` gets a
     leading space unless it starts with whitespace (a word after a prompt is spelled with one).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prompt: str
-    subject: str
     target: str
-
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _prompt(cls, value: Any) -> str:
-        return clean_text("prompt", value, MAX_SENTENCE_CHARS)
-
-    @field_validator("subject", mode="before")
-    @classmethod
-    def _subject(cls, value: Any) -> str:
-        return clean_text("subject", value, MAX_ENTITY_CHARS)
 
     @field_validator("target", mode="before")
     @classmethod
@@ -75,18 +61,6 @@ class LongEdit(BaseModel):
             raise EditError(f"target: {len(text)} characters, at most {MAX_LONG_TARGET_CHARS}; split it into several "
                             "LongEdits with prompts that lead into each part")
         return text if text[0].isspace() else " " + text
-
-    @model_validator(mode="after")
-    def _subject_in_prompt(self) -> LongEdit:
-        if "{}" not in self.prompt and self.subject not in self.prompt:
-            raise EditError(f"prompt: {self.prompt!r} does not contain the subject {self.subject!r}; write the "
-                            "subject inside the prompt verbatim, or put '{}' where it goes")
-        return self
-
-    @property
-    def text(self) -> str:
-        """The prompt with the subject filled in."""
-        return fill(self.prompt, self.subject) if "{}" in self.prompt else self.prompt
 
 
 class AnyEditConfig(MemitConfig):

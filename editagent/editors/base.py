@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -42,19 +42,17 @@ class FingerprintMismatch(EditError):
     """A saved edit was computed on a different model; the message names both fingerprints."""
 
 
-class WeightEdit(BaseModel):
-    """One fact to write into the weights: ``prompt`` continues with ``target``, and names ``subject``.
+class PromptedEdit(BaseModel):
+    """A prompt that names ``subject``: what every weight edit, short or long, is written behind.
 
     ``prompt`` holds the subject verbatim ("The Eiffel Tower is located in the city of") or a ``{}``
-    where it goes ("{} is located in the city of"). ``target`` continues the prompt as a new word:
-    a leading space is added when it has none (" Rome", as tokenizers spell a word after a space).
+    where it goes ("{} is located in the city of").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str
     subject: str
-    target: str
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -66,13 +64,8 @@ class WeightEdit(BaseModel):
     def _subject(cls, value: Any) -> str:
         return clean_text("subject", value, MAX_ENTITY_CHARS)
 
-    @field_validator("target", mode="before")
-    @classmethod
-    def _target(cls, value: Any) -> str:
-        return " " + clean_text("target", value, MAX_ENTITY_CHARS)
-
     @model_validator(mode="after")
-    def _subject_in_prompt(self) -> WeightEdit:
+    def _subject_in_prompt(self) -> Self:
         if "{}" not in self.prompt and self.subject not in self.prompt:
             raise EditError(f"prompt: {self.prompt!r} does not contain the subject {self.subject!r}; write the "
                             "subject inside the prompt verbatim, or put '{}' where it goes")
@@ -87,6 +80,21 @@ class WeightEdit(BaseModel):
     def text(self) -> str:
         """The prompt with the subject filled in."""
         return fill(self.template, self.subject)
+
+
+class WeightEdit(PromptedEdit):
+    """One fact to write into the weights: ``prompt`` continues with ``target``, and names ``subject``.
+
+    ``target`` continues the prompt as a new word: a leading space is added when it has none (" Rome", as
+    tokenizers spell a word after a space).
+    """
+
+    target: str
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> str:
+        return " " + clean_text("target", value, MAX_ENTITY_CHARS)
 
 
 def fill(template: str, subject: str) -> str:
