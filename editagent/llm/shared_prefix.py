@@ -168,21 +168,101 @@ def _boolean_mask(mask: torch.Tensor | None, q_len: int, total: int, device: tor
 
 
 @functools.cache
+def reserved_layer() -> type:
+    """``ReservedLayer``, defined on first use so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer  # noqa: PLC0415 - heavy import
+
+    class ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys and values are views of buffers with spare room at the end.
+
+        ``update`` writes the new tokens into that room in place (growing a buffer, by doubling, only when it
+        is full) where ``DynamicLayer`` concatenates, re-allocating and copying the whole layer every token.
+        The values attended to are the same; only the memory they live in differs.
+        """
+
+        def __init__(self, layer: Any, room: int) -> None:
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = layer.keys.dtype, layer.keys.device, True
+            self.length = layer.keys.shape[-2]
+            self._keys = self._with_room(layer.keys, room)
+            self._values = self._with_room(layer.values, room)
+            self._view()
+
+        @classmethod
+        def from_buffers(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> Any:
+            """A layer holding the first ``length`` positions of ``keys``/``values``; the rest is room."""
+            layer = cls.__new__(cls)
+            DynamicLayer.__init__(layer)
+            layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
+            layer.length, layer._keys, layer._values = length, keys, values
+            layer._view()
+            return layer
+
+        def _with_room(self, states: torch.Tensor, room: int) -> torch.Tensor:
+            buffer = states.new_empty((*states.shape[:-2], self.length + room, states.shape[-1]))
+            buffer[..., : self.length, :] = states[..., : self.length, :]
+            return buffer
+
+        def _view(self) -> None:
+            self.keys = self._keys[..., : self.length, :]
+            self.values = self._values[..., : self.length, :]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            new = key_states.shape[-2]
+            if self.length + new > self._keys.shape[-2]:
+                room = max(new, self._keys.shape[-2])
+                self._keys, self._values = self._with_room(self._keys, room), self._with_room(self._values, room)
+            self._keys[..., self.length: self.length + new, :] = key_states
+            self._values[..., self.length: self.length + new, :] = value_states
+            self.length += new
+            self._view()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove > 0:
+                raise ValueError("crop takes a negative count of tokens to remove")
+            self.length = max(0, self.length + tokens_to_remove)
+            self._view()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._view()
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self._keys, self._values = self._keys[indices, ...], self._values[indices, ...]
+            self._view()
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.batch_select_indices(beam_idx)
+
+        def reset(self) -> None:
+            self.length = 0
+            self._view()
+
+    return ReservedLayer
+
+
+
+@functools.cache
 def shared_layer() -> type:
     """``SharedPrefixLayer``, defined on first use so that importing this module does not import transformers."""
     from transformers.cache_utils import DynamicLayer  # noqa: PLC0415 - heavy import
 
-    class SharedPrefixLayer(DynamicLayer):
+    class SharedPrefixLayer(reserved_layer()):
         """One layer's cache: the prefix's keys/values once (batch 1) plus each row's own, in buffers with room.
 
         ``keys``/``values`` are the rows' own tokens; lengths and mask sizes count the prefix too, so the
-        model builds positions and masks for the whole sequence. Appending writes into reserved room in
-        place, growing a buffer (by doubling) only when it is full.
+        model builds positions and masks for the whole sequence. Appending is ``ReservedLayer``'s.
         """
 
         def __init__(self, prefix_keys: torch.Tensor | None, prefix_values: torch.Tensor | None,
                      keys: torch.Tensor | None, values: torch.Tensor | None, length: int, room: int = 0) -> None:
-            super().__init__()
+            DynamicLayer.__init__(self)
             self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
             self.length, self.room = length, room
             if keys is not None and values is not None:
@@ -202,10 +282,6 @@ def shared_layer() -> type:
             self._values = value_states.new_zeros((*value_states.shape[:-2], size, value_states.shape[-1]))
             self._view()
 
-        def _view(self) -> None:
-            self.keys = self._keys[..., : self.length, :]
-            self.values = self._values[..., : self.length, :]
-
         @property
         def prefix_length(self) -> int:
             return 0 if self.prefix_keys is None else int(self.prefix_keys.shape[-2])
@@ -214,20 +290,7 @@ def shared_layer() -> type:
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            new = key_states.shape[-2]
-            if self.length + new > self._keys.shape[-2]:
-                self._keys, self._values = self._grow(self._keys, new), self._grow(self._values, new)
-            self._keys[..., self.length: self.length + new, :] = key_states
-            self._values[..., self.length: self.length + new, :] = value_states
-            self.length += new
-            self._view()
-            return self.keys, self.values
-
-        def _grow(self, states: torch.Tensor, new: int) -> torch.Tensor:
-            size = max(self.length + new, 2 * states.shape[-2])
-            buffer = states.new_zeros((*states.shape[:-2], size, states.shape[-1]))
-            buffer[..., : self.length, :] = states[..., : self.length, :]
-            return buffer
+            return super().update(key_states, value_states, *args, **kwargs)
 
         def get_seq_length(self) -> int:
             return self.prefix_length + self.length
@@ -237,22 +300,6 @@ def shared_layer() -> type:
 
         def crop(self, tokens_to_remove: int) -> None:
             raise NotImplementedError("a shared-prefix cache is not cropped")
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            self._keys = self._keys.repeat_interleave(repeats, dim=0)
-            self._values = self._values.repeat_interleave(repeats, dim=0)
-            self._view()
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._keys, self._values = self._keys[indices, ...], self._values[indices, ...]
-            self._view()
-
-        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            self.batch_select_indices(beam_idx)
-
-        def reset(self) -> None:
-            self.length = 0
-            self._view()
 
     return SharedPrefixLayer
 

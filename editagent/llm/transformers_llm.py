@@ -18,7 +18,7 @@ prefix, since the window is applied by the mask. Other models (GPT-J) get the
 prefix copied per row, and sliding-window ones among them no prefix cache.
 
 While decoding, the cache appends each token into room reserved up front
-(``_reserved_layer``) instead of ``DynamicLayer``'s ``torch.cat``, which copies
+(``shared_prefix.reserved_layer``) instead of ``DynamicLayer``'s ``torch.cat``, which copies
 the whole cache of every layer at every token: with 8 rows and a ~1,000-token
 prefix on a CPU that copy, not the model, was most of a decoding step.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import inspect
 import logging
 from collections import OrderedDict
@@ -266,7 +265,7 @@ class TransformersLLM:
             if shared:
                 cache.layers[index] = type(layer)(layer.prefix_keys, layer.prefix_values, keys, values, end, room)
             else:
-                cache.layers[index] = _reserved_layer().from_buffers(keys, values, end)
+                cache.layers[index] = shared_prefix.reserved_layer().from_buffers(keys, values, end)
         logits = torch.empty((n, parts[0][1][0].shape[-1]), dtype=parts[0][1][0].dtype, device=device)
         mask = torch.zeros((n, total), dtype=torch.long, device=device)
         mask[:, :reuse] = 1
@@ -383,89 +382,9 @@ class TransformersLLM:
                            [layer.values[slot][:, where] for layer in cache.layers])
 
 
-@functools.cache
-def _reserved_layer() -> type:
-    """``_ReservedLayer``, defined on first use so that importing this module does not import transformers."""
-    from transformers.cache_utils import DynamicLayer  # noqa: PLC0415 - heavy import
-
-    class _ReservedLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose keys and values are views of buffers with spare room at the end.
-
-        ``update`` writes the new tokens into that room in place (growing a buffer, by doubling, only when it
-        is full) where ``DynamicLayer`` concatenates, re-allocating and copying the whole layer every token.
-        The values attended to are the same; only the memory they live in differs.
-        """
-
-        def __init__(self, layer: Any, room: int) -> None:
-            super().__init__()
-            self.dtype, self.device, self.is_initialized = layer.keys.dtype, layer.keys.device, True
-            self.length = layer.keys.shape[-2]
-            self._keys = self._with_room(layer.keys, room)
-            self._values = self._with_room(layer.values, room)
-            self._view()
-
-        @classmethod
-        def from_buffers(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> Any:
-            """A layer holding the first ``length`` positions of ``keys``/``values``; the rest is room."""
-            layer = cls.__new__(cls)
-            DynamicLayer.__init__(layer)
-            layer.dtype, layer.device, layer.is_initialized = keys.dtype, keys.device, True
-            layer.length, layer._keys, layer._values = length, keys, values
-            layer._view()
-            return layer
-
-        def _with_room(self, states: torch.Tensor, room: int) -> torch.Tensor:
-            buffer = states.new_empty((*states.shape[:-2], self.length + room, states.shape[-1]))
-            buffer[..., : self.length, :] = states[..., : self.length, :]
-            return buffer
-
-        def _view(self) -> None:
-            self.keys = self._keys[..., : self.length, :]
-            self.values = self._values[..., : self.length, :]
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            new = key_states.shape[-2]
-            if self.length + new > self._keys.shape[-2]:
-                room = max(new, self._keys.shape[-2])
-                self._keys, self._values = self._with_room(self._keys, room), self._with_room(self._values, room)
-            self._keys[..., self.length: self.length + new, :] = key_states
-            self._values[..., self.length: self.length + new, :] = value_states
-            self.length += new
-            self._view()
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def crop(self, tokens_to_remove: int) -> None:
-            if tokens_to_remove > 0:
-                raise ValueError("crop takes a negative count of tokens to remove")
-            self.length = max(0, self.length + tokens_to_remove)
-            self._view()
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            self._keys = self._keys.repeat_interleave(repeats, dim=0)
-            self._values = self._values.repeat_interleave(repeats, dim=0)
-            self._view()
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self._keys, self._values = self._keys[indices, ...], self._values[indices, ...]
-            self._view()
-
-        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-            self.batch_select_indices(beam_idx)
-
-        def reset(self) -> None:
-            self.length = 0
-            self._view()
-
-    return _ReservedLayer
-
-
 def _is_plain(layer: Any) -> bool:
     """A plain ``DynamicLayer`` with [batch, heads, length, dim] tensors (not a sliding-window or other subclass)."""
-    plain = _reserved_layer().__mro__[1]  # DynamicLayer itself
+    plain = shared_prefix.reserved_layer().__mro__[1]  # DynamicLayer itself
     return type(layer) is plain and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4
 
 
@@ -485,7 +404,7 @@ def _reserve(cache: Any, room: int) -> None:
     layers = getattr(cache, "layers", None)
     if not isinstance(layers, list):
         return
-    reserved = _reserved_layer()
+    reserved = shared_prefix.reserved_layer()
     for index, layer in enumerate(layers):
         if _is_plain(layer):
             layers[index] = reserved(layer, room)
