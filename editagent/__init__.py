@@ -9,6 +9,7 @@ __all__ = [
     "EditError",
     "EditGraph",
     "EditMemory",
+    "EditPolicy",
     "Hop",
     "SearchHit",
     "StoredEdit",
@@ -28,6 +29,10 @@ def __getattr__(name: str) -> object:
         from editagent.memory import EditMemory
 
         return EditMemory
+    if name == "EditPolicy":
+        from editagent.policy import EditPolicy
+
+        return EditPolicy
     if name == "EditGraph":
         from editagent.graph import EditGraph
 

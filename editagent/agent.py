@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from editagent.decompose import MeLLo
+from editagent.decompose import ChainReasoner, MeLLo, PokeMQA, threshold_scope
 from editagent.graph import EditGraph
 from editagent.llm import LLM, TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
+from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
 from editagent.schema import DEFAULT_NAMESPACE, Answer, Edit, EditError, SearchHit, StoredEdit, check_namespace
 
 logger = logging.getLogger(__name__)
+
+Method = Literal["agent", "mello", "pokemqa"]
 
 
 class EditAgent:
@@ -28,11 +31,25 @@ class EditAgent:
     >>> agent = EditAgent()                                   # ./memory/default, packaged models
     >>> agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
     >>> agent.ask("Which country is the creator of Marge Simpson a citizen of?").text
+
+    ``method``: how questions are answered. ``"agent"`` (default) walks the question's relation
+    chain through the store and lets the model answer only the hops no edit covers; a question
+    no edit touches gets the plain model's answer. ``"mello"`` and ``"pokemqa"`` are the loops
+    from the literature, kept for comparison.
+
+    ``policy``: where new edits go (memory by default; see ``editagent.policy`` for why). Edits
+    written into the weights are recorded in the store with their saved deltas, undone by
+    ``forget`` or supersession, and re-applied to a fresh model by ``restore_weights``.
+    ``weight_editor``: a ready ROME/MEMIT instance for this model (else one is built from the policy).
     """
 
     def __init__(self, namespace: str = DEFAULT_NAMESPACE, store: str | Path = "default", *,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
-                 memory: EditMemory | None = None, max_hops: int = 4) -> None:
+                 memory: EditMemory | None = None, max_hops: int = 4, method: Method = "agent",
+                 policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
+        if method not in ("agent", "mello", "pokemqa"):
+            raise EditError(f"method: {method!r} is not one of 'agent', 'mello', 'pokemqa'")
+        self.method = method
         self.namespace = check_namespace(namespace)
         if memory is None:
             if embedder is None or isinstance(embedder, str):
@@ -41,6 +58,9 @@ class EditAgent:
         self.memory = memory
         self._llm = llm
         self.max_hops = max_hops
+        self.policy = policy or EditPolicy()
+        self._weight_editor = weight_editor
+        self._in_weights: list[tuple[str, Any]] = []  # (edit id, AppliedEdit), in order of application
 
     @property
     def llm(self) -> LLM:
@@ -50,22 +70,29 @@ class EditAgent:
 
     # -- edits -----------------------------------------------------------------------------------
 
-    def edit(self, subject: str | Edit, relation: str | None = None, object: str | None = None, **fields: Any,
-             ) -> Edit:
+    def edit(self, subject: str | Edit, relation: str | None = None, object: str | None = None, *,
+             to: EditTarget | None = None, **fields: Any) -> Edit:
         """Store one changed fact in this agent's namespace; returns it with its id.
 
-        ``fields``: previous_object, sentence, source, metadata, id (see ``Edit``).
+        ``to``: "memory", "weights" or "both" (default: the policy's). ``fields``: previous_object,
+        sentence, source, metadata, id (see ``Edit``).
         """
+        target = self.policy.target(to)
         if isinstance(subject, Edit):
             edit = self._own(subject)
         else:
             if relation is None or object is None:
                 raise EditError("relation, object: both are required with a subject")
             edit = Edit(subject=subject, relation=relation, object=object, namespace=self.namespace, **fields)
-        return self.memory.add(edit)[0]
+        previous = self.memory.lookup(edit.subject, edit.relation, namespace=self.namespace)
+        stored = self.memory.add(edit)[0] if target == "memory" else self._edit_weights(edit, target)
+        if previous is not None:  # superseded: its weight edit, if any, comes out of the model
+            self._remove_from_weights(previous.edit.id)
+        return stored
 
     def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *, progress: bool | None = None) -> list[Edit]:
-        """Store a batch in one transaction: all of it, or (on any bad edit) none of it."""
+        """Store a batch in one transaction: all of it, or (on any bad edit) none of it. Memory only: weight
+        edits are made one at a time with ``edit(..., to="weights")``."""
         batch = [self._own(e) if isinstance(e, Edit) else Edit(**{**e, "namespace": self.namespace})
                  for e in edits]
         return self.memory.add(batch, progress=progress)
@@ -84,10 +111,85 @@ class EditAgent:
         return stored if stored and stored.edit.namespace == self.namespace else None
 
     def forget(self, edit_id: str) -> StoredEdit:
-        """Delete an edit of this namespace (it stays in history); an id of another namespace is unknown here."""
+        """Delete an edit of this namespace (it stays in history), taking it out of the weights if it is there;
+        an id of another namespace is unknown here."""
         if self.get(edit_id) is None:
             raise EditError(f"id: no edit {edit_id!r} in namespace {self.namespace!r}")
-        return self.memory.delete(edit_id)
+        deleted = self.memory.delete(edit_id)
+        self._remove_from_weights(edit_id)
+        return deleted
+
+    # -- weights ---------------------------------------------------------------------------------
+
+    def weight_edits(self) -> list[str]:
+        """Ids of the edits this agent's model holds in its weights now, in order of application."""
+        return [edit_id for edit_id, _ in self._in_weights]
+
+    def _editor(self) -> Any:
+        if self._weight_editor is None:
+            from editagent.editors import MEMIT, ROME  # noqa: PLC0415 - torch-heavy, weights only
+            from editagent.llm import TransformersLLM as Local  # noqa: PLC0415
+
+            if not isinstance(self.llm, Local):
+                raise EditError("to: weight edits need a local transformers model (TransformersLLM); "
+                                f"this agent's LLM is {type(self.llm).__name__}. Use to='memory'")
+            kind = ROME if self.policy.editor == "rome" else MEMIT
+            self._weight_editor = kind(self.llm.model, self.llm.tokenizer, self.policy.editor_options)
+        return self._weight_editor
+
+    def _edit_weights(self, edit: Edit, target: EditTarget) -> Edit:
+        """Write the edit into the weights, then record it (with its deltas) in the store; all or nothing."""
+        from editagent.editors import WeightEdit  # noqa: PLC0415
+
+        prompt = weight_prompt(edit)
+        at = prompt.casefold().index(edit.subject.casefold())
+        editor = self._editor()
+        handle = editor.apply([WeightEdit(prompt=prompt, subject=prompt[at: at + len(edit.subject)],
+                                          target=edit.object)])
+        try:
+            folder = self.memory.path / "weights"
+            folder.mkdir(exist_ok=True)
+            handle.save(folder / f"{edit.id}.pt")
+            record = {"method": handle.method, "fingerprint": handle.fingerprint, "file": f"weights/{edit.id}.pt",
+                      "model": getattr(self.llm, "name", "")}
+            edit = edit.model_copy(update={"metadata": {**edit.metadata, WEIGHTS_KEY: record,
+                                                        IN_MEMORY_KEY: target == "both"}})
+            stored = self.memory.add(edit)[0]
+        except BaseException:
+            handle.undo()
+            raise
+        self._in_weights.append((stored.id, handle))
+        return stored
+
+    def _remove_from_weights(self, edit_id: str) -> None:
+        """Undo one weight edit: later ones are undone first and re-applied after (undo is last-in-first-out)."""
+        ids = self.weight_edits()
+        if edit_id not in ids:
+            return
+        from editagent.editors import apply_deltas  # noqa: PLC0415
+
+        at = ids.index(edit_id)
+        later = self._in_weights[at + 1:]
+        for _, handle in reversed(self._in_weights[at:]):
+            handle.undo()
+        self._in_weights = self._in_weights[:at] + [
+            (later_id, apply_deltas(handle.model, handle.saved())) for later_id, handle in later]
+
+    def restore_weights(self) -> list[str]:
+        """Re-apply this namespace's live weight edits (from their saved deltas) to a model that lacks them,
+        e.g. after a restart; a fingerprint check refuses another model. Returns the ids applied."""
+        from editagent.editors import apply_deltas  # noqa: PLC0415
+
+        held = set(self.weight_edits())
+        applied = []
+        for stored in self.edits():
+            record = stored.edit.metadata.get(WEIGHTS_KEY)
+            if not record or stored.edit.id in held:
+                continue
+            handle = apply_deltas(self._editor().model, self.memory.path / record["file"])
+            self._in_weights.append((stored.edit.id, handle))
+            applied.append(stored.edit.id)
+        return applied
 
     def history(self, edit_id: str) -> list[StoredEdit]:
         if self.get(edit_id) is None:
@@ -108,8 +210,14 @@ class EditAgent:
         for question in questions:
             if not isinstance(question, str) or not question.strip():
                 raise EditError("question: must be non-empty text")
-        reasoner = MeLLo(self.llm, self.memory.top1, max_hops=self.max_hops)
-        return reasoner.answer_many(questions, [self.namespace] * len(questions))
+        namespaces = [self.namespace] * len(questions)
+        if self.method == "mello":
+            return MeLLo(self.llm, self.memory.top1, max_hops=self.max_hops, guided=True).answer_many(
+                questions, namespaces)
+        if self.method == "pokemqa":
+            return PokeMQA(self.llm, threshold_scope(self.memory.top1), max_hops=self.max_hops + 1).answer_many(
+                questions, namespaces)
+        return ChainReasoner(self.llm, self.memory, max_hops=self.max_hops + 1).answer_many(questions, namespaces)
 
     def close(self) -> None:
         self.memory.close()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from editagent.schema import Answer, Edit, StoredEdit
+from editagent.schema import Answer, Edit, StoredEdit, describe_errors
 
 # One MQuAKE-CF-3k case (case_id 1200), used when the dataset is not at hand.
 DEMO_CASE: dict[str, Any] = {
@@ -106,10 +106,35 @@ def cmd_graph_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from editagent.server import serve  # noqa: PLC0415 - fastapi and uvicorn are an optional extra
+    except ImportError as error:
+        raise ValueError(f"serve: needs the server extra ({error.name} is missing); "
+                         "pip install 'editagent[server]'") from None
+    serve(args.store, host=args.host, port=args.port, llm=args.model)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from editagent.eval.bench_mquake import main as bench_mquake  # noqa: PLC0415 - benchmark-only imports
 
     return bench_mquake(args.bench_args)
+
+
+def cmd_scope_train(args: argparse.Namespace) -> int:
+    from editagent.scope.bench import train_and_evaluate  # noqa: PLC0415 - loads torch
+
+    result = train_and_evaluate(args.data, cache=args.cache, retrain=args.retrain, embedding=args.compare)
+    if args.json:
+        _print(json.dumps(result, indent=2))
+        return 0
+    how = "loaded from the cache" if result["loaded_from_cache"] else "trained"
+    _print(f"scope detector {how}: {result['cache']} (training took {result['training']['seconds']['total']} s)")
+    for row in result["rows"]:
+        _print(f"  {row['detector']}: recall {row['recall']:.3f}, block rate {row['block_rate']:.3f} "
+               f"({row['n']} held-out questions, {row['n_edits']} held-out edits)")
+    return 0
 
 
 def _demo_case(case_id: int | None, data: str | None) -> dict[str, Any]:
@@ -153,8 +178,8 @@ def _common_options(default: str) -> argparse.ArgumentParser:
 
 def _error_text(error: ValueError) -> str:
     errors = getattr(error, "errors", None)
-    if callable(errors):  # pydantic: one line per field, without its boilerplate
-        return "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in errors())
+    if callable(errors):  # pydantic: "field: what is wrong" per field, without its boilerplate
+        return describe_errors(errors())
     return str(error)
 
 
@@ -193,11 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--center", help="entity at the centre of a PNG drawing")
     export.set_defaults(run=cmd_graph_export)
 
+    serve = commands.add_parser("serve", parents=[model], help="serve every namespace of a store over HTTP")
+    serve.add_argument("--store", default="default", help="store name under ./memory, or a path")
+    serve.add_argument("--host", default="127.0.0.1", help="there is no authentication: keep it local or proxied")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
+
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     mquake = bench.add_parser("mquake", help="multi-hop accuracy on MQuAKE (see benchmarks/mquake.py --help)",
                               add_help=False)
     mquake.add_argument("bench_args", nargs=argparse.REMAINDER)
     mquake.set_defaults(run=cmd_bench)
+
+    scope = commands.add_parser("scope", help="scope detectors").add_subparsers(dest="scope", required=True)
+    train = scope.add_parser("train", help="train the PokeMQA-style scope detector (cached) and report held-out "
+                             "recall and block rate")
+    train.add_argument("--data", help="MQuAKE data folder holding pokemqa/cls-filtered.json, or the file "
+                       "(default: $EDITAGENT_DATA or ../shared/data/mquake)")
+    train.add_argument("--cache", help="cache root (default: ~/.cache/editagent/scope)")
+    train.add_argument("--retrain", action="store_true", help="train even if a cached detector exists")
+    train.add_argument("--compare", action="store_true", help="also evaluate the embedding detector")
+    train.add_argument("--json", action="store_true", help="print JSON")
+    train.set_defaults(run=cmd_scope_train)
 
     demo = commands.add_parser("demo", parents=[_common_options("demo"), model],
                                help="store one MQuAKE case's edits and ask")

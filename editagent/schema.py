@@ -12,10 +12,11 @@ import math
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editagent.relations import canonical_relation, fact_sentence
 
@@ -24,7 +25,14 @@ MAX_RELATION_CHARS = 100
 MAX_SENTENCE_CHARS = 1000
 MAX_SOURCE_CHARS = 100
 MAX_METADATA_BYTES = 16_384
+MAX_QUESTION_CHARS = 2_000
+# The interfaces an untrusted caller reaches (editagent.tools, editagent.server) bound their input before parsing it.
+MAX_TOOL_ARGUMENTS_CHARS = 16_384
+MAX_SEARCH_HITS = 50  # hits per search through a tool or HTTP: what a calling model can read in one result
+MAX_HTTP_BATCH = 1_000
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EDIT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NAMESPACE_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
 DEFAULT_NAMESPACE = "default"
 
@@ -34,7 +42,8 @@ class EditError(ValueError):
 
 
 def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+    # Cs: a lone surrogate (JSON can carry one as "\ud800") cannot be encoded as UTF-8, so SQLite would refuse it
+    return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in text)
 
 
 def clean_text(field: str, value: Any, max_chars: int) -> str:
@@ -47,8 +56,8 @@ def clean_text(field: str, value: Any, max_chars: int) -> str:
     if len(text) > max_chars:
         raise EditError(f"{field}: {len(text)} characters, at most {max_chars} allowed")
     if _has_control_characters(text):
-        raise EditError(f"{field}: contains control characters (newlines, tabs, zero-width or format characters); "
-                        "write it on one line of plain text")
+        raise EditError(f"{field}: contains control characters (newlines, tabs, zero-width, format or surrogate "
+                        "characters); write it on one line of plain text")
     return text
 
 
@@ -57,6 +66,52 @@ def check_namespace(value: Any, field: str = "namespace") -> str:
     if not isinstance(value, str) or not NAMESPACE_PATTERN.fullmatch(value):
         raise EditError(f"{field}: {value!r} is not allowed; use {NAMESPACE_RULE}")
     return value
+
+
+def check_edit_id(value: Any, field: str = "id", *, optional: bool = False) -> str:
+    if not isinstance(value, str) or not EDIT_ID_PATTERN.fullmatch(value):
+        hint = " (or leave it out)" if optional else ""
+        raise EditError(f"{field}: {value!r} is not allowed; use 1-64 letters, digits, '_' or '-'{hint}")
+    return value
+
+
+def check_question(value: Any, field: str = "question") -> str:
+    """A question goes into a prompt as one line: the same rules as edit text, at most MAX_QUESTION_CHARS."""
+    return clean_text(field, value, MAX_QUESTION_CHARS)
+
+
+def describe_validation_error(error: ValidationError, *, prefix: str = "") -> str:
+    """``field: what is wrong`` per bad field, each after ``prefix`` (e.g. "edits[3]."), minus pydantic's wording."""
+    return describe_errors(error.errors(), prefix=prefix)
+
+
+def describe_errors(items: Iterable[Mapping[str, Any]], *, prefix: str = "") -> str:
+    """``describe_validation_error`` for pydantic-shaped error dicts (FastAPI's request errors are too)."""
+    parts = []
+    for item in items:
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, EditError):  # our validators already name the field
+            parts.append(f"{prefix}{cause}")
+            continue
+        field = ".".join(str(part) for part in item.get("loc", ())) or "input"
+        parts.append(f"{prefix}{field}: {_PYDANTIC_WORDING.get(item['type'], item['msg'])}")
+    return "; ".join(parts)
+
+
+_PYDANTIC_WORDING = {
+    "missing": "required",
+    "extra_forbidden": "unknown field; it is not allowed here",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "model_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+    "list_type": "expected a list",
+    "json_invalid": "not valid JSON",
+    "string_type": "expected text",
+}
 
 
 def new_edit_id() -> str:
@@ -109,9 +164,7 @@ class Edit(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _id(cls, value: Any) -> str:
-        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
-            raise EditError(f"id: {value!r} is not allowed; use 1-64 letters, digits, '_' or '-' (or leave it out)")
-        return value
+        return check_edit_id(value, optional=True)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -134,6 +187,8 @@ class Edit(BaseModel):
             encoded = json.dumps(value, allow_nan=False, sort_keys=True)
         except (TypeError, ValueError) as error:
             raise EditError(f"metadata: must be JSON-serialisable without NaN/Infinity ({error})") from None
+        except RecursionError:  # not a ValueError: pydantic would let it escape as a crash
+            raise EditError("metadata: nested too deeply to store as JSON") from None
         if len(encoded.encode()) > MAX_METADATA_BYTES:
             raise EditError(f"metadata: {len(encoded)} bytes as JSON, at most {MAX_METADATA_BYTES} allowed")
         return json.loads(encoded)
@@ -208,6 +263,8 @@ class Answer(BaseModel):
     llm_calls: int = 0
     seconds: float = 0.0
     failure: str | None = None  # why the loop ended without a final answer (format break, too many hops)
+    # where the router sent the question: "memory" (an edit answered a hop) or "model" (no edit applies)
+    route: Literal["memory", "model"] | None = None
 
     def __str__(self) -> str:
         return self.text

@@ -8,16 +8,18 @@ import pytest
 from _models import real_llm
 
 from editagent import Answer, EditAgent, EditError
-from editagent.decompose import MeLLo
+from editagent.decompose import MeLLo, answer_directly
+from editagent.decompose.chain import hop_prefix
+from editagent.decompose.direct import clean_answer
 from editagent.models import Embedder
 
 
-def _agent(path: Path, embedder: Embedder, namespace: str = "default") -> EditAgent:
-    return EditAgent(namespace=namespace, store=path / "store", llm=real_llm(), embedder=embedder)
+def _agent(path: Path, embedder: Embedder, namespace: str = "default", method: str = "agent") -> EditAgent:
+    return EditAgent(namespace=namespace, store=path / "store", llm=real_llm(), embedder=embedder, method=method)
 
 
-def test_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder: Embedder) -> None:
-    agent = _agent(tmp_path, embedder)
+def test_mello_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder: Embedder) -> None:
+    agent = _agent(tmp_path, embedder, method="mello")
     stored = [agent.edit("The Sandman", "P50", "F. Scott Fitzgerald"),
               agent.edit("F. Scott Fitzgerald", "P26", "Dick Powell"),
               agent.edit("Dick Powell", "P27", "Czech Republic")]
@@ -80,3 +82,60 @@ def test_forget_supersede_history_and_graph(tmp_path: Path, embedder: Embedder) 
     assert agent.get(second.id).status == "deleted"
     with pytest.raises(EditError):
         agent.edit("x", None, "y")
+
+
+# -- the editagent method (ChainReasoner behind EditAgent.ask) -------------------------------------------------
+
+
+def test_out_of_scope_question_bypasses_the_memory(tmp_path: Path, embedder: Embedder) -> None:
+    agent = _agent(tmp_path, embedder)
+    agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
+    question = "What is the capital of Japan?"
+    answer = agent.ask(question)
+    assert answer.route == "model" and answer.method == "agent"
+    assert [hop.source for hop in answer.trace] == ["model"]
+    assert all(hop.retrieved_edit_id is None for hop in answer.trace)
+    # Out of scope means exactly the plain model's answer, from the same prompt the no-edit baseline uses.
+    assert answer.text == answer_directly(agent.llm, [question])[0][0]
+
+
+def test_edited_second_hop_is_used_after_the_models_first_hop(tmp_path: Path, embedder: Embedder) -> None:
+    agent = _agent(tmp_path, embedder)
+    # Whatever the model believes wrote "Harry Potter", that person's citizenship is now edited.
+    prefix = hop_prefix("author")
+    author = clean_answer(agent.llm.generate([f"{prefix}Q: Who is the author of Harry Potter? A:"],
+                                             stop=["\n", "Q:"], max_new_tokens=16, prefix=prefix)[0])
+    assert author, "the model should name some author"
+    edit = agent.edit(author, "country of citizenship", "Atlantis")
+    answer = agent.ask("What is the country of citizenship of the author of Harry Potter?")
+    assert answer.route == "memory"
+    assert [hop.source for hop in answer.trace] == ["model", "edit"]
+    assert answer.trace[0].answer == author
+    assert answer.trace[1].retrieved_edit_id == edit.id
+    assert answer.text == "Atlantis"
+
+
+def test_superseding_an_edit_changes_the_next_answer(tmp_path: Path, embedder: Embedder) -> None:
+    agent = _agent(tmp_path, embedder)
+    agent.edit("France", "capital", "Lyon")
+    first = agent.ask("What is the capital of France?")
+    assert (first.text, first.route, first.trace[0].source) == ("Lyon", "memory", "edit")
+    newer = agent.edit("France", "capital city", "Marseille")
+    second = agent.ask("What is the capital of France?")
+    assert second.text == "Marseille" and second.trace[0].retrieved_edit_id == newer.id
+    agent.forget(newer.id)  # no live edit left: back to the plain model
+    assert agent.ask("What is the capital of France?").route == "model"
+
+
+def test_consecutive_edited_hops_follow_the_graph(tmp_path: Path, embedder: Embedder) -> None:
+    agent = _agent(tmp_path, embedder)
+    agent.edit("Marge Simpson", "creator", "Doug TenNapel")
+    agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
+    answer = agent.ask("Which country is the creator of Marge Simpson a citizen of?")
+    assert [hop.source for hop in answer.trace] == ["edit", "graph"]
+    assert answer.text == "United Kingdom" and answer.llm_calls == 0
+
+
+def test_unknown_method_is_rejected(tmp_path: Path, embedder: Embedder) -> None:
+    with pytest.raises(EditError, match="method"):
+        EditAgent(store=tmp_path / "s", embedder=embedder, method="magic")  # type: ignore[arg-type]

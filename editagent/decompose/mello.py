@@ -10,7 +10,7 @@ One deliberate difference: the notebook stops after 4 generations, which
 leaves a 4-hop question no turn to write its final answer; here ``max_hops``
 counts retrievals and one last generation may still give the final answer.
 
-``guided=True`` (what ``EditAgent`` uses) helps small models keep the format:
+``guided=True`` (what ``EditAgent(method="mello")`` uses) helps small models keep the format:
 after a retrieved fact, the verdict line is not free text but the better-scored
 of its two allowed forms, and when the verdict is "contradicts" the intermediate
 answer is the retrieved edit's object. ``guided=False`` is the paper's loop.

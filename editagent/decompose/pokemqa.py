@@ -25,8 +25,9 @@ questions its entity linker did not resolve.
 
 Scope detection. The paper trains a DistilBERT pre-detector (an edit is in scope when
 ``exp(-||e - q||^2) >= 0.5``) and a disambiguator for ties. Here any ``ScopeDetector`` can be
-passed; ``threshold_scope`` is the plain one: the memory's top-1 edit, kept when its embedding
-similarity reaches a threshold (``DEFAULT_SCOPE_THRESHOLD``, a placeholder to be calibrated).
+passed (``editagent.scope``: ``detector.over(memory)``); ``threshold_scope`` is the plain one: the
+memory's top-1 edit, kept when its embedding similarity reaches ``DEFAULT_SCOPE_THRESHOLD``. Both
+live in ``editagent.scope`` and are re-exported here; so is the trained PokeMQA-style detector.
 
 ``guided=True`` (the default) helps small models keep the format, and changes nothing for a model
 that already keeps it:
@@ -70,23 +71,15 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from editagent.decompose.mello import Retriever, quote_fact
+from editagent.decompose.mello import quote_fact
 from editagent.llm.base import LLM
-from editagent.schema import DEFAULT_NAMESPACE, Answer, Hop, SearchHit
-
-ScopeDetector = Callable[[Sequence[str], Sequence[str]], list[SearchHit | None]]
-"""(subquestions, the namespace each one is asked in) -> per subquestion, the stored edit in scope of it,
-or None (the model answers from its own knowledge). Same shape as MeLLo's ``Retriever``."""
+from editagent.schema import DEFAULT_NAMESPACE, Answer, Hop
+from editagent.scope.base import ScopeDetector as ScopeDetector  # re-exported: defined in editagent.scope
+from editagent.scope.embedding import DEFAULT_SCOPE_THRESHOLD as DEFAULT_SCOPE_THRESHOLD
+from editagent.scope.embedding import threshold_scope as threshold_scope
 
 EntityOfQuestion = Callable[[str], str | None]
 """Question -> its "Entity of Question" string (e.g. ``"Ellie Kemper, a human."``), or None."""
-
-# Cosine similarity (all-MiniLM-L6-v2) of the top-1 edit to the subquestion at or above which the edit is in
-# scope. A placeholder, not calibrated yet: calibrate it on held-out cases (e.g. PokeMQA's cls-filtered.json).
-# One data point (dev600, all edits in one memory, gold single-hop questions as subquestions): at 0.6, 95% of
-# edited hops find their edit and 20% of unedited hops (no dev edit on their subject and relation) get one;
-# at 0.65, 94% and 7%; at 0.7, 91% and 3%.
-DEFAULT_SCOPE_THRESHOLD = 0.6
 
 SUBQUESTION = "Subquestion:"
 GENERATED = "Generated answer:"
@@ -104,16 +97,6 @@ def pokemqa_prompt(kg: bool = False) -> str:
     """The paper's few-shot prompt (MIT), shipped unchanged as package data: with "Entity of Question" if ``kg``."""
     name = "PokeMQA-KGprompt.txt" if kg else "PokeMQA-woKGprompt.txt"
     return files("editagent.decompose").joinpath(f"prompts/{name}").read_text(encoding="utf-8")
-
-
-def threshold_scope(retrieve: Retriever, threshold: float = DEFAULT_SCOPE_THRESHOLD) -> ScopeDetector:
-    """A scope detector from a top-1 retriever: its hit is in scope when ``hit.score >= threshold``."""
-
-    def scope(subquestions: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
-        hits = retrieve(subquestions, namespaces)
-        return [hit if hit is not None and hit.score >= threshold else None for hit in hits]
-
-    return scope
 
 
 def entity_lookup_from_kgprompt(path: str | Path) -> EntityOfQuestion:

@@ -8,11 +8,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from editagent.decompose import MeLLo
+from editagent.decompose import ChainReasoner, MeLLo
+from editagent.decompose.direct import answer_directly
 from editagent.eval.mquake import MQuAKECase
 from editagent.eval.runner import METHODS, PARAMETER_METHODS, RunConfig, command_line, fresh_dir, run
 from editagent.llm import TransformersLLM
@@ -21,11 +21,6 @@ from editagent.models import load_embedder
 from editagent.schema import Answer
 
 logger = logging.getLogger(__name__)
-
-
-def multihop_prompt() -> str:
-    """MQuAKE's few-shot prompt for answering a multi-hop question directly (MIT; see prompts/NOTICE.md)."""
-    return files("editagent.decompose").joinpath("prompts/multihop-prompts.txt").read_text(encoding="utf-8")
 
 
 def _default_data() -> str:
@@ -57,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="LLM batch size")
     parser.add_argument("--editor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
+    parser.add_argument("--agent-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="agent: a ChainReasoner option, e.g. rerank_margin=2.0 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart)")
     args = parser.parse_args(argv)
     if args.k != "all":
@@ -77,7 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedder = load_embedder()
     memory = EditMemory(fresh_dir(args.out.parent / ".work" / config.run_id), embedder=embedder)
 
-    prefix = multihop_prompt().rstrip() + "\n"
     weight_edits: dict[str, list[Any]] = {}  # namespace -> its group's edits, for the parameter editors
     group_questions: dict[str, list[str]] = {}
     answered: dict[tuple[str, str], Answer] = {}
@@ -93,12 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def direct(questions: Sequence[str], method: str) -> list[Answer]:
         """The model answers each question itself, after MQuAKE's few-shot multi-hop prompt."""
-        prompts = [f"{prefix}Q: {q} A:" for q in questions]
         started = time.perf_counter()
-        outputs = llm.generate(prompts, stop=["\n", "Q:"], max_new_tokens=24, prefix=prefix)
+        outputs = answer_directly(llm, questions)
         seconds = (time.perf_counter() - started) / len(questions)
-        return [Answer(question=q, text=o.strip().rstrip("."), method=method, llm_calls=1, raw=o, seconds=seconds)
-                for q, o in zip(questions, outputs, strict=True)]
+        return [Answer(question=q, text=text, method=method, llm_calls=1, raw=raw, seconds=seconds)
+                for q, (text, raw) in zip(questions, outputs, strict=True)]
 
     editor = None
 
@@ -137,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return direct(questions, "no-edit")
         if args.method in PARAMETER_METHODS:
             return edited(questions, namespaces)
+        if args.method == "agent":
+            options = dict(_option(text) for text in args.agent_option)
+            return ChainReasoner(llm, memory, **options).answer_many(questions, namespaces)
         if args.method in ("mello", "mello-guided"):
             reasoner = MeLLo(llm, memory.top1, guided=args.method == "mello-guided")
             answers = reasoner.answer_many(questions, namespaces)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 PARAMETER_METHODS = ("rome", "memit")  # the edits go into the weights; the edited model answers directly
 DIRECT_METHODS = ("no-edit", *PARAMETER_METHODS)  # one answer per question, no decomposition to check
-METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", *PARAMETER_METHODS)
+METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", "agent", *PARAMETER_METHODS)
 Asker = Callable[[Sequence[str], Sequence[str]], list[Answer]]  # (questions, their namespaces) -> answers
 
 
@@ -100,6 +100,8 @@ def failure_category(case: MQuAKECase, answer: Answer) -> str:
         return "format break" if answer.failure.startswith("format") else answer.failure
     if answer_matches(answer.text, case.new_answers):
         return "correct"
+    if answer.route == "model":  # the agent's router found no edit for it
+        return "unparsed question" if answer.trace and "unparsed" in answer.trace[0].draft_answer else "no edit found"
     if not answer.trace:
         return "model answer" if answer.method in DIRECT_METHODS else "no decomposition"
     if len(answer.trace) != case.n_hops:

@@ -9,8 +9,10 @@ several processes write at once.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,6 +23,9 @@ import numpy as np
 from editagent.schema import Edit, EditError, StoredEdit
 
 SCHEMA_VERSION = "1"
+_OPEN_TIMEOUT_S = 60.0  # how long a write or the switch to WAL waits for other processes
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,16 +98,38 @@ class SQLiteEdits:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(str(path), timeout=_OPEN_TIMEOUT_S, check_same_thread=False,
+                                   isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._enable_wal(deadline=time.monotonic() + _OPEN_TIMEOUT_S)
         self._db.execute("PRAGMA synchronous=FULL")  # a committed edit survives power loss, not just a crash
-        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.execute(f"PRAGMA busy_timeout={int(_OPEN_TIMEOUT_S * 1000)}")
         with self.transaction() as db:
             # statement by statement: executescript would commit outside our transaction
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def _enable_wal(self, deadline: float) -> None:
+        """Switch the file to WAL, retrying while another process holds it.
+
+        The switch needs an exclusive lock, and when several processes open a fresh store at once
+        SQLite answers "database is locked" at once instead of waiting (its busy timeout does not
+        apply), so the open would fail although the other process is done a moment later.
+        """
+        delay = 0.002
+        while True:
+            try:
+                mode = str(self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        if mode.lower() != "wal":
+            logger.warning("%s stays in %s journal mode (WAL is not supported here): writers from several "
+                           "processes will wait for each other's readers", self.path, mode)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,48 @@
+"""Scope detectors: is a stored edit in scope of a (sub)question? (PokeMQA, Gu et al. 2023)
+
+Two kinds behind one interface (``ScopeModel``; ``.over(memory)`` gives the ``ScopeDetector`` callable
+that ``PokeMQA`` takes):
+
+* ``EmbeddingScopeDetector``: the memory's top-1 edit by MiniLM cosine, in scope above a threshold
+  calibrated on PokeMQA's training data; nothing to train;
+* ``TrainedScopeDetector`` (``load_or_train``): a fine-tuned bi-encoder pre-detector and a cross-encoder
+  disambiguator, trained once on ``cls-filtered.json`` (``editagent scope train``) and cached.
+
+Importing this package loads neither torch nor a model.
+"""
+
+from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.scope.data import ScopeEdit, Split, load_scope_edits, resolve_data_path, split_by_edit
+from editagent.scope.embedding import (
+    CALIBRATION,
+    DEFAULT_SCOPE_THRESHOLD,
+    Calibration,
+    EmbeddingScopeDetector,
+    threshold_scope,
+)
+from editagent.scope.evaluate import ScopeMetrics, evaluate
+from editagent.scope.trained import TrainConfig, TrainedScopeDetector, load_or_train, training_split
+
+__all__ = [
+    "CALIBRATION",
+    "DEFAULT_SCOPE_THRESHOLD",
+    "Calibration",
+    "EditSource",
+    "EmbeddingScopeDetector",
+    "Retriever",
+    "ScopeDetector",
+    "ScopeEdit",
+    "ScopeMetrics",
+    "ScopeModel",
+    "Split",
+    "TrainConfig",
+    "TrainedScopeDetector",
+    "Verdict",
+    "evaluate",
+    "load_or_train",
+    "load_scope_edits",
+    "resolve_data_path",
+    "split_by_edit",
+    "threshold_scope",
+    "training_split",
+]

@@ -1,0 +1,150 @@
+"""The calibrated embedding scope detector: the top-1 edit by MiniLM cosine, in scope above a threshold.
+
+No training at use time. The cosine is mapped to a probability by a 1-D logistic fit
+(``CALIBRATION``, constants shipped here): on the training 80 % of PokeMQA's ``cls-filtered.json``
+(``split_by_edit``, seed 0), one positive per question (the cosine to its own edit) and one negative
+(the best cosine among the other training edits, i.e. the edit the detector would wrongly return),
+so the p = 0.5 point is where a question's own edit and its best wrong edit are equally likely.
+``fit_calibration`` reproduces the constants (``benchmarks/scope_detector.py --calibrate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from editagent.schema import SearchHit
+from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict, mask_excluded
+from editagent.scope.data import ScopeEdit, in_scope_sets
+
+logger = logging.getLogger(__name__)
+
+# Cosine similarity (all-MiniLM-L6-v2) of the top-1 edit to the subquestion at or above which
+# ``threshold_scope`` keeps the edit: the plain detector PokeMQA and the MQuAKE benchmark use by default.
+# One data point (dev600, all edits in one memory, gold single-hop questions as subquestions): at 0.6, 95% of
+# edited hops find their edit and 20% of unedited hops (no dev edit on their subject and relation) get one;
+# at 0.65, 94% and 7%; at 0.7, 91% and 3%. The calibrated threshold (``CALIBRATION.threshold``) is the
+# p = 0.5 point of the fit below; benchmarks/results/scope_detector.md compares both on held-out edits.
+DEFAULT_SCOPE_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """p(in scope | cosine) = sigmoid(slope * cosine + intercept)."""
+
+    slope: float
+    intercept: float
+
+    @property
+    def threshold(self) -> float:
+        """The cosine where p = 0.5."""
+        return -self.intercept / self.slope
+
+    def probability(self, cosine: np.ndarray | float) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.slope * np.asarray(cosine, dtype=np.float64) + self.intercept)))
+
+
+# Fit by ``fit_calibration`` on the training split (seed 0: 3,947 edits, one question each, all 3,947 edits as
+# the memory), all-MiniLM-L6-v2: threshold 0.681.
+CALIBRATION = Calibration(slope=28.816, intercept=-19.614)
+
+
+def threshold_scope(retrieve: Retriever, threshold: float = DEFAULT_SCOPE_THRESHOLD) -> ScopeDetector:
+    """A scope detector from a top-1 retriever: its hit is in scope when ``hit.score >= threshold``."""
+
+    def scope(subquestions: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
+        hits = retrieve(subquestions, namespaces)
+        return [hit if hit is not None and hit.score >= threshold else None for hit in hits]
+
+    return scope
+
+
+class EmbeddingScopeDetector(ScopeModel):
+    """Top-1 edit by cosine; in scope when the cosine reaches ``threshold`` (default: the calibrated one)."""
+
+    name = "embedding"
+
+    def __init__(self, embedder: Any = None, *, threshold: float | None = None,
+                 calibration: Calibration = CALIBRATION) -> None:
+        if embedder is None:
+            from editagent.models import load_embedder  # noqa: PLC0415 - loads torch
+
+            embedder = load_embedder()
+        self.embedder = embedder
+        self.calibration = calibration
+        self.threshold = calibration.threshold if threshold is None else threshold
+
+    def encode(self, sentences: Sequence[str]) -> np.ndarray:
+        return self.embedder.encode(list(sentences))
+
+    def in_scope(self, question: str, edit_sentences: Sequence[str]) -> list[float]:
+        cosines = self.encode(edit_sentences) @ self.encode([question])[0]
+        return [float(p) for p in self.calibration.probability(cosines)]
+
+    def judge(self, questions: Sequence[str], sentences: Sequence[str], *, vectors: np.ndarray | None = None,
+              exclude: Sequence[frozenset[int]] | None = None) -> list[Verdict]:
+        if not sentences:
+            return [Verdict(None, None, 0.0) for _ in questions]
+        vectors = self.encode(sentences) if vectors is None else vectors
+        scores = mask_excluded(self.encode(questions) @ vectors.T, exclude)
+        verdicts = []
+        for row in scores:
+            best = int(np.argmax(row))
+            cosine = float(row[best])
+            if not math.isfinite(cosine):
+                verdicts.append(Verdict(None, None, 0.0))
+                continue
+            verdicts.append(Verdict(best if cosine >= self.threshold else None, best,
+                                    float(self.calibration.probability(cosine))))
+        return verdicts
+
+    def over(self, memory: EditSource) -> ScopeDetector:
+        """Through the memory's own FAISS index (``top1``); its embedder must be the one calibrated (MiniLM)."""
+        return threshold_scope(memory.top1, self.threshold)
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, *, ridge: float = 1e-3, steps: int = 50) -> tuple[float, float]:
+    """Slope and intercept of a 1-D logistic regression (Newton's method, a little ridge for stability)."""
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    weights = np.zeros(2)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-design @ weights))
+        gradient = design.T @ (p - y) + ridge * weights
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        weights -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(weights[0]), float(weights[1])
+
+
+def fit_calibration(embedder: Any, train: Sequence[ScopeEdit], *, questions_per_edit: int = 1,
+                    seed: int = 0) -> Calibration:
+    """Fit ``Calibration`` on training edits: own-edit cosine (1) vs best wrong-edit cosine (0) per question."""
+    questions, gold, owners = in_scope_sets(train)
+    rng, by_owner = random.Random(seed), dict[int, list[int]]()
+    for row, owner in enumerate(owners):
+        by_owner.setdefault(owner, []).append(row)
+    rows = sorted(r for owned in by_owner.values() for r in rng.sample(owned, min(questions_per_edit, len(owned))))
+    edit_vectors = embedder.encode([edit.sentence for edit in train], progress=True)
+    question_vectors = embedder.encode([questions[r] for r in rows], progress=True)
+    scores = question_vectors @ edit_vectors.T
+    positives, negatives = [], []
+    for i, r in enumerate(rows):
+        own = list(gold[r])
+        positives.append(scores[i, own].max())
+        wrong = scores[i].copy()
+        wrong[own] = -np.inf
+        negatives.append(wrong.max())
+    x = np.array(positives + negatives, dtype=np.float64)
+    y = np.array([1.0] * len(positives) + [0.0] * len(negatives))
+    slope, intercept = _fit_logistic(x, y)
+    logger.info("calibration on %d questions: slope %.3f intercept %.3f threshold %.3f", len(rows), slope,
+                intercept, -intercept / slope)
+    return Calibration(slope=round(slope, 3), intercept=round(intercept, 3))

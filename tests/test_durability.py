@@ -1,0 +1,325 @@
+"""Durability under real faults: real writer processes, real SIGKILLs, real SQLite and FAISS files.
+
+The children are this file run as a script (``python tests/test_durability.py writer ...``), each
+with the real packaged embedder. A child reports ``committed N`` only after ``EditMemory.add``
+returned, so every reported edit is one the store promised to keep. The parent checks the store
+with its own SQLite connection and by reading the FAISS file, not only through ``EditMemory``.
+
+The kill that lands between the SQLite commit and the index save is made deterministic with the
+store's documented ``index.lock``: the parent holds it, so a child that has committed waits there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from filelock import FileLock
+
+from editagent.memory import EditMemory, VectorIndex
+from editagent.memory.edit_memory import MAX_LIMIT
+from editagent.schema import Edit
+
+FIRST = ["Ada", "Boris", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiroshi", "Ingrid", "Jamal",
+         "Katja", "Luis", "Mirela", "Nikolai", "Olufemi", "Priya", "Quentin", "Rosa", "Stellan", "Tamar",
+         "Ulrich", "Vera", "Wanjiru", "Xavier", "Yara", "Zoltan", "Amara", "Bjorn", "Carmen", "Desmond",
+         "Esther", "Felix", "Gustavo", "Hana", "Idris", "Josefina", "Kofi", "Leila", "Matteo", "Nadia"]
+LAST = ["Abernathy", "Brennan", "Castellano", "Delacroix", "Eriksen", "Fontaine", "Gallagher", "Hartmann",
+        "Iwasaki", "Jovanovic", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Oyelaran", "Petrov",
+        "Quiroga", "Rasmussen", "Szabo", "Thorvaldsen", "Urquhart", "Varga", "Whitfield", "Yilmaz", "Zamora"]
+RELATIONS = ["country of citizenship", "employer", "place of birth", "occupation", "sport"]
+OBJECTS = ["Portugal", "Kenya", "NASA", "Toyota", "Lisbon", "Nairobi", "chemist", "pilot", "cricket", "rugby",
+           "Canada", "Siemens", "Oslo", "architect", "tennis"]
+MIDDLE = ["", "Anton ", "Beatrix ", "Cyril ", "Dagny ", "Emil ", "Flora ", "Gideon ", "Helka ", "Ivo "]
+BATCH = 50
+CHILD_TIMEOUT_S = 240  # the machine running the tests may be busy; a stuck child still ends the test
+
+
+def make_edit(i: int, namespace: str = "default") -> Edit:
+    """Edit number ``i`` (< 10,000): a unique subject (so nothing supersedes) and a fixed id."""
+    subject = f"{FIRST[i % len(FIRST)]} {MIDDLE[i // 1000]}{LAST[i // len(FIRST) % len(LAST)]}"
+    return Edit(subject=subject, relation=RELATIONS[i % len(RELATIONS)], object=OBJECTS[i % len(OBJECTS)],
+                namespace=namespace, id=f"e{i:05d}")
+
+
+# -- the child side (this file run as a script) ---------------------------------------------------------
+
+
+def _child_writer(store: str, start: int, count: int, batch: int, wait: str) -> None:
+    """Add edits ``start..start+count`` in batches, reporting each committed total on stdout.
+
+    With ``wait == "go"`` it loads the embedder, says ``ready`` and waits for a line on stdin before
+    opening the store (so two children open a fresh store together), then says ``done`` and waits
+    for a second line before checking what its long-lived index holds.
+    """
+    from editagent.models import load_embedder
+
+    embedder = load_embedder()
+    if wait == "go":
+        print("ready", flush=True)
+        sys.stdin.readline()
+    with EditMemory(store, embedder=embedder) as memory:
+        for first in range(start, start + count, batch):
+            memory.add([make_edit(i) for i in range(first, min(first + batch, start + count))], progress=False)
+            print(f"committed {min(first + batch, start + count) - start}", flush=True)
+        if wait == "go":
+            print("done", flush=True)
+            sys.stdin.readline()  # the other writer has finished too
+            print("view " + json.dumps(_view(memory)), flush=True)
+
+
+def _view(memory: EditMemory) -> dict[str, Any]:
+    """What an open memory serves, next to what SQLite holds (used in a child and in the parent)."""
+    served = {hit.id for hit in memory.search("Who is this person?", limit=MAX_LIMIT)}
+    live = {stored.edit.id for stored in memory.edits()}
+    return {"count": memory.count(), "live": sorted(live), "served": sorted(served)}
+
+
+def _child_check(store: str) -> None:
+    """A fresh process: open the store and print what it serves."""
+    from editagent.models import load_embedder
+
+    with EditMemory(store, embedder=load_embedder()) as memory:
+        view = _view(memory)
+        view["top1"] = {e.id: memory.search(e.sentence, limit=1)[0].id for e in map(make_edit, (0, 499, 500, 999))}
+    print("view " + json.dumps(view), flush=True)
+
+
+# -- the parent side ------------------------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose stdout lines are collected by a thread, so the parent never blocks on them."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.process = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._readers = [threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: IO[str], is_stdout: bool) -> None:
+        for line in stream:
+            if is_stdout:
+                self.lines.append(line.strip())
+            else:
+                self.stderr += line
+
+    def committed(self) -> int:
+        """The highest count the child reported as committed (0: none yet)."""
+        counts = [int(line.split()[1]) for line in list(self.lines) if line.startswith("committed ")]
+        return max(counts, default=0)
+
+    def wait_for(self, predicate: Any, what: str, timeout: float = CHILD_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.process.poll() is not None and not predicate():
+                self.finish()
+                raise AssertionError(f"child exited ({self.process.returncode}) before {what}:\n{self.stderr[-3000:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"timed out waiting for {what}:\n{self.stderr[-3000:]}")
+            time.sleep(0.005)
+
+    def wait_line(self, text: str) -> None:
+        self.wait_for(lambda: text in self.lines, repr(text))
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.finish()
+
+    def finish(self) -> int:
+        code = self.process.wait(timeout=CHILD_TIMEOUT_S)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code
+
+    def view(self) -> dict[str, Any]:
+        line = next(line for line in self.lines if line.startswith("view "))
+        return json.loads(line.removeprefix("view "))
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Children started by a test; any still running at its end are killed."""
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.kill()
+
+
+def sqlite_live(store: Path, namespace: str = "default") -> dict[str, int]:
+    """id -> rowid of live edits, read with a connection of our own."""
+    connection = sqlite3.connect(store / "edits.sqlite3")
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = connection.execute("SELECT id, rowid FROM edits WHERE namespace=? AND status='live'",
+                                  (namespace,)).fetchall()
+    finally:
+        connection.close()
+    return {edit_id: int(rowid) for edit_id, rowid in rows}
+
+
+def file_ids(store: Path, namespace: str = "default") -> set[int]:
+    """The rowids the FAISS file on disk holds."""
+    return {int(i) for i in VectorIndex.load(store / "index" / f"{namespace}.faiss").ids()}
+
+
+def assert_store_is_whole(store: Path, embedder: Any, committed_ids: set[str], batch: int = BATCH) -> set[str]:
+    """Open the store after a crash and check everything it promised; returns the live ids."""
+    live = sqlite_live(store)
+    assert committed_ids <= set(live), f"lost committed edits: {sorted(committed_ids - set(live))[:5]}"
+    assert len(live) % batch == 0, f"{len(live)} live edits: a batch was half written"
+    assert len(live) <= len(committed_ids) + batch, "more edits than were ever in flight"
+    assert file_ids(store) <= set(live.values()), "the index file holds an edit SQLite does not"
+    with EditMemory(store, embedder=embedder) as memory:
+        assert memory.count() == len(live)
+        view = _view(memory)
+        assert set(view["served"]) == set(live), "the opened index disagrees with SQLite"
+        numbers = sorted(int(i[1:]) for i in live)
+        for i in {numbers[0], numbers[len(numbers) // 2], numbers[-1]}:
+            edit = make_edit(i)
+            hit = memory.search(edit.sentence, limit=1)[0]
+            assert (hit.id, hit.edit.object) == (edit.id, edit.object)
+        later = make_edit(5000)
+        memory.add(later)  # the next write saves an index that agrees with SQLite again
+        assert memory.search(later.sentence, limit=1)[0].id == later.id
+    live_after = sqlite_live(store)
+    assert file_ids(store) == set(live_after.values())
+    assert not (store / "index" / "default.faiss.tmp").exists()
+    return set(live)
+
+
+def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path, embedder: Any,
+                                                                children: list[Child]) -> None:
+    child = Child("writer", str(store_path), "0", "1000", str(BATCH), "-")
+    children.append(child)
+    child.wait_for(lambda: child.committed() >= 3 * BATCH, "three committed batches")
+    started = time.monotonic()
+    child.wait_for(lambda: child.committed() >= 4 * BATCH, "a fourth committed batch")
+    time.sleep((time.monotonic() - started) / 2)  # about halfway through the next batch
+    child.kill()
+    assert child.process.returncode == -signal.SIGKILL, "the child finished before it could be killed"
+    reported = child.committed()
+    assert 4 * BATCH <= reported < 1000
+    assert_store_is_whole(store_path, embedder, {make_edit(i).id for i in range(reported)})
+
+
+def test_sigkill_between_sqlite_commit_and_index_save(store_path: Path, embedder: Any,
+                                                      children: list[Child]) -> None:
+    child = Child("writer", str(store_path), "0", "1000", str(BATCH), "-")
+    children.append(child)
+    child.wait_for(lambda: child.committed() >= 2 * BATCH, "two committed batches")
+    with FileLock(str(store_path / "index.lock")):  # the child can commit, but not save its index
+        saved = len(file_ids(store_path))  # nobody can write the file while we hold the lock
+        child.wait_for(lambda: len(sqlite_live(store_path)) > saved, "a commit waiting for the index lock")
+        child.kill()
+    live = sqlite_live(store_path)
+    assert len(live) == saved + BATCH and child.committed() <= len(live)
+    assert len(file_ids(store_path)) == saved, "the index file should miss the last committed batch"
+    # the batch the child never reported was committed: it must be served like any other edit
+    assert assert_store_is_whole(store_path, embedder, {make_edit(i).id for i in range(len(live))})
+
+
+def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any, children: list[Child]) -> None:
+    """Release the held index.lock and kill the child the moment its temporary index file appears."""
+    tmp = store_path / "index" / "default.faiss.tmp"
+    caught_mid_write = False
+    committed: set[str] = set()
+    for attempt in range(3):
+        child = Child("writer", str(store_path), str(attempt * 1000), "1000", str(BATCH), "-")
+        children.append(child)
+        child.wait_for(lambda c=child: c.committed() >= 2 * BATCH, "two committed batches")
+        lock = FileLock(str(store_path / "index.lock"))
+        with lock:
+            saved = len(file_ids(store_path))
+            child.wait_for(lambda s=saved: len(sqlite_live(store_path)) > s, "a commit waiting for the lock")
+            tmp.unlink(missing_ok=True)
+        deadline = time.monotonic() + 30
+        while not tmp.exists() and time.monotonic() < deadline:
+            pass  # spin: the write takes milliseconds, a sleep would miss it
+        child.kill()
+        committed |= {make_edit(i).id for i in range(attempt * 1000, attempt * 1000 + child.committed())}
+        if tmp.exists():
+            caught_mid_write = True
+            break
+    if not caught_mid_write:
+        pytest.skip("the index write finished before the kill landed in three attempts")
+    live = set(sqlite_live(store_path))
+    assert committed < live, "the batch whose index was being written is committed"
+    # opens and serves every live edit despite the half-written file; the next write replaces it
+    assert assert_store_is_whole(store_path, embedder, live) == live
+
+
+def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children: list[Child]) -> None:
+    writers = [Child("writer", str(store_path), str(start), "500", "25", "go") for start in (0, 500)]
+    children.extend(writers)
+    for writer in writers:
+        writer.wait_line("ready")
+    for writer in writers:  # both open the fresh store and write at the same time
+        writer.send("go")
+    for writer in writers:
+        writer.wait_line("done")
+        assert writer.committed() == 500
+    for writer in writers:
+        writer.send("check")
+    for writer in writers:
+        assert writer.finish() == 0, writer.stderr[-3000:]
+    expected = {make_edit(i).id for i in range(1000)}
+    for writer in writers:  # each long-lived process also serves the other's last edits
+        view = writer.view()
+        assert view["count"] == 1000 and set(view["live"]) == expected and set(view["served"]) == expected
+
+    live = sqlite_live(store_path)
+    assert set(live) == expected
+    assert file_ids(store_path) == set(live.values())
+    with EditMemory(store_path, embedder=embedder) as memory:
+        assert memory.count() == 1000
+        assert set(_view(memory)["served"]) == expected
+        for i in (0, 250, 500, 999):
+            assert memory.search(make_edit(i).sentence, limit=1)[0].id == make_edit(i).id
+
+    fresh = Child("check", str(store_path))
+    children.append(fresh)
+    assert fresh.finish() == 0, fresh.stderr[-3000:]
+    view = fresh.view()
+    assert view["count"] == 1000 and set(view["served"]) == set(view["live"]) == expected
+    assert view["top1"] == {make_edit(i).id: make_edit(i).id for i in (0, 499, 500, 999)}
+
+
+def test_generated_edits_never_supersede_each_other() -> None:
+    """Children and parent name edit i alike; unique subjects keep every edit live."""
+    edits = [make_edit(i) for i in range(10_000)]
+    assert len({e.subject for e in edits}) == len({e.id for e in edits}) == 10_000
+    assert make_edit(7).id == "e00007" and make_edit(7).sentence == edits[7].sentence
+
+
+if __name__ == "__main__":
+    command, *arguments = sys.argv[1:]
+    if command == "writer":
+        store_arg, start_arg, count_arg, batch_arg, wait_arg = arguments
+        _child_writer(store_arg, int(start_arg), int(count_arg), int(batch_arg), wait_arg)
+    elif command == "check":
+        _child_check(*arguments)
+    else:
+        raise SystemExit(f"unknown command {command!r}")

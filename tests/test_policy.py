@@ -1,0 +1,91 @@
+"""The edit policy: memory by default, weights or both on request, recorded in the store and reversible.
+
+A tiny random llama stands in for the model here (ROME on the real model takes seconds per edit and its
+statistics minutes, covered by benchmarks/editors.py); the store and embedder are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from editagent import EditAgent, EditError
+from editagent.decompose.chain import StoreView
+from editagent.llm import TransformersLLM
+from editagent.models import Embedder
+from editagent.policy import EditPolicy, weight_prompt
+from editagent.schema import Edit
+from tests.test_editors import TOKENIZER, assert_same_weights, rome_for, sharp_model, snapshot
+
+
+@pytest.fixture
+def agent(tmp_path: Path, embedder: Embedder) -> EditAgent:
+    model = sharp_model("llama")
+    llm = TransformersLLM(model, TOKENIZER, name="tiny-llama-sharp")
+    return EditAgent(store=tmp_path / "store", llm=llm, embedder=embedder,
+                     weight_editor=rome_for(model, tmp_path / "stats"))
+
+
+def test_default_is_memory_and_weights_stay_untouched(agent: EditAgent) -> None:
+    before = snapshot(agent.llm.model)
+    stored = agent.edit("Paris", "country", "Japan")
+    assert agent.weight_edits() == [] and "weights" not in stored.metadata
+    assert_same_weights(agent.llm.model, before)
+
+
+def test_weights_edit_is_recorded_hidden_from_memory_and_undone_by_forget(agent: EditAgent) -> None:
+    model = agent.llm.model
+    before = snapshot(model)
+    stored = agent.edit("Paris", "country", "Japan", to="weights")
+    record = stored.metadata["weights"]
+    assert record["method"] == "rome" and (agent.memory.path / record["file"]).is_file()
+    assert stored.metadata["in_memory"] is False
+    assert agent.weight_edits() == [stored.id]
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # The store knows it, but reasoning over memory does not use it: the (edited) model answers that hop.
+    assert agent.get(stored.id) is not None
+    assert StoreView.build(agent.edits()).find("Paris", "country") is None
+    agent.forget(stored.id)
+    assert agent.weight_edits() == []
+    assert_same_weights(model, before)
+
+
+def test_both_is_in_memory_and_weights_and_superseding_takes_the_old_one_out(agent: EditAgent) -> None:
+    model = agent.llm.model
+    before = snapshot(model)
+    first = agent.edit("Paris", "country", "Japan", to="both")
+    assert StoreView.build(agent.edits()).find("Paris", "country").edit.id == first.id
+    second = agent.edit("Berlin", "country", "Peru", to="weights")
+    after_both = snapshot(model)
+    third = agent.edit("Paris", "country", "Chile")  # memory only, supersedes the first
+    assert agent.weight_edits() == [second.id]
+    assert StoreView.build(agent.edits()).find("Paris", "country").edit.id == third.id
+    assert any(not torch.equal(v, after_both[k]) for k, v in model.state_dict().items())
+    agent.forget(second.id)
+    assert_same_weights(model, before)  # both weight edits out again, last-in-first-out
+
+
+def test_restore_weights_reapplies_saved_deltas_to_a_fresh_model(agent: EditAgent, tmp_path: Path,
+                                                                 embedder: Embedder) -> None:
+    stored = agent.edit("Paris", "country", "Japan", to="weights")
+    edited = snapshot(agent.llm.model)
+    fresh = sharp_model("llama")
+    again = EditAgent(memory=agent.memory, llm=TransformersLLM(fresh, TOKENIZER, name="fresh"),
+                      weight_editor=rome_for(fresh, tmp_path / "stats"))
+    assert again.restore_weights() == [stored.id]
+    assert_same_weights(fresh, edited)
+    assert again.restore_weights() == []  # already held
+
+
+def test_bad_targets_and_sentences_are_clear_errors(agent: EditAgent) -> None:
+    with pytest.raises(EditError, match="to:"):
+        agent.edit("Paris", "country", "Japan", to="disk")  # type: ignore[arg-type]
+    with pytest.raises(EditError, match="sentence"):
+        weight_prompt(Edit(subject="Paris", relation="country", object="Japan", sentence="Japan has Paris now."))
+    with pytest.raises(EditError, match="sentence"):
+        agent.edit("Paris", "country", "Japan", to="weights", sentence="Japan has Paris now.")
+    assert agent.edits() == [] and agent.weight_edits() == []  # nothing half-written
+    with pytest.raises(ValueError, match="default"):
+        EditPolicy(default="cloud")  # type: ignore[arg-type]
