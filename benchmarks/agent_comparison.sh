@@ -15,3 +15,4 @@ for method in "${methods[@]}"; do
   "$PY" benchmarks/mquake.py --model "$model" --method "$method" --k "$k" --cases 150 --seed 0 || echo "=== failed: $?"
 done
 "$PY" benchmarks/mquake_report.py
+"$PY" benchmarks/agent_comparison.py --model "$model" --k "$k" --cases 150

@@ -18,7 +18,16 @@ from editagent.llm import LLM, TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
 from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
-from editagent.schema import DEFAULT_NAMESPACE, Answer, Edit, EditError, SearchHit, StoredEdit, check_namespace
+from editagent.schema import (
+    DEFAULT_NAMESPACE,
+    Answer,
+    Edit,
+    EditError,
+    SearchHit,
+    StoredEdit,
+    check_namespace,
+    check_question,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +102,14 @@ class EditAgent:
     def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *, progress: bool | None = None) -> list[Edit]:
         """Store a batch in one transaction: all of it, or (on any bad edit) none of it. Memory only: weight
         edits are made one at a time with ``edit(..., to="weights")``."""
-        batch = [self._own(e) if isinstance(e, Edit) else Edit(**{**e, "namespace": self.namespace})
-                 for e in edits]
+        batch = []
+        for index, item in enumerate(edits):
+            if isinstance(item, Edit):
+                batch.append(self._own(item))
+            elif isinstance(item, dict):
+                batch.append(Edit(**{**item, "namespace": self.namespace}))
+            else:
+                raise EditError(f"edits[{index}]: must be an Edit or a dict of its fields, got {type(item).__name__}")
         return self.memory.add(batch, progress=progress)
 
     def _own(self, edit: Edit) -> Edit:
@@ -207,9 +222,7 @@ class EditAgent:
         return self.ask_many([question])[0]
 
     def ask_many(self, questions: Sequence[str]) -> list[Answer]:
-        for question in questions:
-            if not isinstance(question, str) or not question.strip():
-                raise EditError("question: must be non-empty text")
+        questions = [check_question(question) for question in questions]
         namespaces = [self.namespace] * len(questions)
         if self.method == "mello":
             return MeLLo(self.llm, self.memory.top1, max_hops=self.max_hops, guided=True).answer_many(

@@ -1,4 +1,8 @@
-"""A scripted stand-in for an LLM, for tests of the loops' bookkeeping and of the interfaces around them."""
+"""A scripted stand-in for an LLM, for tests of the loops' bookkeeping and of the interfaces around them.
+
+A fake on purpose: these tests need exact, hostile model outputs (a reply that ends the loop early, a planted
+"Final answer:"), which no real model can be made to produce on cue. Behaviour is tested on the real model
+elsewhere (tests/test_agent.py, tests/test_pokemqa.py)."""
 
 from __future__ import annotations
 

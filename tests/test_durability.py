@@ -1,27 +1,28 @@
 """Durability under real faults: real writer processes, real SIGKILLs, real SQLite and FAISS files.
 
-The children are this file run as a script (``python tests/test_durability.py writer ...``), each
-with the real packaged embedder. A child reports ``committed N`` only after ``EditMemory.add``
-returned, so every reported edit is one the store promised to keep. The parent checks the store
-with its own SQLite connection and by reading the FAISS file, not only through ``EditMemory``.
+Writers are separate processes forked from a ``multiprocessing`` fork server (a fresh
+``sys.executable`` that has imported torch and sentence-transformers once, so each writer starts in
+about a second instead of the ~15 s a cold import takes on a busy machine); each loads the real
+packaged embedder itself and is killed with a real SIGKILL. A writer reports ``committed N`` only
+after ``EditMemory.add`` returned, so every reported edit is one the store promised to keep. The
+parent checks the store with its own SQLite connection and by reading the FAISS file, not only
+through ``EditMemory``.
 
-The kill that lands between the SQLite commit and the index save is made deterministic with the
-store's documented ``index.lock``: the parent holds it, so a child that has committed waits there.
+The kill between the SQLite commit and the index save is made deterministic with the store's
+documented ``index.lock``: while the parent holds it, a writer that has committed waits there.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import multiprocessing
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -37,10 +38,10 @@ FIRST = ["Ada", "Boris", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiroshi
 LAST = ["Abernathy", "Brennan", "Castellano", "Delacroix", "Eriksen", "Fontaine", "Gallagher", "Hartmann",
         "Iwasaki", "Jovanovic", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Oyelaran", "Petrov",
         "Quiroga", "Rasmussen", "Szabo", "Thorvaldsen", "Urquhart", "Varga", "Whitfield", "Yilmaz", "Zamora"]
+MIDDLE = ["", "Anton ", "Beatrix ", "Cyril ", "Dagny ", "Emil ", "Flora ", "Gideon ", "Helka ", "Ivo "]
 RELATIONS = ["country of citizenship", "employer", "place of birth", "occupation", "sport"]
 OBJECTS = ["Portugal", "Kenya", "NASA", "Toyota", "Lisbon", "Nairobi", "chemist", "pilot", "cricket", "rugby",
            "Canada", "Siemens", "Oslo", "architect", "tennis"]
-MIDDLE = ["", "Anton ", "Beatrix ", "Cyril ", "Dagny ", "Emil ", "Flora ", "Gideon ", "Helka ", "Ivo "]
 BATCH = 50
 CHILD_TIMEOUT_S = 240  # the machine running the tests may be busy; a stuck child still ends the test
 
@@ -52,30 +53,41 @@ def make_edit(i: int, namespace: str = "default") -> Edit:
                 namespace=namespace, id=f"e{i:05d}")
 
 
-# -- the child side (this file run as a script) ---------------------------------------------------------
+# -- the child side ---------------------------------------------------------------------------------------
 
 
-def _child_writer(store: str, start: int, count: int, batch: int, wait: str) -> None:
-    """Add edits ``start..start+count`` in batches, reporting each committed total on stdout.
+def _load_embedder() -> Any:
+    import torch
 
-    With ``wait == "go"`` it loads the embedder, says ``ready`` and waits for a line on stdin before
-    opening the store (so two children open a fresh store together), then says ``done`` and waits
-    for a second line before checking what its long-lived index holds.
-    """
     from editagent.models import load_embedder
 
-    embedder = load_embedder()
-    if wait == "go":
-        print("ready", flush=True)
-        sys.stdin.readline()
-    with EditMemory(store, embedder=embedder) as memory:
-        for first in range(start, start + count, batch):
-            memory.add([make_edit(i) for i in range(first, min(first + batch, start + count))], progress=False)
-            print(f"committed {min(first + batch, start + count) - start}", flush=True)
-        if wait == "go":
-            print("done", flush=True)
-            sys.stdin.readline()  # the other writer has finished too
-            print("view " + json.dumps(_view(memory)), flush=True)
+    torch.set_num_threads(1)  # two writers share a small machine with the test itself
+    return load_embedder()
+
+
+def _writer(conn: Connection, store: str, start: int, count: int, batch: int, wait: bool) -> None:
+    """Add edits ``start..start+count`` in batches, reporting each committed total.
+
+    With ``wait`` it says ``ready`` once the embedder is loaded and opens the store only on ``go``
+    (so two writers open a fresh store together), then says ``done`` and, on the next message,
+    reports what its long-lived index serves (after the other writer has finished too).
+    """
+    try:
+        embedder = _load_embedder()
+        if wait:
+            conn.send(("ready", 0))
+            conn.recv()
+        with EditMemory(store, embedder=embedder) as memory:
+            for first in range(start, start + count, batch):
+                memory.add([make_edit(i) for i in range(first, min(first + batch, start + count))], progress=False)
+                conn.send(("committed", min(first + batch, start + count) - start))
+            if wait:
+                conn.send(("done", 0))
+                conn.recv()
+                conn.send(("view", _view(memory)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
 
 
 def _view(memory: EditMemory) -> dict[str, Any]:
@@ -85,78 +97,94 @@ def _view(memory: EditMemory) -> dict[str, Any]:
     return {"count": memory.count(), "live": sorted(live), "served": sorted(served)}
 
 
-def _child_check(store: str) -> None:
-    """A fresh process: open the store and print what it serves."""
-    from editagent.models import load_embedder
-
-    with EditMemory(store, embedder=load_embedder()) as memory:
-        view = _view(memory)
-        view["top1"] = {e.id: memory.search(e.sentence, limit=1)[0].id for e in map(make_edit, (0, 499, 500, 999))}
-    print("view " + json.dumps(view), flush=True)
+def _checker(conn: Connection, store: str) -> None:
+    """A fresh process: open the store and report what it serves."""
+    try:
+        with EditMemory(store, embedder=_load_embedder()) as memory:
+            view = _view(memory)
+            view["top1"] = {e.id: memory.search(e.sentence, limit=1)[0].id for e in map(make_edit, (0, 499, 500, 999))}
+        conn.send(("view", view))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
 
 
 # -- the parent side ------------------------------------------------------------------------------------
 
 
+def _context() -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sentence_transformers", "editagent.memory"])
+    return context
+
+
 class Child:
-    """A child process whose stdout lines are collected by a thread, so the parent never blocks on them."""
+    """A writer or checker process and the messages it has sent so far."""
 
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.process = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: list[str] = []
-        self.stderr = ""
-        self._readers = [threading.Thread(target=self._read, args=(self.process.stdout, True), daemon=True),
-                         threading.Thread(target=self._read, args=(self.process.stderr, False), daemon=True)]
-        for reader in self._readers:
-            reader.start()
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        context = _context()
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=target, args=(child_conn, *args), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.messages: list[tuple[str, Any]] = []
 
-    def _read(self, stream: IO[str], is_stdout: bool) -> None:
-        for line in stream:
-            if is_stdout:
-                self.lines.append(line.strip())
-            else:
-                self.stderr += line
+    def _drain(self, timeout: float = 0.0) -> None:
+        try:
+            while self.conn.poll(timeout):
+                self.messages.append(self.conn.recv())
+                timeout = 0.0
+        except (EOFError, OSError):
+            pass  # the child is gone; what it sent before is kept
+        errors = [text for kind, text in self.messages if kind == "error"]
+        if errors:
+            raise AssertionError(f"child failed:\n{errors[0]}")
 
     def committed(self) -> int:
         """The highest count the child reported as committed (0: none yet)."""
-        counts = [int(line.split()[1]) for line in list(self.lines) if line.startswith("committed ")]
-        return max(counts, default=0)
+        self._drain()
+        return max((n for kind, n in self.messages if kind == "committed"), default=0)
 
-    def wait_for(self, predicate: Any, what: str, timeout: float = CHILD_TIMEOUT_S) -> None:
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = CHILD_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
-        while not predicate():
-            if self.process.poll() is not None and not predicate():
-                self.finish()
-                raise AssertionError(f"child exited ({self.process.returncode}) before {what}:\n{self.stderr[-3000:]}")
+        while True:
+            self._drain(0.002)
+            if predicate():
+                return
+            if not self.process.is_alive():
+                self._drain()
+                if predicate():
+                    return
+                raise AssertionError(f"child exited ({self.process.exitcode}) before {what}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"timed out waiting for {what}:\n{self.stderr[-3000:]}")
-            time.sleep(0.005)
+                raise AssertionError(f"timed out waiting for {what}")
 
-    def wait_line(self, text: str) -> None:
-        self.wait_for(lambda: text in self.lines, repr(text))
+    def has(self, kind: str) -> bool:
+        self._drain()
+        return any(k == kind for k, _ in self.messages)
 
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
+    def send(self, message: str) -> None:
+        self.conn.send(message)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.finish()
+        """SIGKILL: no handler, no cleanup, no flushing in the child."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(CHILD_TIMEOUT_S)
+        self._drain()
 
-    def finish(self) -> int:
-        code = self.process.wait(timeout=CHILD_TIMEOUT_S)
-        for reader in self._readers:
-            reader.join(timeout=10)
-        return code
+    def finish(self) -> int | None:
+        """Wait for a normal exit, reading meanwhile (a child blocked on a full pipe never exits)."""
+        deadline = time.monotonic() + CHILD_TIMEOUT_S
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self._drain(0.05)
+        self.kill()
+        return self.process.exitcode
 
     def view(self) -> dict[str, Any]:
-        line = next(line for line in self.lines if line.startswith("view "))
-        return json.loads(line.removeprefix("view "))
+        self._drain()
+        return next(data for kind, data in self.messages if kind == "view")
 
 
 @pytest.fixture
@@ -165,7 +193,9 @@ def children() -> Iterator[list[Child]]:
     started: list[Child] = []
     yield started
     for child in started:
-        child.kill()
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join(CHILD_TIMEOUT_S)
 
 
 def sqlite_live(store: Path, namespace: str = "default") -> dict[str, int]:
@@ -212,14 +242,14 @@ def assert_store_is_whole(store: Path, embedder: Any, committed_ids: set[str], b
 
 def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path, embedder: Any,
                                                                 children: list[Child]) -> None:
-    child = Child("writer", str(store_path), "0", "1000", str(BATCH), "-")
+    child = Child(_writer, str(store_path), 0, 1000, BATCH, False)
     children.append(child)
     child.wait_for(lambda: child.committed() >= 3 * BATCH, "three committed batches")
     started = time.monotonic()
     child.wait_for(lambda: child.committed() >= 4 * BATCH, "a fourth committed batch")
     time.sleep((time.monotonic() - started) / 2)  # about halfway through the next batch
     child.kill()
-    assert child.process.returncode == -signal.SIGKILL, "the child finished before it could be killed"
+    assert child.process.exitcode == -signal.SIGKILL, "the child finished before it could be killed"
     reported = child.committed()
     assert 4 * BATCH <= reported < 1000
     assert_store_is_whole(store_path, embedder, {make_edit(i).id for i in range(reported)})
@@ -227,7 +257,7 @@ def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path
 
 def test_sigkill_between_sqlite_commit_and_index_save(store_path: Path, embedder: Any,
                                                       children: list[Child]) -> None:
-    child = Child("writer", str(store_path), "0", "1000", str(BATCH), "-")
+    child = Child(_writer, str(store_path), 0, 1000, BATCH, False)
     children.append(child)
     child.wait_for(lambda: child.committed() >= 2 * BATCH, "two committed batches")
     with FileLock(str(store_path / "index.lock")):  # the child can commit, but not save its index
@@ -247,7 +277,7 @@ def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any
     caught_mid_write = False
     committed: set[str] = set()
     for attempt in range(3):
-        child = Child("writer", str(store_path), str(attempt * 1000), "1000", str(BATCH), "-")
+        child = Child(_writer, str(store_path), attempt * 1000, 1000, BATCH, False)
         children.append(child)
         child.wait_for(lambda c=child: c.committed() >= 2 * BATCH, "two committed batches")
         lock = FileLock(str(store_path / "index.lock"))
@@ -260,6 +290,7 @@ def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any
             pass  # spin: the write takes milliseconds, a sleep would miss it
         child.kill()
         committed |= {make_edit(i).id for i in range(attempt * 1000, attempt * 1000 + child.committed())}
+        print('ATTEMPT', attempt, tmp.exists() and tmp.stat().st_size, flush=True)
         if tmp.exists():
             caught_mid_write = True
             break
@@ -272,19 +303,19 @@ def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any
 
 
 def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children: list[Child]) -> None:
-    writers = [Child("writer", str(store_path), str(start), "500", "25", "go") for start in (0, 500)]
+    writers = [Child(_writer, str(store_path), start, 500, 25, True) for start in (0, 500)]
     children.extend(writers)
     for writer in writers:
-        writer.wait_line("ready")
+        writer.wait_for(lambda w=writer: w.has("ready"), "ready")
     for writer in writers:  # both open the fresh store and write at the same time
         writer.send("go")
     for writer in writers:
-        writer.wait_line("done")
+        writer.wait_for(lambda w=writer: w.has("done"), "done")
         assert writer.committed() == 500
     for writer in writers:
         writer.send("check")
     for writer in writers:
-        assert writer.finish() == 0, writer.stderr[-3000:]
+        assert writer.finish() == 0
     expected = {make_edit(i).id for i in range(1000)}
     for writer in writers:  # each long-lived process also serves the other's last edits
         view = writer.view()
@@ -299,9 +330,9 @@ def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children
         for i in (0, 250, 500, 999):
             assert memory.search(make_edit(i).sentence, limit=1)[0].id == make_edit(i).id
 
-    fresh = Child("check", str(store_path))
+    fresh = Child(_checker, str(store_path))
     children.append(fresh)
-    assert fresh.finish() == 0, fresh.stderr[-3000:]
+    assert fresh.finish() == 0
     view = fresh.view()
     assert view["count"] == 1000 and set(view["served"]) == set(view["live"]) == expected
     assert view["top1"] == {make_edit(i).id: make_edit(i).id for i in (0, 499, 500, 999)}
@@ -313,13 +344,3 @@ def test_generated_edits_never_supersede_each_other() -> None:
     assert len({e.subject for e in edits}) == len({e.id for e in edits}) == 10_000
     assert make_edit(7).id == "e00007" and make_edit(7).sentence == edits[7].sentence
 
-
-if __name__ == "__main__":
-    command, *arguments = sys.argv[1:]
-    if command == "writer":
-        store_arg, start_arg, count_arg, batch_arg, wait_arg = arguments
-        _child_writer(store_arg, int(start_arg), int(count_arg), int(batch_arg), wait_arg)
-    elif command == "check":
-        _child_check(*arguments)
-    else:
-        raise SystemExit(f"unknown command {command!r}")

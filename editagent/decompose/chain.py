@@ -28,7 +28,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Protocol
 
-from editagent.decompose.direct import answer_directly, clean_answer
+from editagent.decompose.direct import answer_directly, as_data, clean_answer
 from editagent.decompose.question_parse import ParsedQuestion, RelationMention, parse_question
 from editagent.llm.base import LLM
 from editagent.policy import in_memory
@@ -146,13 +146,10 @@ class ChainReasoner:
     >>> reasoner.answer("What is the capital of the country of citizenship of Doug TenNapel?").trace
     """
 
-    def __init__(self, llm: LLM, memory: EditSource, *, max_hops: int = 5, rerank_margin: float | None = None,
-                 max_candidates: int = 256) -> None:
+    def __init__(self, llm: LLM, memory: EditSource, *, max_hops: int = 5) -> None:
         self.llm = llm
         self.memory = memory
         self.max_hops = max_hops
-        self.rerank_margin = rerank_margin
-        self.max_candidates = max_candidates
 
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Answer:
         return self.answer_many([question], [namespace])[0]
@@ -174,7 +171,7 @@ class ChainReasoner:
             if not active:
                 break
             asking = [w for w in active if not self._step_from_store(w, views[w.namespace])]
-            self._ask_model(asking, views)
+            self._ask_model(asking)
         for walk in walks:
             if walk.active:
                 walk.failure = "too many hops"
@@ -206,40 +203,24 @@ class ChainReasoner:
                              source="graph" if follows_edit else "edit"))
         walk.entity = edit.object
 
-    def _ask_model(self, walks: list[_Walk], views: dict[str, StoreView]) -> None:
+    def _ask_model(self, walks: list[_Walk]) -> None:
         by_relation: dict[str, list[_Walk]] = defaultdict(list)
         for walk in walks:
             by_relation[walk.pending[0].relations[0]].append(walk)
         for relation, group in by_relation.items():
             prefix = hop_prefix(relation)
-            subquestions = [fact_question(w.entity, relation) for w in group]
-            prompts = [f"{prefix}Q: {q} A:" for q in subquestions]
-            outputs = self.llm.generate(prompts, stop=list(HOP_STOP), max_new_tokens=HOP_TOKENS, prefix=prefix)
-            for walk, subquestion, prompt, output in zip(group, subquestions, prompts, outputs, strict=True):
+            subquestions = [fact_question(as_data(w.entity), relation) for w in group]
+            outputs = self.llm.generate([f"{prefix}Q: {q} A:" for q in subquestions], stop=list(HOP_STOP),
+                                        max_new_tokens=HOP_TOKENS, prefix=prefix)
+            for walk, subquestion, output in zip(group, subquestions, outputs, strict=True):
                 walk.llm_calls += 1
                 walk.pending.pop(0)
                 answer = clean_answer(output)
-                hop = Hop(subquestion=subquestion, draft_answer=output.strip(), answer=answer, source="model")
-                if answer and self.rerank_margin is not None:
-                    hop.answer = self._rerank(walk, views[walk.namespace], prompt, prefix, answer)
-                walk.hops.append(hop)
-                if not hop.answer:
+                walk.hops.append(Hop(subquestion=subquestion, draft_answer=output.strip(), answer=answer,
+                                     source="model"))
+                if not answer:
                     walk.failure = "model gave no answer"
-                walk.entity = hop.answer
-
-    def _rerank(self, walk: _Walk, view: StoreView, prompt: str, prefix: str, answer: str) -> str:
-        """Prefer an entity the next hop has an edit for, when the model finds it nearly as likely as its own
-        answer: a small model often knows the right entity without ranking it first."""
-        if not walk.pending or any(view.find(answer, r) for r in walk.pending[0].relations):
-            return answer
-        candidates = list(dict.fromkeys(s.edit.subject for r in walk.pending[0].relations
-                                        for s in view.by_relation.get(r, [])))[: self.max_candidates]
-        if not candidates:
-            return answer
-        walk.llm_calls += 1
-        scores = self.llm.score_many([(prompt, " " + c) for c in [answer, *candidates]], prefix=prefix)
-        best = max(range(len(candidates)), key=lambda i: scores[i + 1])
-        return candidates[best] if scores[best + 1] >= scores[0] - (self.rerank_margin or 0.0) else answer
+                walk.entity = answer
 
     def _finish(self, walks: list[_Walk], seconds: float) -> list[Answer]:
         in_scope = [w for w in walks if w.failure is None and w.used_edits]

@@ -124,7 +124,7 @@ class MeLLo:
             contradicts = run.hit is not None and scores[2 * i + 1] > scores[2 * i]
             run.pending = CHANGE if contradicts else KEEP
             if contradicts and run.hit is not None:
-                run.pending += f" {run.hit.edit.object}\n"
+                run.pending += f" {quote_fact(run.hit.edit.object)}\n"
             run.text += run.pending
 
     def _read_turn(self, run: _Run, output: str) -> str | None:

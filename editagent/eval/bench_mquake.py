@@ -53,7 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--editor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
     parser.add_argument("--agent-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="agent: a ChainReasoner option, e.g. rerank_margin=2.0 (repeatable)")
+                        help="agent: a ChainReasoner option, e.g. max_hops=4 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart)")
     args = parser.parse_args(argv)
     if args.k != "all":

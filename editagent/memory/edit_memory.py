@@ -222,6 +222,18 @@ class EditMemory:
             check_namespace(namespace)
         return self._sql.rows(namespace, include_history=include_history)
 
+    def export(self, namespace: str = DEFAULT_NAMESPACE, *, include_history: bool = True) -> list[dict[str, Any]]:
+        """One namespace's edits as JSON-ready records, oldest first: for backups and moving a user's edits.
+
+        Each record is the edit's fields plus ``status``, ``superseded_by`` and ``ended_at``; write one
+        ``json.dumps`` per line for JSONL. Only ``namespace``'s edits, never another's.
+        """
+        check_namespace(namespace)
+        return [{**stored.edit.model_dump(mode="json"), "status": stored.status,
+                 "superseded_by": stored.superseded_by,
+                 "ended_at": stored.ended_at.isoformat() if stored.ended_at else None}
+                for stored in self._sql.rows(namespace, include_history=include_history)]
+
     def history(self, edit_id: str) -> list[StoredEdit]:
         """Every edit ever made on the same (namespace, subject, relation) as ``edit_id``, oldest first."""
         stored = self._sql.get(edit_id)
