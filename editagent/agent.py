@@ -94,6 +94,8 @@ class EditAgent:
                 raise EditError("relation, object: both are required with a subject")
             edit = Edit(subject=subject, relation=relation, object=object, namespace=self.namespace, **fields)
         previous = self.memory.lookup(edit.subject, edit.relation, namespace=self.namespace)
+        if previous is not None and edit.previous_object is None:  # the value it replaces, for ripple()
+            edit = edit.model_copy(update={"previous_object": previous.edit.object})
         stored = self.memory.add(edit)[0] if target == "memory" else self._edit_weights(edit, target)
         if previous is not None:  # superseded: its weight edit, if any, comes out of the model
             self._remove_from_weights(previous.edit.id)
@@ -230,7 +232,9 @@ class EditAgent:
         if self.method == "pokemqa":
             return PokeMQA(self.llm, threshold_scope(self.memory.top1), max_hops=self.max_hops + 1).answer_many(
                 questions, namespaces)
-        return ChainReasoner(self.llm, self.memory, max_hops=self.max_hops + 1).answer_many(questions, namespaces)
+        # The model loads only if some hop needs it: a question answered wholly from edits never loads it.
+        return ChainReasoner(lambda: self.llm, self.memory, max_hops=self.max_hops + 1).answer_many(questions,
+                                                                                                    namespaces)
 
     def close(self) -> None:
         self.memory.close()

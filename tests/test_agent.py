@@ -139,3 +139,15 @@ def test_consecutive_edited_hops_follow_the_graph(tmp_path: Path, embedder: Embe
 def test_unknown_method_is_rejected(tmp_path: Path, embedder: Embedder) -> None:
     with pytest.raises(EditError, match="method"):
         EditAgent(store=tmp_path / "s", embedder=embedder, method="magic")  # type: ignore[arg-type]
+
+
+def test_edits_only_answer_never_loads_the_model_and_supersession_keeps_the_old_value(
+        tmp_path: Path, embedder: Embedder) -> None:
+    agent = EditAgent(store=tmp_path / "store", embedder=embedder)  # default model, loaded lazily
+    agent.edit("Marge Simpson", "creator", "Doug TenNapel")
+    agent.edit("Doug TenNapel", "country of citizenship", "United States of America")
+    newer = agent.edit("Doug TenNapel", "citizenship", "United Kingdom")
+    assert newer.previous_object == "United States of America"  # what ripple() needs to see what it undoes
+    answer = agent.ask("Which country is the creator of Marge Simpson a citizen of?")
+    assert answer.text == "United Kingdom" and answer.llm_calls == 0
+    assert agent._llm is None  # no hop needed the model, so it was never loaded

@@ -14,9 +14,12 @@ documented ``index.lock``: while the parent holds it, a writer that has committe
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -290,7 +293,6 @@ def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any
             pass  # spin: the write takes milliseconds, a sleep would miss it
         child.kill()
         committed |= {make_edit(i).id for i in range(attempt * 1000, attempt * 1000 + child.committed())}
-        print('ATTEMPT', attempt, tmp.exists() and tmp.stat().st_size, flush=True)
         if tmp.exists():
             caught_mid_write = True
             break
@@ -336,6 +338,57 @@ def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children
     view = fresh.view()
     assert view["count"] == 1000 and set(view["served"]) == set(view["live"]) == expected
     assert view["top1"] == {make_edit(i).id: make_edit(i).id for i in (0, 499, 500, 999)}
+
+
+OPEN_RACE = """
+import json, multiprocessing, sys, traceback
+from pathlib import Path
+from editagent.memory.sqlite_store import SQLiteEdits
+
+def open_store(path, barrier, failures):
+    barrier.wait()
+    try:
+        store = SQLiteEdits(Path(path))
+        store.set_meta_once("embedding_dim", "384")
+        store.close()
+    except BaseException:
+        failures.put(traceback.format_exc())
+
+folder, rounds = Path(sys.argv[1]), int(sys.argv[2])
+context = multiprocessing.get_context("fork")  # this interpreter imported no torch: forking is cheap and safe
+failures = context.Queue()
+for round_ in range(rounds):
+    barrier = context.Barrier(4)
+    openers = [context.Process(target=open_store, args=(folder / f"{round_}.sqlite3", barrier, failures))
+               for _ in range(4)]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join()
+    assert all(opener.exitcode == 0 for opener in openers)
+found = []
+while not failures.empty():
+    found.append(failures.get())
+print(json.dumps(found))
+"""
+
+
+def test_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
+    """Switching a new file to WAL is refused at once ("database is locked"), not waited for,
+    while another process holds it; without a retry about one round in twenty failed here (4 processes)."""
+    rounds = 100
+    done = subprocess.run([sys.executable, "-c", OPEN_RACE, str(tmp_path), str(rounds)], capture_output=True,
+                          text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failures = json.loads(done.stdout)
+    assert not failures, f"{len(failures)} of {4 * rounds} opens failed:\n{failures[0]}"
+    for round_ in range(rounds):
+        connection = sqlite3.connect(tmp_path / f"{round_}.sqlite3")
+        try:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert connection.execute("SELECT value FROM meta WHERE key='embedding_dim'").fetchone()[0] == "384"
+        finally:
+            connection.close()
 
 
 def test_generated_edits_never_supersede_each_other() -> None:

@@ -22,7 +22,7 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
@@ -146,10 +146,16 @@ class ChainReasoner:
     >>> reasoner.answer("What is the capital of the country of citizenship of Doug TenNapel?").trace
     """
 
-    def __init__(self, llm: LLM, memory: EditSource, *, max_hops: int = 5) -> None:
-        self.llm = llm
+    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = 5) -> None:
+        self._llm = llm  # or a function giving it, called only when a hop needs the model
         self.memory = memory
         self.max_hops = max_hops
+
+    @property
+    def llm(self) -> LLM:
+        if not isinstance(self._llm, LLM):
+            self._llm = self._llm()
+        return self._llm
 
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Answer:
         return self.answer_many([question], [namespace])[0]
@@ -225,7 +231,7 @@ class ChainReasoner:
     def _finish(self, walks: list[_Walk], seconds: float) -> list[Answer]:
         in_scope = [w for w in walks if w.failure is None and w.used_edits]
         plain = [w for w in walks if not (w.failure is None and w.used_edits)]
-        direct = answer_directly(self.llm, [w.question for w in plain])
+        direct = answer_directly(self.llm, [w.question for w in plain]) if plain else []
         answers: dict[int, Answer] = {}
         for walk in in_scope:
             answers[id(walk)] = Answer(question=walk.question, text=walk.entity, trace=walk.hops, method="agent",

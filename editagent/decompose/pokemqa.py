@@ -27,7 +27,7 @@ Scope detection. The paper trains a DistilBERT pre-detector (an edit is in scope
 ``exp(-||e - q||^2) >= 0.5``) and a disambiguator for ties. Here any ``ScopeDetector`` can be
 passed (``editagent.scope``: ``detector.over(memory)``); ``threshold_scope`` is the plain one: the
 memory's top-1 edit, kept when its embedding similarity reaches ``DEFAULT_SCOPE_THRESHOLD``. Both
-live in ``editagent.scope`` and are re-exported here; so is the trained PokeMQA-style detector.
+live in ``editagent.scope`` (re-exported here), next to the trained PokeMQA-style detector.
 
 ``guided=True`` (the default) helps small models keep the format, and changes nothing for a model
 that already keeps it:

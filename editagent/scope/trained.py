@@ -84,7 +84,7 @@ class TrainConfig(BaseModel):
     cross_questions_per_edit: int = Field(2, ge=1)
     cross_batch_size: int = Field(32, ge=1)
     cross_lr: float = Field(4e-5, gt=0)
-    pre_recall: float = Field(0.98, gt=0, le=1)
+    pre_recall: float = Field(0.995, gt=0, le=1)
     top_k: int = Field(3, ge=1)
 
 
