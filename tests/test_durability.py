@@ -10,6 +10,10 @@ through ``EditMemory``.
 
 The kill between the SQLite commit and the index save is made deterministic with the store's
 documented ``index.lock``: while the parent holds it, a writer that has committed waits there.
+Releasing it and spinning until the writer's temporary index file appears lands the kill in the
+middle of the FAISS write (a partly written ``.faiss.tmp`` is left; seen on the first try here).
+The test of several processes opening a fresh store at once runs in a light interpreter (no torch)
+that forks its openers, since it needs hundreds of them to show a rare failure.
 """
 
 from __future__ import annotations

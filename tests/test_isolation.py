@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from editagent.agent import EditAgent
 from editagent.graph import EditGraph
 from editagent.memory import EditMemory
+from editagent.relations import fact_question
 from editagent.schema import NAMESPACE_PATTERN, Edit, EditError, check_namespace
 
 SUBJECTS = ["Doug TenNapel", "France", "Ellie Goulding", "Lionel Messi", "The Hobbit", "doug tennapel"]
@@ -167,6 +168,26 @@ def check_namespace_view(memory: EditMemory, model: Model, scenario: Scenario, n
         assert memory.get(edit_id).status == status  # type: ignore[union-attr]  # forget did nothing
 
 
+def check_ask(memory: EditMemory, model: Model, namespace: str) -> None:
+    """EditAgent.ask (default method) answers each live key's question from this namespace's own edit.
+
+    The chain walk reads ``EditMemory.edits(namespace)`` and loads the language model only for a hop
+    no edit covers; every question here is covered, so no model loads (checked), and another
+    namespace's edit on the same key (same question, other object) must never be the one used.
+    """
+    agent = EditAgent(namespace=namespace, memory=memory)
+    live = model.live[namespace]
+    if not live:
+        return
+    stored = {edit_id: memory.get(edit_id) for edit_id in live.values()}
+    questions = [fact_question(item.edit.subject, item.edit.relation) for item in stored.values()]  # type: ignore[union-attr]
+    for answer, (edit_id, item) in zip(agent.ask_many(questions), stored.items(), strict=True):
+        assert answer.namespace == namespace
+        assert [hop.retrieved_edit_id for hop in answer.trace] == [edit_id]
+        assert answer.text == item.edit.object  # type: ignore[union-attr]
+    assert agent._llm is None, "a question answered from edits must not load the language model"
+
+
 def graph_edges(graph: EditGraph, namespace: str, every: set[str]) -> None:
     edges = list(graph.nx.edges(data=True))
     assert {data["namespace"] for _, _, data in edges} <= {namespace}
@@ -194,8 +215,10 @@ def test_no_api_ever_returns_another_namespaces_edit(embedder: Any, scenario: Sc
             for namespace in scenario.namespaces:
                 check_namespace_view(memory, model, scenario, namespace)
 
-            # EditAgent.ask retrieves through EditMemory.top1 with the agent's namespace for every hop
-            # (MeLLo(llm, memory.top1) in agent.py): checking top1 covers ask's isolation without an LLM.
+            for namespace in scenario.namespaces:
+                check_ask(memory, model, namespace)
+            # ask with method="mello" or "pokemqa" retrieves every hop through EditMemory.top1 with the
+            # agent's namespace; checking top1 itself covers them without loading a language model.
             pairs = [(query, namespace) for query in scenario.queries for namespace in scenario.namespaces]
             hits = memory.top1([q for q, _ in pairs], [ns for _, ns in pairs])
             for (_, namespace), hit in zip(pairs, hits, strict=True):

@@ -261,7 +261,7 @@ def _pre_threshold(model: Any, train: list[ScopeEdit], edit_vectors: np.ndarray,
     scores = _encode(model, [questions[r] for r in rows]) @ edit_vectors.T
     own = np.array([scores[i, list(gold[r])].max() for i, r in enumerate(rows)])
     threshold = float(np.quantile(own, 1.0 - pre_recall)) if len(own) else 0.0
-    logger.info("scope detector: pre-detector threshold %.3f keeps %.0f%% of %d calibration questions' own edits",
+    logger.info("scope detector: pre-detector threshold %.3f keeps %.1f%% of %d calibration questions' own edits",
                 threshold, 100 * pre_recall, len(own))
     return round(threshold, 4)
 
