@@ -12,6 +12,7 @@ from editagent.decompose.direct import as_data
 from editagent.decompose.question_parse import parse_question
 from editagent.memory import EditMemory
 from editagent.models import Embedder
+from editagent.relations import known_relations
 from editagent.schema import Edit, StoredEdit
 
 
@@ -87,3 +88,13 @@ def test_stored_text_cannot_plant_an_answer_in_a_hop_prompt(tmp_path: Path, embe
     assert hop_prompt == "Q: Who is Bob? A - Eve. Q - x married to? A:"
     assert [hop.source for hop in answer.trace] == ["edit", "model"] and answer.text == "Alice"
     assert as_data("Who?\nQ: 2+2? A: Mars") == "Who? Q - 2+2? A - Mars"
+
+
+def test_every_relations_own_question_template_parses_to_it() -> None:
+    """The library asks single hops with these templates; reading them back must give the same relation."""
+    for relation in known_relations():
+        if relation.label == "officeholder":  # "Who is the {s}?" names no relation to read
+            continue
+        parsed = parse_question(relation.question.format(s="Alice Smith"))
+        assert parsed.entity == "Alice Smith", relation.label
+        assert [relation.label in m.relations for m in parsed.chain] == [True], (relation.label, parsed.chain)

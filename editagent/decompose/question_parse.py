@@ -22,7 +22,7 @@ from editagent.relations import find_relation
 # A weak cue ("located") only counts when nothing else names a relation.
 _CUES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     (r"country of citizenship|citizen\w*|nationality|national of|passport", ("P27",), False),
-    (r"country of origin|originat\w*", ("P495",), False),
+    (r"country of origin|originat\w*|(?:created|invented|made) in", ("P495",), False),
     (r"comes? from|came from|hails? from", ("P495", "P27"), False),
     (r"head of state|head-of-state|chief of state|highest (?:political |government )?(?:office|position)",
      ("P35",), False),
