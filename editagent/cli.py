@@ -45,12 +45,18 @@ def _show_answer(answer: Answer, as_json: bool) -> None:
         _print(answer.model_dump_json(indent=2))
         return
     _print(f"Question: {answer.question}")
+    if answer.route:
+        _print(f"Route: {answer.route}")
     for number, hop in enumerate(answer.trace, 1):
         _print(f"  hop {number}: {hop.subquestion}")
-        _print(f"    draft answer:   {hop.draft_answer}")
-        score = f"{hop.retrieval_score:.3f}" if hop.retrieval_score is not None else "-"
-        _print(f"    retrieved edit: {hop.retrieved_fact or '(none)'} [id {hop.retrieved_edit_id}, score {score}]")
-        _print(f"    contradicts:    {'yes' if hop.contradicted else 'no'} -> {hop.answer} (from {hop.source})")
+        if answer.method != "agent":  # MeLLo / PokeMQA: the model drafts, the memory checks
+            _print(f"    draft answer:   {hop.draft_answer}")
+        if hop.retrieved_edit_id:
+            score = f", score {hop.retrieval_score:.3f}" if hop.retrieval_score is not None else ""
+            _print(f"    edit:           {hop.retrieved_fact} [id {hop.retrieved_edit_id}{score}]")
+        if answer.method != "agent":
+            _print(f"    contradicts:    {'yes' if hop.contradicted else 'no'}")
+        _print(f"    -> {hop.answer} (from {hop.source})")
     _print(f"Answer: {answer.text}" + (f"   [ended early: {answer.failure}]" if answer.failure else ""))
     _print(f"({answer.llm_calls} LLM calls, {answer.seconds:.1f} s)")
 
