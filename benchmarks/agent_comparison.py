@@ -30,7 +30,7 @@ def compare(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     verdict: dict[str, Any] = {}
     if agent and mello:
         verdict["agent_over_mello"] = (round(agent["multi_hop_acc"] / mello["multi_hop_acc"], 2)
-                                       if mello["multi_hop_acc"] else None)
+                                       if mello["multi_hop_acc"] else "unbounded (MeLLo scored 0)")
         verdict["at_least_2x_mello"] = agent["multi_hop_acc"] >= 2 * mello["multi_hop_acc"]
     if agent and poke:
         verdict["agent_minus_pokemqa_points"] = round(100 * (agent["multi_hop_acc"] - poke["multi_hop_acc"]), 1)
