@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-METHODS = ("no-edit", "mello", "pokemqa", "agent")
+METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", "agent")  # rows shown where a run exists
 
 
 def load(results: Path, model: str, k: str, cases: int, seed: int) -> dict[str, dict[str, Any]]:
