@@ -24,20 +24,15 @@ from editagent import EditAgent
 from editagent.decompose import answer_directly
 from editagent.eval.bench_mquake import _default_data
 from editagent.eval.mquake import answer_matches, load_mquake
-from editagent.eval.runner import fresh_dir, select_cases
+from editagent.eval.runner import fresh_dir, rate, select_cases
 from editagent.graph import EditGraph
 from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder
-from editagent.relations import find_relation
+from editagent.relations import canonical_relation
 
 logger = logging.getLogger("ripple")
 NAMESPACE = "all"
-
-
-def _label(relation_id: str) -> str:
-    found = find_relation(relation_id)
-    return found.label if found else relation_id
 
 
 def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -49,7 +44,7 @@ def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], l
         ids = case.orig.new_triples or case.orig.triples
         edited_positions = []
         for position, ((subject, _, _), (_, relation_id, _)) in enumerate(zip(chain, ids, strict=True)):
-            live = graph.lookup(subject, _label(relation_id), NAMESPACE)
+            live = graph.lookup(subject, canonical_relation(relation_id), NAMESPACE)
             hop = case.new_single_hops[position]
             if live:
                 edited_positions.append(position)
@@ -60,7 +55,7 @@ def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], l
                                                "question": hop.question})
         for position, hop in enumerate(case.single_hops):  # the pre-edit chain's hops that no edit touches
             subject, relation_id = case.orig.triples_labeled[position][0], case.orig.triples[position][1]
-            if not graph.lookup(subject, _label(relation_id), NAMESPACE):
+            if not graph.lookup(subject, canonical_relation(relation_id), NAMESPACE):
                 keep.setdefault(hop.question, {"kind": "single-hop", "case_id": case.case_id,
                                                "question": hop.question})
         if edited_positions:
@@ -102,22 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         record["plain"] = text
         record["as_expected"] = record["answer"] == text
 
-    def rate(rows: list[dict[str, Any]]) -> float | None:
-        return round(sum(r["as_expected"] for r in rows) / len(rows), 4) if rows else None
+    def expected(rows: list[dict[str, Any]]) -> float | None:
+        return rate([r["as_expected"] for r in rows])
 
     command = " ".join(["python", *sys.argv])
     single_change = [r for r in change if r["kind"] == "single-hop"]
     multi_change = [r for r in change if r["kind"] == "multi-hop"]
     summary = {"model": args.model, "n_cases": len(cases), "seed": args.seed, "k": "all",
-               "should_change_single_hop": len(single_change), "changed_as_expected_single_hop": rate(single_change),
-               "should_change_multi_hop": len(multi_change), "changed_as_expected_multi_hop": rate(multi_change),
-               "should_not_change": len(keep), "unchanged_as_expected": rate(keep),
-               "routed_to_model_when_unedited": rate([{"as_expected": r["route"] == "model"} for r in keep]),
+               "should_change_single_hop": len(single_change),
+               "changed_as_expected_single_hop": expected(single_change),
+               "should_change_multi_hop": len(multi_change), "changed_as_expected_multi_hop": expected(multi_change),
+               "should_not_change": len(keep), "unchanged_as_expected": expected(keep),
+               "routed_to_model_when_unedited": rate([r["route"] == "model" for r in keep]),
                "wall_seconds": round(time.time() - started, 1), "command": command}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ripple.json").write_text(json.dumps({"summary": summary, "should_change": change,
                                                       "should_not_change": keep}, indent=1))
-    locality = {"model": args.model, "n": len(keep), "agreement": rate(keep), "method": "agent",
+    locality = {"model": args.model, "n": len(keep), "agreement": expected(keep), "method": "agent",
                 "what": "single-hop MQuAKE questions about facts no edit touches (k=all memory): "
                         "agent answer == plain model answer", "command": command}
     (args.out / "locality.json").write_text(json.dumps(locality, indent=1))

@@ -29,7 +29,8 @@ from importlib.resources import files
 from typing import Protocol
 
 from editagent.decompose.direct import answer_directly, as_data, clean_answer
-from editagent.decompose.question_parse import ParsedQuestion, RelationMention, parse_question
+from editagent.decompose.question_parse import RelationMention, parse_question
+from editagent.graph import entity_key
 from editagent.llm.base import LLM
 from editagent.policy import in_memory
 from editagent.relations import fact_question, find_relation
@@ -66,19 +67,18 @@ def hop_prefix(relation: str) -> str:
     return "\n".join(prompts[p].splitlines()[0] for p in _GENERIC_SHOTS) + "\n"
 
 
-def entity_key(name: str) -> str:
-    text = re.sub(r"[^\w\s]", " ", name.casefold())
-    words = text.split()
-    if words and words[0] == "the":
-        words = words[1:]
-    return " ".join(words)
+def match_key(name: str) -> str:
+    """``graph.entity_key`` made looser for matching a model's wording: punctuation and a leading "the" dropped
+    ("J.K. Rowling" / "J. K. Rowling", "The Beatles" / "Beatles")."""
+    key = entity_key(re.sub(r"[^\w\s]", " ", name))
+    return key[4:] if key.startswith("the ") else ("" if key == "the" else key)
 
 
 def same_entity(a: str, b: str) -> bool:
     """Whether two names plausibly denote one entity: equal keys, or one a whole-word part of the other
     ("United States" / "United States of America"), the part at least two words (one word alone is too
     weak a clue: "Paris" / "Paris Hilton")."""
-    ka, kb = entity_key(a), entity_key(b)
+    ka, kb = match_key(a), match_key(b)
     if not ka or not kb:
         return False
     if ka == kb:
@@ -102,12 +102,12 @@ class StoreView:
         for item in stored:  # creation order: a later edit of the same key wins
             if not in_memory(item.edit):  # in the weights only: the model answers it
                 continue
-            by_key[(entity_key(item.edit.subject), item.edit.relation)] = item
+            by_key[(match_key(item.edit.subject), item.edit.relation)] = item
             by_relation[item.edit.relation].append(item)
         return cls(by_key, dict(by_relation), list(dict.fromkeys(s.edit.subject for s in by_key.values())))
 
     def find(self, entity: str, relation: str) -> StoredEdit | None:
-        exact = self.by_key.get((entity_key(entity), relation))
+        exact = self.by_key.get((match_key(entity), relation))
         if exact is not None:
             return exact
         matches = [s for s in self.by_relation.get(relation, []) if same_entity(entity, s.edit.subject)]
@@ -122,7 +122,6 @@ class StoreView:
 class _Walk:
     question: str
     namespace: str
-    parsed: ParsedQuestion
     entity: str = ""
     pending: list[RelationMention] = field(default_factory=list)
     hops: list[Hop] = field(default_factory=list)
@@ -168,7 +167,7 @@ class ChainReasoner:
         for question, namespace in zip(questions, namespaces, strict=True):
             view = views[namespace]
             parsed = parse_question(question, known_entities=view.subjects, extra_relations=view.relations)
-            walk = _Walk(question, namespace, parsed, parsed.entity or "", list(parsed.chain))
+            walk = _Walk(question, namespace, parsed.entity or "", list(parsed.chain))
             if not parsed.ok:
                 walk.failure = "unparsed"
             walks.append(walk)
@@ -231,6 +230,7 @@ class ChainReasoner:
     def _finish(self, walks: list[_Walk], seconds: float) -> list[Answer]:
         in_scope = [w for w in walks if w.failure is None and w.used_edits]
         plain = [w for w in walks if not (w.failure is None and w.used_edits)]
+        # Guarded: touching self.llm loads the model, which an all-edits batch never needs.
         direct = answer_directly(self.llm, [w.question for w in plain]) if plain else []
         answers: dict[int, Answer] = {}
         for walk in in_scope:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from editagent.relations import find_relation
+from editagent.relations import canonical_relation, find_relation
 
 # (cue pattern, candidate relations (Wikidata ids or labels), most likely first, weak).
 # A weak cue ("located") only counts when nothing else names a relation.
@@ -80,12 +80,7 @@ _QUOTED = re.compile(r'"([^"]+)"|\u201c([^\u201d]+)\u201d')
 _MERGE_DISTANCE = 40  # characters: two cues of one relation this close are one mention
 
 
-def _label(name: str) -> str:
-    found = find_relation(name)
-    return found.label if found else name
-
-
-_COMPILED = tuple((re.compile(rf"\b(?:{pattern})\b"), tuple(_label(r) for r in relations), weak)
+_COMPILED = tuple((re.compile(rf"\b(?:{pattern})\b"), tuple(canonical_relation(r) for r in relations), weak)
                   for pattern, relations, weak in _CUES)
 
 

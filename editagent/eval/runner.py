@@ -198,7 +198,7 @@ def run(config: RunConfig, ask: Asker, add_edits: Callable[[list[MQuAKECase], st
     return result
 
 
-def _rate(values: list[bool]) -> float | None:
+def rate(values: list[bool]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
@@ -208,20 +208,20 @@ def summarise(config: RunConfig, rows: list[dict[str, Any]], wall: float) -> dic
     summary: dict[str, Any] = {
         "model": config.model, "method": config.method, "k": config.k, "n_cases": len(rows),
         "seed": config.seed, "dataset": Path(config.dataset).name,
-        "multi_hop_acc": _rate(any_correct),
+        "multi_hop_acc": rate(any_correct),
         "hop_acc": None if config.method in DIRECT_METHODS else  # a direct answer has no hops to check
-        _rate([any(q["hop_correct"] for q in row["questions"]) for row in rows]),
-        "first_phrasing_acc": _rate([row["questions"][0]["correct"] for row in rows]),
-        "pre_edit_acc": _rate([any(q["correct_pre_edit"] for q in row["questions"]) for row in rows]),
+        rate([any(q["hop_correct"] for q in row["questions"]) for row in rows]),
+        "first_phrasing_acc": rate([row["questions"][0]["correct"] for row in rows]),
+        "pre_edit_acc": rate([any(q["correct_pre_edit"] for q in row["questions"]) for row in rows]),
         "n_questions_asked": len(questions),
         "seconds_per_question": round(sum(q["seconds"] for q in questions) / max(len(questions), 1), 3),
         # Summed over every invocation of a resumed run (a batch's time is shared among its questions).
         "answer_seconds_total": round(sum(q["seconds"] for q in questions), 1),
         "llm_calls_per_question": round(sum(q["llm_calls"] for q in questions) / max(len(questions), 1), 2),
         "wall_seconds_this_invocation": round(wall, 1),
-        "by_hops": {str(h): _rate([c for row, c in zip(rows, any_correct, strict=True) if row["n_hops"] == h])
+        "by_hops": {str(h): rate([c for row, c in zip(rows, any_correct, strict=True) if row["n_hops"] == h])
                     for h in sorted({row["n_hops"] for row in rows})},
-        "by_edits": {str(e): _rate([c for row, c in zip(rows, any_correct, strict=True) if row["n_edits"] == e])
+        "by_edits": {str(e): rate([c for row, c in zip(rows, any_correct, strict=True) if row["n_edits"] == e])
                      for e in sorted({row["n_edits"] for row in rows})},
         "failure_categories": dict(Counter(q["category"] for q in questions if not q["correct"])),
         "command": config.command,
@@ -229,7 +229,7 @@ def summarise(config: RunConfig, rows: list[dict[str, Any]], wall: float) -> dic
     }
     if config.conflicted:
         free = [c for row, c in zip(rows, any_correct, strict=True) if not row["conflicted"]]
-        summary["multi_hop_acc_conflict_free"] = _rate(free)
+        summary["multi_hop_acc_conflict_free"] = rate(free)
         summary["n_conflict_free"] = len(free)
     return summary
 

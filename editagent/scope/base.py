@@ -67,6 +67,12 @@ class ScopeModel(ABC):
         """Per question, the edit of ``sentences`` in its scope or None; ``exclude[i]`` lists edits that
         question ``i`` must not see (the evaluation removes a question's own edits this way)."""
 
+    def similarities(self, questions: Sequence[str], sentences: Sequence[str], vectors: np.ndarray | None,
+                     exclude: Sequence[frozenset[int]] | None) -> np.ndarray:
+        """Questions x edits cosines in the ``encode`` space, excluded pairs at -inf: where ``judge`` starts."""
+        vectors = self.encode(sentences) if vectors is None else vectors
+        return mask_excluded(self.encode(questions) @ vectors.T, exclude)
+
     def over(self, memory: EditSource) -> ScopeDetector:
         """The ``ScopeDetector`` callable over the live edits of ``memory``, namespace by namespace.
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from editagent.schema import SearchHit
-from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict, mask_excluded
+from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
 from editagent.scope.data import ScopeEdit, in_scope_sets
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,7 @@ class EmbeddingScopeDetector(ScopeModel):
               exclude: Sequence[frozenset[int]] | None = None) -> list[Verdict]:
         if not sentences:
             return [Verdict(None, None, 0.0) for _ in questions]
-        vectors = self.encode(sentences) if vectors is None else vectors
-        scores = mask_excluded(self.encode(questions) @ vectors.T, exclude)
+        scores = self.similarities(questions, sentences, vectors, exclude)
         verdicts = []
         for row in scores:
             best = int(np.argmax(row))

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from editagent.models import DEFAULT_EMBEDDER, cache_dir
-from editagent.scope.base import ScopeModel, Verdict, mask_excluded
+from editagent.scope.base import ScopeModel, Verdict
 from editagent.scope.data import (
     ScopeEdit,
     edit_groups,
@@ -399,8 +399,7 @@ class TrainedScopeDetector(ScopeModel):
               exclude: Sequence[frozenset[int]] | None = None) -> list[Verdict]:
         if not sentences:
             return [Verdict(None, None, 0.0) for _ in questions]
-        vectors = self.encode(sentences) if vectors is None else vectors
-        scores = mask_excluded(self.encode(questions) @ vectors.T, exclude)
+        scores = self.similarities(questions, sentences, vectors, exclude)
         k = min(self.top_k, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         candidates = [[int(j) for j in row if math.isfinite(scores[i, j]) and scores[i, j] >= self.pre_threshold]
