@@ -164,9 +164,9 @@ def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n
                             "reliability": None, "generalization": None, "locality": None, "portability": None,
                             "seconds_per_edit": None, "command": command()}
     if summary is not None:
-        base |= {k: getattr(summary, k) for k in ("reliability", "generalization", "locality", "portability",
-                                                   "fluency", "n_portability")} | {"n_evaluated": summary.n_edits,
-                                                                                   "mode": summary.mode}
+        base |= {k: getattr(summary, k) for k in ("reliability", "generalization", "locality", "locality_exact",
+                                                   "portability", "fluency", "n_portability")} | {
+            "n_evaluated": summary.n_edits, "mode": summary.mode}
     return base | extra
 
 
@@ -276,10 +276,13 @@ def fmt(value: Any) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "portability",
+    cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "locality_exact",
+            "portability",
             "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
     lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`", "",
-             "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once.", "",
+             "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once. "
+             "locality: unrelated prompts give the same answer (first clause of the greedy continuation) as before; "
+             "locality_exact: the same first 8 greedy tokens.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in result["rows"]]
     if result.get("memit_timing"):
@@ -355,6 +358,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DATA, help="folder with MQuAKE-CF-3k-dev600.json")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="10 edits, MEMIT at 1/10 only, 3 long targets")
+    parser.add_argument("--name", default=None, help="report file stem (default editors_<model>); the summary "
+                                                     "file is shared")
     args = parser.parse_args(argv)
     if args.quick:
         args.edits, args.memit_sizes, args.long_targets = min(args.edits, 10), [1, 10], min(args.long_targets, 3)
@@ -377,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_long(args, model, tok, result, locality_prompts(cases[args.edits:], args.locality_prompts))
     result["wall_seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"editors_{args.model}"
+    stem = args.out / (args.name or f"editors_{args.model}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
     plot(result, stem.with_suffix(".png"))

@@ -45,6 +45,7 @@ from editagent.editors.base import AppliedEdit, WeightWriter
 from editagent.eval.editing import (
     MetricsConfig,
     Scorer,
+    answer_span,
     edited_hop,
     evaluate,
     greedy_ids,
@@ -255,6 +256,26 @@ def test_rome_flips_the_edited_prompt_and_leaves_an_unrelated_one(arch: str, cac
     assert_same_weights(model, before)
 
 
+def test_rome_adds_exactly_delta_at_every_context_templates_key(cache: Path) -> None:
+    """The update is solved for every template's key at once (not their average), so each prompt the value was
+    optimised on gets the full δ: ΔW k_t = δ for every template t."""
+    model = sharp_model("llama")
+    rome = ROME(model, TOKENIZER, RomeConfig(stats_tokens=STATS_TOKENS, n_context_templates=3, key_ridge=0.0),
+                stats_texts=STATS_TEXTS, cache_dir=cache, progress=False)
+    edit = WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target=near_miss(model, "x")[1])
+    keys = value_module.template_keys(model, TOKENIZER, rome.arch, rome.layer, [edit], rome.templates)[0]
+    weight_name = rome.arch.weight_name(rome.layer)
+
+    handle = rome.apply(edit)
+
+    update = handle.deltas[weight_name].double()
+    written = rome.arch.to_param_layout(update) @ keys.T  # [out, T]: what each template's key now adds
+    assert written.shape[1] == 4
+    torch.testing.assert_close(written, written[:, :1].expand_as(written), rtol=1e-4, atol=1e-6)
+    assert float(written[:, 0].norm()) > 0
+    handle.undo()
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_cached_prefix_logits_equal_a_full_forward(arch: str) -> None:
     """The value optimisation runs only the tokens from the subject on, over a cached prefix: it must see
@@ -448,6 +469,15 @@ def test_mquake_rewrite_becomes_a_weight_edit_and_a_probe(mquake_dir: Path) -> N
     assert len(probe.portability) == 3 and probe.portability_answers[0] == "Asia"
 
 
+def test_answer_span_reads_the_first_clause_of_the_first_line() -> None:
+    assert answer_span(" the United States of America, born in") == "the United States of America"
+    assert answer_span(" the United States of America. He is") == "the United States of America"
+    assert answer_span(" football.\n\nThe NFL has a") == "football"
+    assert answer_span(' a "Saber" in the') == 'a "Saber" in the'
+    assert answer_span(" a mix of classical and contemporary. He") != answer_span(" a mix of classical and rock.")
+    assert answer_span("\n\nParis (France)") == "Paris"
+
+
 def test_metrics_are_fractions_and_locality_drops_only_after_a_destructive_edit(mquake_dir: Path) -> None:
     model = sharp_model("llama")
     cases = load_mquake(mquake_dir / "MQuAKE-CF-3k-dev600.json", limit=12)
@@ -456,7 +486,7 @@ def test_metrics_are_fractions_and_locality_drops_only_after_a_destructive_edit(
                     MetricsConfig(answer_tokens=4, locality_tokens=4, fluency_tokens=8))
     untouched = evaluate(scorer, probes, None, progress=False)
     for scores in untouched:
-        assert scores.locality == 1.0
+        assert scores.locality == scores.locality_exact == 1.0
         for value in (scores.reliability, scores.generalization, scores.portability or 0.0):
             assert 0.0 <= value <= 1.0
     before = snapshot(model)
@@ -469,7 +499,8 @@ def test_metrics_are_fractions_and_locality_drops_only_after_a_destructive_edit(
         return writer.finish(method="noise", edits=edits, fingerprint="x")
 
     damaged = evaluate(scorer, probes, destroy, progress=False)
-    assert all(scores.locality < 1.0 for scores in damaged)
+    assert all(scores.locality_exact < 1.0 for scores in damaged)
+    assert all(scores.locality_exact <= scores.locality < 1.0 for scores in damaged)
     assert_same_weights(model, before)  # each edit was undone
     summary = summarise("noise", "single", damaged)
     assert summary.n_edits == 2 and 0.0 <= summary.locality < 1.0

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from editagent.editors.arch import ModelArch
-from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, model_fingerprint
+from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, fill, model_fingerprint
 from editagent.editors.stats import key_second_moments
 from editagent.editors.value import (
     ValueConfig,
@@ -36,8 +36,8 @@ from editagent.editors.value import (
     context_templates,
     make_batch,
     optimise_value,
-    subject_keys,
     subject_row,
+    template_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class MemitConfig(ValueConfig):
     clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖ (δ is added to the residual stream "
                                                               "here, not to an MLP output as in ROME; MEMIT's 0.75)")
     mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 15000 · key_dim / 16384")
+    stop_margin: float | None = Field(1.0, ge=0, description="stop once every target token of every prompt is the "
+                                                             "greedy choice by this many logits (None: stop_prob)")
 
     @field_validator("layers")
     @classmethod
@@ -127,14 +129,18 @@ class MEMIT:
         width = self.arch.value_dim(self.layers[-1])
         fits = [optimise_value(self.model, self.tokenizer, edit, top, width, self.templates, self.config)
                 for edit in tqdm(items, desc="MEMIT target values", disable=not self.progress, unit="edit")]
-        goals = torch.stack([fit.init + fit.delta for fit in fits]).double()  # [edits, hidden]
-        bare = make_batch(self.tokenizer, [subject_row(self.tokenizer, e.template, e.subject) for e in items],
-                          goals.device)
+        # One key column per (edit, template), each asked for the same δ on top of its own top-layer output:
+        # the bare prompt's key differs from the prefixed ones (its subject may sit at position 0, with no BOS),
+        # and one averaged key per edit left it short of δ (as in ROME, see there).
+        rows = [subject_row(self.tokenizer, fill(t, e.template), e.subject) for e in items for t in self.templates]
+        every = make_batch(self.tokenizer, rows, fits[0].delta.device)
+        deltas = torch.stack([fit.delta for fit in fits]).repeat_interleave(len(self.templates), dim=0)
+        goals = (capture_at_subject(self.model, every, top, inputs=False) + deltas).double()
         writer = WeightWriter(self.model)
         try:
-            self.spread(goals, writer, keys_at=lambda layer: subject_keys(self.model, self.tokenizer, self.arch, layer,
-                                                                          items, self.templates),
-                        current=lambda: capture_at_subject(self.model, bare, top, inputs=False))
+            self.spread(goals, writer, keys_at=lambda layer: template_keys(
+                self.model, self.tokenizer, self.arch, layer, items, self.templates).flatten(0, 1),
+                        current=lambda: capture_at_subject(self.model, every, top, inputs=False))
         except BaseException:
             writer.restore()
             raise

@@ -38,6 +38,7 @@ CONTEXT_PREFIXES = ("The following is true.", "Here is a fact.", "I read about t
 KL_TEMPLATE = "{} is a"
 
 
+
 def context_templates(n: int) -> list[str]:
     """The bare prompt ``{}`` plus ``n`` prefixed versions of it."""
     return ["{}", *(f"{prefix} {{}}" for prefix in CONTEXT_PREFIXES[:n])]
@@ -52,6 +53,9 @@ class ValueConfig(BaseModel):
     loss ten-thousandfold). Defaults measured on SmolLM2-135M-Instruct with 6 counterfactual edits: ``lr`` 1
     converged in ~6 steps (0.5: ~9 steps, half the KL drift on unrelated prompts); ``clamp_norm_factor`` 10
     (ROME's 4 was set for GPT-2 XL) lets multi-token targets reach ``stop_prob``, which at 4 stalled near p 0.3.
+    ROME and MEMIT stop on ``stop_margin`` instead: "greedy decoding says the whole target on every prompt, by a
+    margin" is what reliability asks, and a mean probability can pass while one template's token is not greedy
+    (12 SmolLM2 edits: generalization 0.75 → 0.92 for ROME, 8.7 instead of 10.8 steps).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,6 +63,8 @@ class ValueConfig(BaseModel):
     lr: float = Field(1.0, gt=0, description="Adam learning rate for δ, in units of rms(v)")
     steps: int = Field(25, ge=0, description="most optimisation steps; fewer when stop_prob is reached")
     stop_prob: float = Field(0.9, gt=0, le=1, description="stop once the mean target-token probability reaches it")
+    stop_margin: float | None = Field(None, ge=0, description="stop once every target token of every prompt is the "
+                                                              "greedy choice by this many logits (None: stop_prob)")
     kl_factor: float = Field(0.0625, ge=0, description="weight of KL(edited || original) on '{} is a'")
     weight_decay: float = Field(0.1, ge=0, description="weight of ‖δ‖ / ‖v‖ in the loss")
     clamp_norm_factor: float = Field(10.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
@@ -140,14 +146,14 @@ def capture_at_subject(model: nn.Module, batch: PromptBatch, module: nn.Module, 
     return caught["value"]
 
 
-def subject_keys(model: nn.Module, tokenizer: Any, arch: ModelArch, layer: int, edits: Sequence[WeightEdit],
-                 templates: Sequence[str]) -> torch.Tensor:
-    """k* per edit, [edits, key_dim] in float64: the down projection's input at the subject's last token,
-    averaged over the edit's prompt behind each context template."""
+def template_keys(model: nn.Module, tokenizer: Any, arch: ModelArch, layer: int, edits: Sequence[WeightEdit],
+                  templates: Sequence[str]) -> torch.Tensor:
+    """The down projection's input at the subject's last token of each edit's prompt behind each context
+    template, [edits, templates, key_dim] in float64."""
     rows = [subject_row(tokenizer, fill(t, edit.template), edit.subject) for edit in edits for t in templates]
     batch = make_batch(tokenizer, rows, _device(model))
     keys = capture_at_subject(model, batch, arch.mlp_out(layer), inputs=True).double()
-    return keys.view(len(edits), len(templates), -1).mean(dim=1)
+    return keys.view(len(edits), len(templates), -1)
 
 
 # -- value optimisation --------------------------------------------------------------------------------
@@ -277,6 +283,17 @@ def optimise_value(model: nn.Module, tokenizer: Any, edit: WeightEdit, site: nn.
                      subject=edit.subject, target_text=edit.target)
 
 
+def _greedy_margin(rows: Sequence[torch.Tensor], targets: torch.Tensor) -> float:
+    """Smallest lead of a target token's logit over the best other token, over every row and target position:
+    positive exactly when greedy decoding of every row gives the whole target."""
+    worst = float("inf")
+    for logits in rows:
+        chosen = logits.detach().float().gather(1, targets[:, None]).squeeze(1)
+        others = logits.detach().float().scatter(1, targets[:, None], float("-inf")).max(dim=1).values
+        worst = min(worst, float((chosen - others).min()))
+    return worst
+
+
 def fit_value(model: nn.Module, tokenizer: Any, rows: Sequence[tuple[list[int], int, int]], target: Sequence[int],
               site: nn.Module, width: int, config: ValueConfig, *, n_rewrite: int, subject: str,
               target_text: str, prefix_deltas: PrefixDeltas = ()) -> ValueFit:
@@ -319,9 +336,11 @@ def fit_value(model: nn.Module, tokenizer: Any, rows: Sequence[tuple[list[int], 
                 kl_lp = (torch.log_softmax(torch.cat(logits[n_rewrite:]).float(), dim=-1)
                          if len(logits) > n_rewrite else None)
                 prob = float(token_lp.detach().mean(dim=1).exp().mean())
+                margin = _greedy_margin(logits[:n_rewrite], targets)
                 if step == 0:
                     kl_init, prob_before = (kl_lp.detach() if kl_lp is not None else None), prob
-                if prob >= config.stop_prob or step == config.steps:
+                reached = margin >= config.stop_margin if config.stop_margin is not None else prob >= config.stop_prob
+                if reached or step == config.steps:
                     break
                 init_norm = seen["init"].norm()
                 loss = -token_lp.mean()

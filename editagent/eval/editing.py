@@ -7,8 +7,12 @@ under forcing and still never say it. Here every metric reads what the model act
   "contains", on its first line; the new object's MQuAKE aliases count).
 - generalization: the same for paraphrases: the rewrite's ``question`` and the edited hop's single-hop
   question (as "Q: ...\\nA:"), and the relation's cloze template when it words the prompt differently.
-- locality: unrelated prompts (single-hop clozes of other cases' facts) give the same first
-  ``locality_tokens`` greedy tokens as before any edit; 1.0 means untouched.
+- locality: unrelated prompts (single-hop clozes of other cases' facts) give the same answer as before any
+  edit: the greedy continuation's first clause (``answer_span``: first line, cut at , . ; : ! ? or a
+  bracket), read from ``locality_tokens`` tokens; 1.0 means untouched. ``locality_exact`` is the stricter
+  reading: all ``locality_tokens`` greedy tokens the same. On a 135M model most unrelated prompts are facts
+  it does not know, continued by near ties ("a mix of classical and contemporary. He"), and any weight
+  change flips some tail words: a random rank-one update of the same size flips about as many.
 - portability: the edit's consequence two or more hops away: MQuAKE's multi-hop questions of a case with
   exactly one rewrite (then the new chain differs from the old only by this edit), answered with the case's
   new answer. None for cases with several rewrites, whose multi-hop answer needs all of them.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +68,7 @@ class EditScores(BaseModel):
     reliability: float
     generalization: float
     locality: float
+    locality_exact: float
     portability: float | None
     fluency: float
     said: str = Field(description="first line of the continuation of the edit prompt")
@@ -77,6 +83,7 @@ class EditingSummary(BaseModel):
     reliability: float
     generalization: float
     locality: float
+    locality_exact: float
     portability: float | None
     n_portability: int
     fluency: float
@@ -129,6 +136,15 @@ def greedy_texts(model: nn.Module, tokenizer: Any, prompts: Sequence[str], max_n
 def first_line(text: str) -> str:
     """The answer part of a continuation: up to the first newline (after leading blank space)."""
     return text.strip().split("\n", 1)[0]
+
+
+_CLAUSE_END = re.compile(r"[,.;:!?(\[]")
+
+
+def answer_span(text: str) -> str:
+    """The answer a cloze continuation gives: its first line up to the first clause punctuation, so that "the
+    United States of America, born in" and "the United States of America. He is" give the same answer."""
+    return _CLAUSE_END.split(first_line(text), 1)[0].strip()
 
 
 def n_gram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
@@ -259,15 +275,24 @@ class Scorer:
                          self.config.batch_size)
         return [row[: self.config.locality_tokens] for row in ids]
 
-    def locality(self) -> float:
-        """Fraction of unrelated prompts whose leading greedy tokens are as before (1.0 with no prompts)."""
-        if not self.unrelated:
-            return 1.0
-        same = [now == before for now, before in zip(self._locality_ids(), self.reference, strict=True)]
-        return sum(same) / len(same)
+    def _answer(self, ids: list[int]) -> str:
+        return answer_span(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def score(self, probe: EditProbe, locality: float | None = None) -> EditScores:
-        """All metrics of one edit on the model as it is now; pass ``locality`` when already measured."""
+    def localities(self) -> tuple[float, float]:
+        """(same answer, same tokens): fractions of unrelated prompts as before (1.0 with no prompts)."""
+        if not self.unrelated:
+            return 1.0, 1.0
+        now = self._locality_ids()
+        answers = [self._answer(a) == self._answer(b) for a, b in zip(now, self.reference, strict=True)]
+        exact = [a == b for a, b in zip(now, self.reference, strict=True)]
+        return sum(answers) / len(answers), sum(exact) / len(exact)
+
+    def locality(self) -> float:
+        """Fraction of unrelated prompts whose answer (``answer_span``) is as before."""
+        return self.localities()[0]
+
+    def score(self, probe: EditProbe) -> EditScores:
+        """All metrics of one edit on the model as it is now."""
         cfg = self.config
         long_text = greedy_texts(self.model, self.tokenizer, [probe.edit.text], cfg.fluency_tokens)[0]
         said = first_line(long_text)
@@ -276,11 +301,12 @@ class Scorer:
         hits = [answer_matches(first_line(t), probe.answers, "contains") for t in short[: len(probe.paraphrases)]]
         ported = [answer_matches(first_line(t), probe.portability_answers, "contains")
                   for t in short[len(probe.paraphrases):]]
+        locality, locality_exact = self.localities()
         return EditScores(
             case_id=probe.case_id, subject=probe.edit.subject, target=probe.edit.target.strip(),
             reliability=float(answer_matches(said, probe.answers, "contains")),
             generalization=sum(hits) / len(hits) if hits else 0.0,
-            locality=self.locality() if locality is None else locality,
+            locality=locality, locality_exact=locality_exact,
             portability=sum(ported) / len(ported) if ported else None,
             fluency=n_gram_entropy(long_text), said=said[:200])
 
@@ -324,5 +350,6 @@ def summarise(method: str, mode: str, scores: Sequence[EditScores]) -> EditingSu
                           reliability=mean([s.reliability for s in scores]),
                           generalization=mean([s.generalization for s in scores]),
                           locality=mean([s.locality for s in scores]),
+                          locality_exact=mean([s.locality_exact for s in scores]),
                           portability=mean(ported) if ported else None, n_portability=len(ported),
                           fluency=mean([s.fluency for s in scores]))
