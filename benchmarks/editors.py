@@ -277,8 +277,7 @@ def fmt(value: Any) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "locality_exact",
-            "portability",
-            "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
+            "portability", "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
     lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`", "",
              "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once. "
              "locality: unrelated prompts give the same answer (first clause of the greedy continuation) as before; "

@@ -75,6 +75,8 @@ class AnyEditConfig(MemitConfig):
     window_tokens: int = Field(16, ge=1, le=512, description="target tokens per window (one key/value each)")
     steps: int = Field(60, ge=0, description="most optimisation steps per window")
     clamp_norm_factor: float = Field(2.0, gt=0, description="‖δ‖ ≤ this · ‖z‖ per window")
+    stop_margin: float | None = Field(None, ge=0, description="as in ROME/MEMIT; None: windows stop on stop_prob, "
+                                                              "the setting the defaults above were measured with")
     n_context_templates: int = Field(0, ge=0, le=10, description="prefixed copies of the prompt, besides the bare one")
     hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
                                                          "position as it was (extra zero-change keys)")

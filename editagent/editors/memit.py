@@ -53,8 +53,6 @@ class MemitConfig(ValueConfig):
     clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖ (δ is added to the residual stream "
                                                               "here, not to an MLP output as in ROME; MEMIT's 0.75)")
     mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 15000 · key_dim / 16384")
-    stop_margin: float | None = Field(1.0, ge=0, description="stop once every target token of every prompt is the "
-                                                             "greedy choice by this many logits (None: stop_prob)")
 
     @field_validator("layers")
     @classmethod

@@ -46,8 +46,6 @@ class RomeConfig(ValueConfig):
     mom2_ridge: float = Field(1e-2, ge=0, description="C + ridge·mean(diag C)·I before inverting: C from 30k "
                                                       "tokens is noisy in its small directions (1e-5 → 1e-2 on "
                                                       "SmolLM2: generalization 0.55 → 0.75, same locality)")
-    stop_margin: float | None = Field(1.0, ge=0, description="stop once every target token of every prompt is the "
-                                                             "greedy choice by this many logits (None: stop_prob)")
     key_ridge: float = Field(1e-3, ge=0, description="KᵀC⁻¹K + ridge·mean(diag)·I: template keys can be near "
                                                      "collinear")
 

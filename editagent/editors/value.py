@@ -38,7 +38,6 @@ CONTEXT_PREFIXES = ("The following is true.", "Here is a fact.", "I read about t
 KL_TEMPLATE = "{} is a"
 
 
-
 def context_templates(n: int) -> list[str]:
     """The bare prompt ``{}`` plus ``n`` prefixed versions of it."""
     return ["{}", *(f"{prefix} {{}}" for prefix in CONTEXT_PREFIXES[:n])]
@@ -53,18 +52,19 @@ class ValueConfig(BaseModel):
     loss ten-thousandfold). Defaults measured on SmolLM2-135M-Instruct with 6 counterfactual edits: ``lr`` 1
     converged in ~6 steps (0.5: ~9 steps, half the KL drift on unrelated prompts); ``clamp_norm_factor`` 10
     (ROME's 4 was set for GPT-2 XL) lets multi-token targets reach ``stop_prob``, which at 4 stalled near p 0.3.
-    ROME and MEMIT stop on ``stop_margin`` instead: "greedy decoding says the whole target on every prompt, by a
-    margin" is what reliability asks, and a mean probability can pass while one template's token is not greedy
-    (12 SmolLM2 edits: generalization 0.75 → 0.92 for ROME, 8.7 instead of 10.8 steps).
+    ROME and MEMIT stop on ``stop_margin`` instead (AnyEdit keeps ``stop_prob``): "greedy decoding says the
+    whole target on every prompt, by a margin" is what reliability asks, and a mean probability can pass while
+    one template's token is not greedy (12 SmolLM2 edits: generalization 0.75 → 0.92 for ROME, 8.7 instead of
+    10.8 steps).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lr: float = Field(1.0, gt=0, description="Adam learning rate for δ, in units of rms(v)")
-    steps: int = Field(25, ge=0, description="most optimisation steps; fewer when stop_prob is reached")
+    steps: int = Field(25, ge=0, description="most optimisation steps; fewer once the stop criterion is met")
     stop_prob: float = Field(0.9, gt=0, le=1, description="stop once the mean target-token probability reaches it")
-    stop_margin: float | None = Field(None, ge=0, description="stop once every target token of every prompt is the "
-                                                              "greedy choice by this many logits (None: stop_prob)")
+    stop_margin: float | None = Field(1.0, ge=0, description="stop once every target token of every prompt is the "
+                                                             "greedy choice by this many logits (None: stop_prob)")
     kl_factor: float = Field(0.0625, ge=0, description="weight of KL(edited || original) on '{} is a'")
     weight_decay: float = Field(0.1, ge=0, description="weight of ‖δ‖ / ‖v‖ in the loss")
     clamp_norm_factor: float = Field(10.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
@@ -336,10 +336,10 @@ def fit_value(model: nn.Module, tokenizer: Any, rows: Sequence[tuple[list[int], 
                 kl_lp = (torch.log_softmax(torch.cat(logits[n_rewrite:]).float(), dim=-1)
                          if len(logits) > n_rewrite else None)
                 prob = float(token_lp.detach().mean(dim=1).exp().mean())
-                margin = _greedy_margin(logits[:n_rewrite], targets)
                 if step == 0:
                     kl_init, prob_before = (kl_lp.detach() if kl_lp is not None else None), prob
-                reached = margin >= config.stop_margin if config.stop_margin is not None else prob >= config.stop_prob
+                reached = (prob >= config.stop_prob if config.stop_margin is None
+                           else _greedy_margin(logits[:n_rewrite], targets) >= config.stop_margin)
                 if reached or step == config.steps:
                     break
                 init_norm = seen["init"].norm()
