@@ -40,7 +40,7 @@ from editagent.editors import (
 )
 from editagent.editors import stats as stats_module
 from editagent.editors import value as value_module
-from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit
+from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit, outputs_at
 from editagent.editors.base import AppliedEdit, WeightWriter
 from editagent.eval.editing import (
     MetricsConfig,
@@ -274,6 +274,50 @@ def test_rome_adds_exactly_delta_at_every_context_templates_key(cache: Path) -> 
     torch.testing.assert_close(written, written[:, :1].expand_as(written), rtol=1e-4, atol=1e-6)
     assert float(written[:, 0].norm()) > 0
     handle.undo()
+
+
+@pytest.mark.parametrize(("rule", "lr"), [("gradient", 0.3), ("adam", 0.05)])
+def test_one_value_step_moves_delta_by_lr_in_units_of_the_outputs_scale(rule: str, lr: float) -> None:
+    """The step is scale-free: one normalised gradient step moves δ by exactly lr·‖v‖; one Adam step moves every
+    coordinate by lr·rms(v), i.e. also lr·‖v‖ in norm, only spread over all directions."""
+    model = sharp_model("llama")
+    arch = ModelArch(model)
+    edit = WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target=near_miss(model, "x")[1])
+    config = RomeConfig(step_rule=rule, lr=lr, steps=1, stop_margin=None, stop_prob=1.0, weight_decay=0.0,
+                        kl_factor=0.0, n_context_templates=0)
+    fit = value_module.optimise_value(model, TOKENIZER, edit, arch.mlp_out(0), arch.value_dim(0), ["{}"], config)
+
+    assert fit.report.steps == 1
+    assert float(fit.delta.norm()) == pytest.approx(lr * float(fit.init.norm()), rel=1e-3)
+    spread = fit.delta.abs() / fit.delta.abs().max()
+    # Adam moves every coordinate by the same amount; the gradient step only where the gradient points.
+    assert (float(spread.min()) > 0.99) == (rule == "adam")
+
+
+def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) -> None:
+    model = sharp_model("llama")
+    memit = MEMIT(model, TOKENIZER, MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS), stats_texts=STATS_TEXTS,
+                  cache_dir=cache, progress=False)
+    texts = ("The old man feared the ocean", "We had dinner with Alice")
+    rows = [(TOKENIZER(text)["input_ids"], [2, 4]) for text in texts]
+    top = memit.arch.block(1)
+
+    def keys_at(layer: int) -> torch.Tensor:
+        return torch.cat([outputs_at(model, ids, at, memit.arch.mlp_out(layer), inputs=True) for ids, at in rows])
+
+    def current() -> torch.Tensor:
+        return torch.cat([outputs_at(model, ids, at, top, inputs=False) for ids, at in rows])
+
+    start = current()
+    goals = start + torch.randn(start.shape, generator=torch.Generator().manual_seed(0), dtype=start.dtype)
+    missing = {}
+    for passes in (1, 2):
+        memit.config = memit.config.model_copy(update={"passes": passes})
+        writer = WeightWriter(model)
+        memit.spread(goals, writer, keys_at=keys_at, current=current)
+        missing[passes] = float((goals - current()).norm())
+        writer.restore()
+    assert missing[2] < 0.7 * missing[1] < 0.7 * float((goals - start).norm())
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

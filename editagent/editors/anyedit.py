@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -66,20 +66,27 @@ class LongEdit(PromptedEdit):
 class AnyEditConfig(MemitConfig):
     """AnyEdit settings: MEMIT's (layers, λ, value optimisation) plus the window length.
 
-    Defaults measured on SmolLM2-135M-Instruct with a 107-token made-up biography: windows of 16 tokens, 60
-    steps and the bare prompt only reached greedy token recall 0.59 (24-token windows: values stalled near p 0.6
-    at 60 steps; context templates tripled the time without helping). ``clamp_norm_factor`` 2: a window's δ
-    carries up to ``window_tokens`` tokens, more than MEMIT's 0.75 (one short object) allows.
+    Defaults measured on SmolLM2-135M-Instruct with made-up biographies: windows of 16 tokens (8: more keys at
+    near-identical tokens fight in the least-squares write, recall 0.45 → 0.13 on one target; 24: values stalled
+    near p 0.6), Adam steps of 1·rms(v) for up to 60 steps (a window's δ carries 16 tokens, far from the small
+    δ the normalised gradient step is for), the bare prompt only (context templates tripled the time without
+    helping). Stopping on a greedy margin of 1 and writing the layer range twice (``passes``) raised mean token
+    recall on three targets from 0.66 to 0.82: the second pass closes half of what λC kept the first one from
+    writing. ``clamp_norm_factor`` 2: a window's δ carries up to ``window_tokens`` tokens, more than MEMIT's
+    0.75 (one short object) allows.
     """
 
     window_tokens: int = Field(16, ge=1, le=512, description="target tokens per window (one key/value each)")
+    step_rule: Literal["adam", "gradient"] = Field("adam", description="as in ROME/MEMIT (see there)")
+    lr: float = Field(1.0, gt=0, description="as in ROME/MEMIT; Adam's per-coordinate step in units of rms(v)")
     steps: int = Field(60, ge=0, description="most optimisation steps per window")
+    stop_margin: float | None = Field(1.0, ge=0, description="as in ROME/MEMIT")
+    passes: int = Field(2, ge=1, le=10, description="as in MEMIT")
     clamp_norm_factor: float = Field(2.0, gt=0, description="‖δ‖ ≤ this · ‖z‖ per window")
-    stop_margin: float | None = Field(None, ge=0, description="as in ROME/MEMIT; None: windows stop on stop_prob, "
-                                                              "the setting the defaults above were measured with")
     n_context_templates: int = Field(0, ge=0, le=10, description="prefixed copies of the prompt, besides the bare one")
     hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
-                                                         "position as it was (extra zero-change keys)")
+                                                         "position as it was (extra zero-change keys; without them "
+                                                         "recall fell from 0.41 to 0.26 on one target)")
 
 
 @dataclass

@@ -12,6 +12,9 @@ Normalisation of λ (``mom2_update_weight``): C_l = E[k kᵀ] is a per-token mea
 so λ weighs C like λ extra tokens. For a typical key kᵀC⁻¹k ≈ key_dim, so how much of R one layer
 writes depends on λ / key_dim; MEMIT's 15000 was set for GPT-J, whose keys are 16384 wide. The default
 keeps that ratio: λ = 15000 · key_dim / 16384 (1406 for SmolLM2-135M's 1536-wide keys).
+
+``passes`` > 1 runs step 2 again on what is still missing: λC keeps one pass short of Z, which matters when
+many positions must move together (AnyEdit's windows), not for one short fact.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class MemitConfig(ValueConfig):
     clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖ (δ is added to the residual stream "
                                                               "here, not to an MLP output as in ROME; MEMIT's 0.75)")
     mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 15000 · key_dim / 16384")
+    passes: int = Field(1, ge=1, le=10, description="times the layer range is written, each pass aiming at "
+                                                    "what the earlier ones left of the goals")
 
     @field_validator("layers")
     @classmethod
@@ -108,14 +113,15 @@ class MEMIT:
         the layer range, bottom up. ``keys_at(layer)`` gives the n keys [n, key_dim] with the weights as updated so
         far, ``current()`` the n top-layer outputs now; AnyEdit reuses this with keys taken at target windows."""
         moments = self.second_moments()
-        for i, layer in enumerate(self.layers):
-            keys = keys_at(layer).double()  # [n, in]
-            now = current().double()  # [n, hidden]
-            residual = (goals - now) / (len(self.layers) - i)
-            system = self.update_weight(layer) * moments[layer] + keys.T @ keys
-            update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
-            writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
-            logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
+        for _ in range(self.config.passes):
+            for i, layer in enumerate(self.layers):
+                keys = keys_at(layer).double()  # [n, in]
+                now = current().double()  # [n, hidden]
+                residual = (goals - now) / (len(self.layers) - i)
+                system = self.update_weight(layer) * moments[layer] + keys.T @ keys
+                update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
+                writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
+                logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
 
     def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
         """Write all ``edits`` at once; ``handle.undo()`` takes them out again."""
