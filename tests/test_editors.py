@@ -320,6 +320,34 @@ def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) 
     assert missing[2] < 0.7 * missing[1] < 0.7 * float((goals - start).norm())
 
 
+def test_memit_refit_raises_edits_the_write_left_short_of_the_stop_margin(cache: Path) -> None:
+    """A large λ keeps one write well short of the goals; a refit finds δ again on the written model and writes
+    again, lifting every edit's greedy margin (an edit already past the stop test would get δ = 0)."""
+    model = sharp_model("llama")
+    facts = [("I went to visit Paris", "Paris"), ("Everyone admires Tokyo", "Tokyo"),
+             ("My brother plays the violin", "violin"), ("The old man feared the ocean", "ocean")]
+    edits, tokens = [], []
+    for prompt, subject in facts:
+        token, word = near_miss(model, prompt)
+        edits.append(WeightEdit(prompt=prompt, subject=subject, target=word))
+        tokens.append(token)
+
+    def margins(refits: int) -> list[float]:
+        config = MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS, n_context_templates=0,
+                             mom2_update_weight=1e4, stop_margin=2.0, refits=refits)
+        handle = MEMIT(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache, progress=False).apply(edits)
+        found = []
+        for edit, token in zip(edits, tokens, strict=True):
+            logits = next_logits(model, edit.text)
+            found.append(float(logits[token] - logits.scatter(0, torch.tensor([token]), float("-inf")).max()))
+        handle.undo()
+        return found
+
+    once, refit = margins(0), margins(1)
+    assert min(once) < 2.0, once  # the write fell short of the stop test
+    assert all(after > before + 0.5 for before, after in zip(once, refit, strict=True)), (once, refit)
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_cached_prefix_logits_equal_a_full_forward(arch: str) -> None:
     """The value optimisation runs only the tokens from the subject on, over a cached prefix: it must see
