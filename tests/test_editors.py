@@ -483,7 +483,8 @@ def target_logprob(model: nn.Module, prompt: str, target: str) -> float:
     return float(logits.log_softmax(-1).gather(1, torch.tensor(wanted)[:, None]).sum())
 
 
-def test_anyedit_writes_a_long_target_window_by_window_and_undoes_exactly(cache: Path) -> None:
+@pytest.mark.parametrize("refits", [0, 1])
+def test_anyedit_writes_a_long_target_window_by_window_and_undoes_exactly(cache: Path, refits: int) -> None:
     model = sharp_model("llama")
     edit = LongEdit(prompt="The story of Paris", subject="Paris", target=LONG_TARGET)
     wanted = TOKENIZER(edit.target, add_special_tokens=False)["input_ids"]
@@ -491,7 +492,7 @@ def test_anyedit_writes_a_long_target_window_by_window_and_undoes_exactly(cache:
     before_lp = target_logprob(model, edit.text, edit.target)
     before_recall = token_recall(greedy_ids(model, TOKENIZER, [edit.text], len(wanted))[0], wanted)
     before = snapshot(model)
-    config = AnyEditConfig(layers=[0, 1], window_tokens=WINDOW, stats_tokens=STATS_TOKENS, steps=30)
+    config = AnyEditConfig(layers=[0, 1], window_tokens=WINDOW, stats_tokens=STATS_TOKENS, steps=30, refits=refits)
     handle = AnyEdit(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache, progress=False).apply(edit)
 
     assert len(handle.reports) == -(-len(wanted) // WINDOW)  # one value per window

@@ -82,6 +82,9 @@ class AnyEditConfig(MemitConfig):
     steps: int = Field(60, ge=0, description="most optimisation steps per window")
     stop_margin: float | None = Field(1.0, ge=0, description="as in ROME/MEMIT")
     passes: int = Field(2, ge=1, le=10, description="as in MEMIT")
+    refits: int = Field(0, ge=0, le=5, description="as in MEMIT, per window; off by default: on the three "
+                                                   "hardest targets one refit left token recall where it was "
+                                                   "(0.44, 0.36, 0.47)")
     clamp_norm_factor: float = Field(2.0, gt=0, description="‖δ‖ ≤ this · ‖z‖ per window")
     n_context_templates: int = Field(0, ge=0, le=10, description="prefixed copies of the prompt, besides the bare one")
     hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
