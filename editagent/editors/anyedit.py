@@ -208,23 +208,20 @@ class AnyEdit:
         def held_now() -> list[torch.Tensor]:
             return [outputs_at(self.model, ids, at, top, inputs=False) for ids, at in held]
 
+        # As in MEMIT: on the written model, windows the model no longer continues (by the stop test) get their
+        # value found again, with the earlier windows now coming from the weights; every other window site and
+        # held position aims at where it is now.
+        def goals_again() -> tuple[torch.Tensor, int]:
+            again = [self._fit(edit, window, top, width, []) for edit, window in
+                     tqdm(windows, desc="AnyEdit refit", disable=not self.progress, unit="window")]
+            goals_now = torch.cat([torch.stack([goal for goal, _, _ in again]).double(), *held_now()])
+            return goals_now, sum(report.steps > 0 for _, _, report in again)
+
         writer = WeightWriter(self.model)
         try:
             targets = torch.cat([torch.stack(goals).double(), *held_now()])
             self.memit.spread(targets, writer, keys_at=keys_at, current=current)
-            for _ in range(self.config.refits):
-                # As in MEMIT: on the written model, windows the model no longer continues (by the stop test) get
-                # their value found again, with the earlier windows now coming from the weights; every other
-                # window site and held position aims at where it is now.
-                again = [self._fit(edit, window, top, width, [])
-                         for edit, window in tqdm(windows, desc="AnyEdit refit", disable=not self.progress,
-                                                  unit="window")]
-                short = sum(report.steps > 0 for _, _, report in again)
-                if not short:
-                    break
-                logger.info("AnyEdit: %d of %d windows short after the write; writing again", short, len(windows))
-                targets = torch.cat([torch.stack([goal for goal, _, _ in again]).double(), *held_now()])
-                self.memit.spread(targets, writer, keys_at=keys_at, current=current)
+            self.memit.refit(writer, goals_again, keys_at=keys_at, current=current, unit="window")
         except BaseException:
             writer.restore()
             raise

@@ -135,10 +135,20 @@ class MEMIT:
                 writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
                 logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
 
-    def _values(self, items: Sequence[WeightEdit], top: nn.Module, width: int, desc: str, *,
-                quiet: bool = False) -> list[ValueFit]:
+    def refit(self, writer: WeightWriter, goals_again: Callable[[], tuple[torch.Tensor, int]], *,
+              keys_at: Callable[[int], torch.Tensor], current: Callable[[], torch.Tensor], unit: str) -> None:
+        """Step 3 of the module doc, up to ``refits`` rounds: ``goals_again()`` fits the values again on the written
+        model and gives the new goals (as for ``spread``) and how many ``unit``s fell short; stops when none did."""
+        for _ in range(self.config.refits):
+            goals, short = goals_again()
+            if not short:
+                return
+            logger.info("%d %ss short of the stop test after the write; writing again", short, unit)
+            self.spread(goals, writer, keys_at=keys_at, current=current)
+
+    def _values(self, items: Sequence[WeightEdit], top: nn.Module, width: int, desc: str) -> list[ValueFit]:
         return [optimise_value(self.model, self.tokenizer, edit, top, width, self.templates, self.config)
-                for edit in tqdm(items, desc=desc, disable=quiet or not self.progress, unit="edit")]
+                for edit in tqdm(items, desc=desc, disable=not self.progress, unit="edit")]
 
     def _goals(self, fits: Sequence[ValueFit], now: torch.Tensor) -> torch.Tensor:
         """Top-layer outputs wanted at every (edit, template) row: each row's own output plus its edit's δ."""
@@ -166,20 +176,18 @@ class MEMIT:
         def keys_at(layer: int) -> torch.Tensor:
             return template_keys(self.model, self.tokenizer, self.arch, layer, items, self.templates).flatten(0, 1)
 
+        # The write moves every position the subject's tokens reach, not just the one δ was fitted at, so an
+        # edit that met the stop test under the hook can fall short on the written model (a long target loses
+        # its last words); δ found again there, from the written weights, aims at what is missing. Edits
+        # already there get δ = 0 after one forward pass, and their goal is where they are.
+        def goals_again() -> tuple[torch.Tensor, int]:
+            again = self._values(items, top, width, "MEMIT refit")
+            return self._goals(again, current()), sum(fit.report.steps > 0 for fit in again)
+
         writer = WeightWriter(self.model)
         try:
             self.spread(self._goals(fits, current()), writer, keys_at=keys_at, current=current)
-            for _ in range(self.config.refits):
-                # The write moves every position the subject's tokens reach, not just the one δ was fitted at, so
-                # an edit that met the stop test under the hook can fall short on the written model (a long target
-                # loses its last words); δ found again there, from the written weights, aims at what is missing.
-                # Edits already there get δ = 0 after one forward pass, and their goal is where they are.
-                again = self._values(items, top, width, "MEMIT refit", quiet=True)
-                short = [fit for fit in again if fit.report.steps > 0]
-                if not short:
-                    break
-                logger.info("MEMIT: %d of %d edits short after the write; writing again", len(short), len(items))
-                self.spread(self._goals(again, current()), writer, keys_at=keys_at, current=current)
+            self.refit(writer, goals_again, keys_at=keys_at, current=current, unit="edit")
         except BaseException:
             writer.restore()
             raise
