@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
@@ -280,7 +281,8 @@ def fmt(value: Any) -> str:
 def markdown(result: dict[str, Any]) -> str:
     cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "locality_exact",
             "portability", "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
-    lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`", "",
+    threads = f" ({result['torch_threads']} torch threads)" if result.get("torch_threads") else ""
+    lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`{threads}", "",
              "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once. "
              "locality: unrelated prompts give the same answer (first clause of the greedy continuation) as before; "
              "locality_exact: the same first 8 greedy tokens.", "",
@@ -376,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     model, tok = load_causal_lm(args.model)
     result: dict[str, Any] = {"model": args.model, "command": command(), "rows": [], "scores": {},
-                              "edits": args.edits, "quick": args.quick}
+                              "edits": args.edits, "quick": args.quick, "torch_threads": torch.get_num_threads()}
     if {"rome", "memit"} & set(args.methods):  # the MQuAKE edits (and their no-edit reference row)
         run_mquake(args, model, tok, result)
     if "anyedit" in args.methods and args.long_targets:
@@ -388,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
     plot(result, stem.with_suffix(".png"))
-    update_summary(args.out / "editors_summary.json", result["rows"])
+    if args.quick:  # a smoke run's rows (10 edits) must not replace the headline rows
+        logger.info("--quick: %s not updated", args.out / "editors_summary.json")
+    else:
+        update_summary(args.out / "editors_summary.json", result["rows"])
     print(markdown(result))
     return 0
 

@@ -285,13 +285,39 @@ def test_one_value_step_moves_delta_by_lr_in_units_of_the_outputs_scale(rule: st
     edit = WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target=near_miss(model, "x")[1])
     config = RomeConfig(step_rule=rule, lr=lr, steps=1, stop_margin=None, stop_prob=1.0, weight_decay=0.0,
                         kl_factor=0.0, n_context_templates=0)
-    fit = value_module.optimise_value(model, TOKENIZER, edit, arch.mlp_out(0), arch.value_dim(0), ["{}"], config)
+    fit = value_module.optimise_values(model, TOKENIZER, [edit], arch.mlp_out(0), arch.value_dim(0), ["{}"],
+                                       config)[0]
 
     assert fit.report.steps == 1
     assert float(fit.delta.norm()) == pytest.approx(lr * float(fit.init.norm()), rel=1e-3)
     spread = fit.delta.abs() / fit.delta.abs().max()
     # Adam moves every coordinate by the same amount; the gradient step only where the gradient points.
     assert (float(spread.min()) > 0.99) == (rule == "adam")
+
+
+@pytest.mark.parametrize("rule", ["gradient", "adam"])
+def test_values_fitted_in_one_batch_equal_values_fitted_one_at_a_time(rule: str) -> None:
+    """Each edit in a batch has its own δ, loss and stop test, and leaves the batch when it stops: the δ, step
+    count and probabilities match a fit of that edit alone (a shared optimiser, a shared stop or a row fed the
+    wrong δ would not)."""
+    model = sharp_model("llama")
+    arch = ModelArch(model)
+    edits = []
+    for prompt, subject in [("I went to visit Paris", "Paris"), ("Everyone admires Tokyo", "Tokyo"),
+                            ("My brother plays the violin", "violin"), ("The old man feared the ocean", "ocean")]:
+        edits.append(WeightEdit(prompt=prompt, subject=subject, target=near_miss(model, prompt)[1]))
+    edits.append(WeightEdit(prompt="We had dinner with Alice", subject="Alice", target="the ocean and the river"))
+    config = MemitConfig(step_rule=rule, lr=0.05 if rule == "adam" else 0.1, steps=12, stop_margin=1.0)
+    site, width, templates = arch.block(1), arch.value_dim(1), value_module.context_templates(2)
+    together = value_module.optimise_values(model, TOKENIZER, edits, site, width, templates, config)
+    alone = [value_module.optimise_values(model, TOKENIZER, [e], site, width, templates, config)[0] for e in edits]
+
+    assert len({fit.report.steps for fit in alone}) > 1  # some stop early, so the batch really shrinks
+    for one, other in zip(together, alone, strict=True):
+        assert one.report.steps == other.report.steps
+        torch.testing.assert_close(one.delta, other.delta, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(one.init, other.init)
+        assert one.report.prob_after == pytest.approx(other.report.prob_after, rel=1e-3)
 
 
 def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) -> None:

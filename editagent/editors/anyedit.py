@@ -10,7 +10,7 @@ are written in ONE MEMIT least-squares update over the MEMIT layer range (``MEMI
 of one edit, and several edits, do not overwrite each other.
 
 Differences from the paper's code: context templates wrap the prompt as in MEMIT (not sampled from the
-model); values are fitted with the shared ``value.fit_value`` (no KL term: the site is not the subject,
+model); values are fitted with the shared ``value.fit_values`` (no KL term: the site is not the subject,
 so there is no "{} is a" row to hold); all windows of all edits go into one update.
 
 The handle is an ordinary ``AppliedEdit`` (``undo()`` exact, ``save()``/``apply_deltas``); its ``edits`` list is
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from editagent.editors.base import AppliedEdit, EditReport, PromptedEdit, WeightWriter, fill
 from editagent.editors.memit import MEMIT, MemitConfig
 from editagent.editors.stats import StopForward
-from editagent.editors.value import capture_at_subject, context_templates, fit_value, make_batch
+from editagent.editors.value import ValueProblem, capture_at_subject, context_templates, fit_values, make_batch
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -237,6 +237,6 @@ class AnyEdit:
         prefix_deltas = [(row, len(before.contexts[row]) - 1, delta) for before, delta in earlier
                          for row in range(len(window.contexts))]
         text = self.tokenizer.decode(window.tokens)
-        fit = fit_value(self.model, self.tokenizer, rows, window.tokens, top, width, self.config,
-                        n_rewrite=len(rows), subject=edit.subject, target_text=text, prefix_deltas=prefix_deltas)
+        problem = ValueProblem(rows, window.tokens, len(rows), edit.subject, text, prefix_deltas)
+        fit = fit_values(self.model, self.tokenizer, [problem], top, width, self.config)[0]
         return fit.init + fit.delta, fit.delta, fit.report

@@ -34,7 +34,7 @@ from torch import nn
 from editagent.editors.arch import ModelArch
 from editagent.editors.base import AppliedEdit, EditReport, WeightEdit, WeightWriter, as_edits, model_fingerprint
 from editagent.editors.stats import key_second_moment
-from editagent.editors.value import ValueConfig, context_templates, optimise_value, template_keys
+from editagent.editors.value import ValueConfig, context_templates, optimise_values, template_keys
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class ROME:
         eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
         gram = gram + self.config.key_ridge * gram.diagonal().mean() * eye
         direction = whitened @ torch.linalg.solve(gram, eye.sum(dim=1))  # u with u·k_t = 1 for every t
-        fit = optimise_value(self.model, self.tokenizer, edit, self.arch.mlp_out(self.layer),
-                             self.arch.value_dim(self.layer), self.templates, self.config)
+        fit = optimise_values(self.model, self.tokenizer, [edit], self.arch.mlp_out(self.layer),
+                              self.arch.value_dim(self.layer), self.templates, self.config)[0]
         update = torch.outer(fit.delta.double(), direction)  # [out, in]
         writer.add(self.arch.weight_name(self.layer), self.arch.to_param_layout(update))
         report = fit.report.model_copy(update={"seconds": time.perf_counter() - start})
