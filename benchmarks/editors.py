@@ -173,6 +173,10 @@ def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n
 
 def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
     cases = load_mquake(args.data / "MQuAKE-CF-3k-dev600.json")
+    if args.timing_only:
+        memit = MEMIT(model, tok)
+        add_memit_timing(args, result, memit, cases, timed_stats(memit.second_moments))
+        return
     clozes = load_cloze_templates(args.data / "cloze_templates.json")
     selected = cases[: args.edits]
     probes = [probe_for(case, 0, clozes) for case in selected]
@@ -207,7 +211,18 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
             rows.append(row(args, summary, "memit", n, seconds_per_edit=timed.per_edit, stats_seconds=stats,
                             seconds_per_edit_with_stats=(timed.seconds + stats) / timed.edits,
                             peak_rss_mb=peak_rss_mb()))
-        result["memit_timing"] = memit_timing(args, memit, cases, stats)
+        add_memit_timing(args, result, memit, cases, stats)
+
+
+def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: MEMIT, cases: Sequence[Any],
+                     stats: float) -> None:
+    """The timing table, and a summary row (no quality metrics) for each batch size that the quality pass does
+    not cover with a row of its own (it has one edit and ``--edits`` edits)."""
+    result["memit_timing"] = memit_timing(args, memit, cases, stats)
+    for timing in result["memit_timing"]:
+        if timing["n_edits"] not in (1, args.edits):
+            result["rows"].append(row(args, None, "memit", timing["n_edits"], mode="timing", stats_seconds=stats,
+                                      **{k: v for k, v in timing.items() if k != "n_edits"}))
 
 
 def memit_timing(args: argparse.Namespace, memit: MEMIT, cases: Sequence[Any], stats: float) -> list[dict[str, Any]]:
@@ -236,7 +251,9 @@ def run_long(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, A
     stats = timed_stats(memit.second_moments) + timed_stats(anyedit.memit.second_moments)
     records = []
     times = {"anyedit": Timed(lambda e: anyedit.apply(e)), "memit-long": Timed(lambda e: memit.apply(e))}
-    peaks = {"anyedit": 0.0, "memit-long": 0.0}
+    if not args.long_baseline:
+        del times["memit-long"]
+    peaks = dict.fromkeys(times, 0.0)
     for prompt, subject, text in tqdm(LONG_TARGETS[: args.long_targets], desc="long targets", unit="target"):
         edit = LongEdit(prompt=prompt, subject=subject, target=text)
         wanted = list(tok(edit.target, add_special_tokens=False)["input_ids"])
@@ -247,6 +264,8 @@ def run_long(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, A
         # MEMIT's WeightEdit takes short objects; model_construct skips that check so MEMIT gets the whole target.
         whole = WeightEdit.model_construct(prompt=prompt, subject=subject, target=edit.target)
         for method, request in (("anyedit", [edit]), ("memit-long", [whole])):
+            if method not in times:
+                continue
             reset_peak()
             handle = times[method](request)
             peaks[method] = max(peaks[method], peak_rss_mb())
@@ -255,11 +274,11 @@ def run_long(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, A
             record[f"{method}_locality"] = scorer.locality()
             record[f"{method}_text"] = tok.decode(generated)[:400]
             handle.undo()
-        logger.info("long target %r: recall before %.2f, AnyEdit %.2f, MEMIT %.2f", subject, record["before"],
-                    record["anyedit"], record["memit-long"])
+        logger.info("long target %r: recall before %.2f, AnyEdit %.2f, MEMIT %s", subject, record["before"],
+                    record["anyedit"], fmt(record.get("memit-long")))
         records.append(record)
     result["long_targets"] = records
-    for method in ("anyedit", "memit-long"):
+    for method in times:
         recalls = [r[method] for r in records]
         result["rows"].append(row(
             args, None, method, 1, token_recall=sum(recalls) / len(recalls),
@@ -297,7 +316,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "Long targets, token recall (LCS of greedy tokens / target tokens):", "",
                   "| subject | tokens | before | AnyEdit | MEMIT (whole target) |", "|---|---|---|---|---|"]
         lines += [f"| {r['subject']} | {r['target_tokens']} | {r['before']:.2f} | {r['anyedit']:.2f} | "
-                  f"{r['memit-long']:.2f} |" for r in result["long_targets"]]
+                  f"{fmt(r.get('memit-long'))} |" for r in result["long_targets"]]
     return "\n".join(lines) + "\n"
 
 
@@ -309,7 +328,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = ("reliability", "generalization", "locality", "portability")
-    rows = [r for r in result["rows"] if r.get("mode")]
+    rows = [r for r in result["rows"] if r.get("mode") not in (None, "timing")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.8 / max(1, len(rows))
     for i, r in enumerate(rows):
@@ -323,7 +342,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     if longs:
         x = range(len(longs))
         for j, key in enumerate(("before", "memit-long", "anyedit")):
-            axes[1].bar([i + j * 0.27 for i in x], [r[key] for r in longs], 0.27, label=key)
+            if key in longs[0]:
+                axes[1].bar([i + j * 0.27 for i in x], [r[key] for r in longs], 0.27, label=key)
         axes[1].set_xticks([i + 0.27 for i in x], [r["subject"][:12] for r in longs], rotation=30, fontsize=7)
         axes[1].axhline(RECALL_GOAL, color="grey", linestyle=":")
         axes[1].set_ylim(0, 1)
@@ -358,6 +378,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-targets", type=int, default=len(LONG_TARGETS))
     parser.add_argument("--memit-sizes", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--locality-prompts", type=int, default=10)
+    parser.add_argument("--timing-only", action="store_true",
+                        help="MEMIT: only the --memit-sizes timing (no quality pass, no no-edit row)")
+    parser.add_argument("--no-long-baseline", dest="long_baseline", action="store_false",
+                        help="skip plain MEMIT on the long targets (25 value steps of a 100-token target: about "
+                             "3 minutes a target here; its summary row is then left as it was)")
     parser.add_argument("--data", type=Path, default=DATA, help="folder with MQuAKE-CF-3k-dev600.json")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="10 edits, MEMIT at 1/10 only, 3 long targets")

@@ -40,7 +40,7 @@ from editagent.editors import (
 )
 from editagent.editors import stats as stats_module
 from editagent.editors import value as value_module
-from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit, outputs_at
+from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit, choose_window_starts, outputs_at
 from editagent.editors.base import AppliedEdit, WeightWriter
 from editagent.eval.editing import (
     MetricsConfig,
@@ -320,6 +320,33 @@ def test_values_fitted_in_one_batch_equal_values_fitted_one_at_a_time(rule: str)
         assert one.report.prob_after == pytest.approx(other.report.prob_after, rel=1e-3)
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_blocks_below_the_site_run_once_and_the_values_match_running_them_every_step(arch: str) -> None:
+    """Blocks under the site see no δ, so their suffix outputs are recorded on the first step and replayed: the fit
+    is the same as one that runs them every step, and the block under the site's MLP runs once per prefix/suffix."""
+    model = sharp_model(arch)
+    arch_ = ModelArch(model)
+    edit = WeightEdit(prompt="I went to visit Paris", subject="Paris", target="the ocean and the river")
+    config = MemitConfig(steps=6, stop_margin=None, stop_prob=1.0)
+    problem = value_module.edit_problem(TOKENIZER, edit, value_module.context_templates(1))
+    calls = {True: 0, False: 0}
+    fits = {}
+    for replay in (True, False):
+        def count(*_args: Any, _replay: bool = replay) -> None:
+            calls[_replay] += 1
+        handle = arch_.mlp_out(0).register_forward_hook(count)
+        try:
+            fits[replay] = value_module.fit_values(model, TOKENIZER, [problem], arch_.block(1), arch_.value_dim(1),
+                                                   config, replay=replay)[0]
+        finally:
+            handle.remove()
+
+    assert value_module.blocks_below(model, arch_.mlp_out(1)) == [arch_.block(0)]
+    assert fits[True].report.steps == fits[False].report.steps == 6
+    torch.testing.assert_close(fits[True].delta, fits[False].delta, rtol=1e-4, atol=1e-6)
+    assert calls[True] == 2 < calls[False] == 8  # prefix + first step, against prefix + every one of 7 passes
+
+
 def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) -> None:
     model = sharp_model("llama")
     memit = MEMIT(model, TOKENIZER, MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS), stats_texts=STATS_TEXTS,
@@ -340,7 +367,7 @@ def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) 
     for passes in (1, 2):
         memit.config = memit.config.model_copy(update={"passes": passes})
         writer = WeightWriter(model)
-        memit.spread(goals, writer, keys_at=keys_at, current=current)
+        memit.spread(goals, writer, lambda layer: (keys_at(layer), current()))
         missing[passes] = float((goals - current()).norm())
         writer.restore()
     assert missing[2] < 0.7 * missing[1] < 0.7 * float((goals - start).norm())
@@ -528,6 +555,18 @@ def test_anyedit_writes_a_long_target_window_by_window_and_undoes_exactly(cache:
     assert handle.method == "anyedit" and set(handle.originals) == {ModelArch(model).weight_name(i) for i in (0, 1)}
     handle.undo()
     assert_same_weights(model, before)
+
+
+def test_window_starts_fall_before_the_most_distinctive_key_within_the_allowed_lengths() -> None:
+    scores = [0.0] * 40
+    scores[13], scores[26] = 5.0, 4.0  # keys at content words
+    assert choose_window_starts(scores, 40, longest=16, shortest=10) == [0, 13, 26]
+    scores[28] = 9.0  # within 10..16 of 13: preferred to 26
+    assert choose_window_starts(scores, 40, longest=16, shortest=10) == [0, 13, 28]
+    scores[31] = 99.0  # beyond the longest window from 13: never reached
+    assert 31 not in choose_window_starts(scores, 40, longest=16, shortest=10)
+    assert choose_window_starts([0.0] * 40, 40, longest=16, shortest=10) == [0, 16, 32]  # ties: the longest window
+    assert choose_window_starts([1.0] * 10, 10, longest=16, shortest=10) == [0]  # fits in one window
 
 
 def test_long_edit_keeps_newlines_and_names_the_field() -> None:

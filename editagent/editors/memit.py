@@ -45,15 +45,17 @@ from editagent.editors.stats import key_second_moments
 from editagent.editors.value import (
     ValueConfig,
     ValueFit,
+    capture_all_at_subject,
     capture_at_subject,
     context_templates,
     make_batch,
     optimise_values,
     subject_row,
-    template_keys,
 )
 
 logger = logging.getLogger(__name__)
+
+Measure = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # layer -> (keys there, top-layer outputs), now
 
 UPDATE_WEIGHT_PER_KEY_DIM = 1.3
 
@@ -124,24 +126,23 @@ class MEMIT:
                 cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint))
         return {layer: self._moments[layer] for layer in self.layers}
 
-    def spread(self, goals: torch.Tensor, writer: WeightWriter, *, keys_at: Callable[[int], torch.Tensor],
-               current: Callable[[], torch.Tensor]) -> None:
+    def spread(self, goals: torch.Tensor, writer: WeightWriter, measure: Measure) -> None:
         """Step 2 of the module doc: write ``goals`` [n, hidden] (top-layer outputs wanted at n key positions) over
-        the layer range, bottom up. ``keys_at(layer)`` gives the n keys [n, key_dim] with the weights as updated so
-        far, ``current()`` the n top-layer outputs now; AnyEdit reuses this with keys taken at target windows."""
+        the layer range, bottom up. ``measure(layer)`` gives, with the weights as updated so far, the n keys at
+        ``layer`` [n, key_dim] and the n top-layer outputs [n, hidden]; AnyEdit reuses this with keys taken at
+        target windows."""
         moments = self.second_moments()
         for _ in range(self.config.passes):
             for i, layer in enumerate(self.layers):
-                keys = keys_at(layer).double()  # [n, in]
-                now = current().double()  # [n, hidden]
+                keys, now = (tensor.double() for tensor in measure(layer))  # [n, in], [n, hidden]
                 residual = (goals - now) / (len(self.layers) - i)
                 system = self.update_weight(layer) * moments[layer] + keys.T @ keys
                 update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
                 writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
                 logger.debug("MEMIT layer %d: residual norm %.3f", layer, float(residual.norm(dim=1).mean()))
 
-    def refit(self, writer: WeightWriter, goals_again: Callable[[], tuple[torch.Tensor, int]], *,
-              keys_at: Callable[[int], torch.Tensor], current: Callable[[], torch.Tensor], unit: str) -> None:
+    def refit(self, writer: WeightWriter, goals_again: Callable[[], tuple[torch.Tensor, int]], measure: Measure, *,
+              unit: str) -> None:
         """Step 3 of the module doc, up to ``refits`` rounds: ``goals_again()`` fits the values again on the written
         model and gives the new goals (as for ``spread``) and how many ``unit``s fell short; stops when none did."""
         for _ in range(self.config.refits):
@@ -149,7 +150,7 @@ class MEMIT:
             if not short:
                 return
             logger.info("%d %ss short of the stop test after the write; writing again", short, unit)
-            self.spread(goals, writer, keys_at=keys_at, current=current)
+            self.spread(goals, writer, measure)
 
     def _values(self, items: Sequence[WeightEdit], top: nn.Module, width: int, desc: str) -> list[ValueFit]:
         fits: list[ValueFit] = []
@@ -184,8 +185,9 @@ class MEMIT:
         def current() -> torch.Tensor:
             return capture_at_subject(self.model, every, top, inputs=False)
 
-        def keys_at(layer: int) -> torch.Tensor:
-            return template_keys(self.model, self.tokenizer, self.arch, layer, items, self.templates).flatten(0, 1)
+        def measure(layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # one forward for both
+            keys, now = capture_all_at_subject(self.model, every, [(self.arch.mlp_out(layer), True), (top, False)])
+            return keys, now
 
         # The write moves every position the subject's tokens reach, not just the one δ was fitted at, so an
         # edit that met the stop test under the hook can fall short on the written model (a long target loses
@@ -197,8 +199,8 @@ class MEMIT:
 
         writer = WeightWriter(self.model)
         try:
-            self.spread(self._goals(fits, current()), writer, keys_at=keys_at, current=current)
-            self.refit(writer, goals_again, keys_at=keys_at, current=current, unit="edit")
+            self.spread(self._goals(fits, current()), writer, measure)
+            self.refit(writer, goals_again, measure, unit="edit")
         except BaseException:
             writer.restore()
             raise
