@@ -163,7 +163,7 @@ def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n
         ) -> dict[str, Any]:
     base: dict[str, Any] = {"model": args.model, "method": method, "n_edits": n_edits,
                             "reliability": None, "generalization": None, "locality": None, "portability": None,
-                            "seconds_per_edit": None, "command": command()}
+                            "seconds_per_edit": None, "command": command(), "torch_threads": torch.get_num_threads()}
     if summary is not None:
         base |= {k: getattr(summary, k) for k in ("reliability", "generalization", "locality", "locality_exact",
                                                    "portability", "fluency", "n_portability")} | {
@@ -334,10 +334,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for i, r in enumerate(rows):
         axes[0].bar([m + i * width for m in range(len(metrics))], [r.get(k) or 0 for k in metrics], width,
                     label=f"{r['method']} ({r['mode']}, {r['n_edits']})")
-    axes[0].set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics)
-    axes[0].set_ylim(0, 1)
-    axes[0].legend(fontsize=7)
-    axes[0].set_title("MQuAKE edits (greedy generation)")
+    if rows:
+        axes[0].set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics)
+        axes[0].set_ylim(0, 1)
+        axes[0].legend(fontsize=7)
+        axes[0].set_title("MQuAKE edits (greedy generation)")
+    elif result.get("memit_timing"):  # a --timing-only run
+        timing = result["memit_timing"]
+        axes[0].bar([str(t["n_edits"]) for t in timing], [t["seconds_per_edit"] for t in timing])
+        axes[0].set_xlabel("edits written at once")
+        axes[0].set_ylabel("seconds per edit")
+        axes[0].set_title("MEMIT time per edit")
     longs = result.get("long_targets", [])
     if longs:
         x = range(len(longs))
@@ -348,7 +355,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes[1].axhline(RECALL_GOAL, color="grey", linestyle=":")
         axes[1].set_ylim(0, 1)
         axes[1].legend(fontsize=7)
-    axes[1].set_title("long targets: token recall")
+        axes[1].set_title("long targets: token recall")
+    else:
+        axes[1].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

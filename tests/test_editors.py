@@ -450,6 +450,20 @@ def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(cache: Path,
     assert_same_weights(model, middle)
 
 
+def test_undo_in_last_in_first_out_order_gives_no_warning(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The later edit's undo bumps the weights' version but leaves exactly what the earlier edit wrote."""
+    model = sharp_model("llama")
+    before = snapshot(model)
+    rome = rome_for(model, cache)
+    first = rome.apply(WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target="river"))
+    second = rome.apply(WeightEdit(prompt="My uncle comes from Tokyo", subject="Tokyo", target="music"))
+    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
+        second.undo()
+        first.undo()
+    assert "out of last-in-first-out order" not in caplog.text
+    assert_same_weights(model, before)
+
+
 def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(cache: Path, tmp_path: Path) -> None:
     model = sharp_model("qwen2")
     fingerprint = model_fingerprint(model)

@@ -182,6 +182,7 @@ class AppliedEdit:
         self._params = {name: params[name] for name in originals}
         self.deltas = {name: (param.detach() - originals[name]) for name, param in self._params.items()}
         self._versions = {name: param._version for name, param in self._params.items()}
+        self._digests = {name: _digest(param) for name, param in self._params.items()}
         self.undone = False
 
     def undo(self) -> None:
@@ -189,7 +190,10 @@ class AppliedEdit:
         if self.undone:
             logger.warning("%s edit already undone; nothing to do", self.method)
             return
-        changed = [name for name, param in self._params.items() if param._version != self._versions[name]]
+        # A later edit's undo also bumps the version while putting back exactly what this edit left, so a bumped
+        # version only counts as a change when the contents differ too.
+        changed = [name for name, param in self._params.items()
+                   if param._version != self._versions[name] and _digest(param) != self._digests[name]]
         if changed:
             logger.warning("undoing a %s edit out of last-in-first-out order: %s changed after it; they get back "
                            "the tensors from before this edit, dropping the later change", self.method, changed)
@@ -211,6 +215,12 @@ class AppliedEdit:
     def __repr__(self) -> str:
         state = "undone" if self.undone else "applied"
         return f"AppliedEdit({self.method}, {len(self.edits)} edits, {len(self.originals)} weights, {state})"
+
+
+def _digest(param: torch.Tensor) -> tuple[float, float]:
+    """Sums that tell whether a weight still holds what an edit left (cheap, unlike keeping a second copy)."""
+    values = param.detach().double()
+    return float(values.sum()), float((values * values).sum())
 
 
 class WeightWriter:
