@@ -52,7 +52,7 @@ def test_prefix_is_held_once_per_batch_where_the_model_takes_a_pluggable_attenti
     prompts = [PREFIX + q for q in QUESTIONS[:3]]
     logits, cache, mask, _ = llm._forward_batch([llm._encode(p, special=True)[5:] for p in prompts], PREFIX, 5)
     assert logits.shape[0] == 3 and mask.shape[1] == 5 + logits.shape[1]
-    if arch == "gptj":  # GPT-J's attention is not pluggable in transformers: the prefix is copied per row
+    if not shared_prefix.supports_shared_prefix(llm.model):  # e.g. GPT-J in older transformers: copied per row
         assert not llm._shared and cache.layers[0].keys.shape[0] == 3
         return
     assert llm._shared
