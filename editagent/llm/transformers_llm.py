@@ -14,7 +14,7 @@ GPT-NeoX and most current decoders), the prefix's keys and values are held once
 for the whole batch and attended to by ``shared_prefix``'s attention function
 rather than copied into every row: each decoding step then reads the prefix once,
 not once per row. It also lets sliding-window models (Gemma 3) use the cached
-prefix, since the window is applied by the mask. Other models (GPT-J before transformers 5.24) get the
+prefix, since the window is applied by the mask. Other models (GPT-J in older transformers releases) get the
 prefix copied per row, and sliding-window ones among them no prefix cache.
 
 While decoding, the cache appends each token into room reserved up front
