@@ -73,8 +73,9 @@ class MemitConfig(ValueConfig):
                                                              "of δ is also written into every other key's output "
                                                              "(50 edits: answer locality 0.894 → 0.898)")
     value_batch: int = Field(1, ge=1, description="edits whose values are fitted together in one batch, each with "
-                                                  "its own δ and stop test; raise it on a GPU (on a 2-core CPU, "
-                                                  "8 or 16 ran at 0.91x or 0.83x the speed of one at a time)")
+                                                  "its own δ and stop test; raise it on a GPU (on this CPU, one "
+                                                  "thread, 8 or 16 ran at 0.73x or 0.54x the speed of one at a time: "
+                                                  "each edit that stops rebuilds the batch and its replayed blocks)")
     refits: int = Field(1, ge=0, le=5, description="rounds of: check every edit on the written model, find δ "
                                                    "again for those short of the stop test, write again")
 
