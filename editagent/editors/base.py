@@ -219,8 +219,8 @@ class AppliedEdit:
 
 def _digest(param: torch.Tensor) -> tuple[float, float]:
     """Sums that tell whether a weight still holds what an edit left (cheap, unlike keeping a second copy)."""
-    values = param.detach().double()
-    return float(values.sum()), float((values * values).sum())
+    values = param.detach()  # float64 accumulation without a float64 copy of the weight
+    return float(values.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(values, dtype=torch.float64))
 
 
 class WeightWriter:
