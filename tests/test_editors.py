@@ -175,6 +175,22 @@ def test_unknown_architecture_error_names_model_type_and_fix() -> None:
         del ARCH_SPECS["broken"]
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_memit_and_anyedit_refuse_a_model_that_normalises_the_mlp_output(arch: str, cache: Path) -> None:
+    """Gemma 3 normalises the MLP output before the residual stream, which MEMIT's update does not model (on
+    Gemma-3-270M one edit changed every unrelated answer): the error names the norm and points to ROME."""
+    model = sharp_model(arch)
+    normalised = ModelArch(model).spec.mlp_output_norm is not None
+    assert normalised == (arch == "gemma3")
+    config = {"layers": [0, 1], "stats_tokens": STATS_TOKENS}
+    for editor in (MEMIT, AnyEdit):
+        if normalised:
+            with pytest.raises(UnsupportedArchitecture, match=r"post_feedforward_layernorm.*use ROME"):
+                editor(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache)
+        else:
+            assert editor(model, TOKENIZER, config, stats_texts=STATS_TEXTS, cache_dir=cache).layers == [0, 1]
+
+
 def test_default_layers_scale_with_depth() -> None:
     config = tiny_config("llama", len(TOKENIZER))
     config.num_hidden_layers = 30

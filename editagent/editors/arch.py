@@ -11,6 +11,7 @@ layout ``[in, out]`` where needed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class ArchSpec:
     final_norm: str
     unembed: str
     conv1d: bool = False  # GPT-2 ``Conv1D`` stores its weight as [in, out]; ``nn.Linear`` as [out, in]
+    mlp_output_norm: str | None = None  # a norm inside the block between the MLP's output and the residual stream
     rome_depth: float = 0.2
     memit_depth: tuple[float, float] = (0.12, 0.28)
 
@@ -51,7 +53,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     "llama": _LLAMA_LIKE,  # also SmolLM/SmolLM2
     "qwen2": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
-    "gemma3_text": _LLAMA_LIKE,  # Gemma3ForCausalLM (the text-only model)
+    # Gemma3ForCausalLM (the text-only model); its MLP output is normalised before it joins the residual stream.
+    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, mlp_output_norm="post_feedforward_layernorm"),
     "gpt2": ArchSpec(blocks="transformer.h", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj", final_norm="transformer.ln_f",
                      unembed="lm_head", conv1d=True, rome_depth=0.35, memit_depth=(0.27, 0.35)),
     "gptj": ArchSpec(blocks="transformer.h", mlp_in="mlp.fc_in", mlp_out="mlp.fc_out", final_norm="transformer.ln_f",
@@ -118,6 +121,8 @@ class ModelArch:
         for layer in range(len(self.blocks)):  # fail now, not halfway through an edit
             self.mlp_in(layer)
             self.mlp_out(layer)
+            if self.spec.mlp_output_norm is not None:
+                _resolve(self.blocks[layer], self.spec.mlp_output_norm, self.model_type)
 
     @property
     def n_layers(self) -> int:

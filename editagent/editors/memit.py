@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
-from editagent.editors.arch import ModelArch
+from editagent.editors.arch import ModelArch, UnsupportedArchitecture
 from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, fill, model_fingerprint
 from editagent.editors.stats import key_second_moments
 from editagent.editors.value import (
@@ -97,6 +97,14 @@ class MEMIT:
         self.tokenizer = tokenizer
         self.config = config if isinstance(config, MemitConfig) else MemitConfig.model_validate(config or {})
         self.arch = ModelArch(model)
+        if self.arch.spec.mlp_output_norm is not None:
+            # The update is solved in the residual stream, which a normalised MLP output does not add to linearly:
+            # on Gemma-3-270M one MEMIT edit changed every unrelated answer (ROME, fitted at the down projection's
+            # own output, kept 0.975 of them).
+            raise UnsupportedArchitecture(
+                f"model_type {self.arch.model_type!r}: MEMIT (and AnyEdit) write the residual stream through the MLP's "
+                f"down projection, but this model normalises the MLP output first ({self.arch.spec.mlp_output_norm}), "
+                "which their update does not model; use ROME for this model")
         chosen = self.config.layers if self.config.layers is not None else self.arch.memit_layers
         self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
         self.templates = context_templates(self.config.n_context_templates)
