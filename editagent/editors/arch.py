@@ -41,7 +41,7 @@ class ArchSpec:
     final_norm: str
     unembed: str
     conv1d: bool = False  # GPT-2 ``Conv1D`` stores its weight as [in, out]; ``nn.Linear`` as [out, in]
-    mlp_output_norm: str | None = None  # a norm inside the block between the MLP's output and the residual stream
+    mlp_output_norm: str | None = None  # an RMSNorm inside the block between the MLP's output and the residual stream
     rome_depth: float = 0.2
     memit_depth: tuple[float, float] = (0.12, 0.28)
 
@@ -54,7 +54,11 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     "qwen2": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     # Gemma3ForCausalLM (the text-only model); its MLP output is normalised before it joins the residual stream.
-    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, mlp_output_norm="post_feedforward_layernorm"),
+    # MEMIT writes only the top layer of the usual range: on Gemma-3-270M (10 MQuAKE edits, answer locality, one
+    # at a time / 10 at once) layers 2-5 gave 0.765 / 0.40, 3-5 0.85, 4-5 0.895 / 0.55, layer 5 alone 0.95 / 0.75,
+    # reliability 1.00 throughout: each lower layer's write, linearised through its norm, disturbs more than it adds.
+    "gemma3_text": dataclasses.replace(_LLAMA_LIKE, mlp_output_norm="post_feedforward_layernorm",
+                                       memit_depth=(0.28, 0.28)),
     "gpt2": ArchSpec(blocks="transformer.h", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj", final_norm="transformer.ln_f",
                      unembed="lm_head", conv1d=True, rome_depth=0.35, memit_depth=(0.27, 0.35)),
     "gptj": ArchSpec(blocks="transformer.h", mlp_in="mlp.fc_in", mlp_out="mlp.fc_out", final_norm="transformer.ln_f",
@@ -121,8 +125,7 @@ class ModelArch:
         for layer in range(len(self.blocks)):  # fail now, not halfway through an edit
             self.mlp_in(layer)
             self.mlp_out(layer)
-            if self.spec.mlp_output_norm is not None:
-                _resolve(self.blocks[layer], self.spec.mlp_output_norm, self.model_type)
+            self.mlp_output_norm(layer)
 
     @property
     def n_layers(self) -> int:
@@ -143,6 +146,32 @@ class ModelArch:
     def mlp_out(self, layer: int) -> nn.Module:
         """The down projection: input = key, output = value added to the residual stream."""
         return _resolve(self.block(layer), self.spec.mlp_out, self.model_type)
+
+    def mlp_output_norm(self, layer: int) -> nn.Module | None:
+        """The norm between the MLP's output and the residual stream (Gemma 3), or None where the output is added."""
+        if self.spec.mlp_output_norm is None:
+            return None
+        return _resolve(self.block(layer), self.spec.mlp_output_norm, self.model_type)
+
+    @torch.no_grad()
+    def output_divisor(self, layer: int, outputs: torch.Tensor) -> torch.Tensor | None:
+        """What the norm after the MLP (``mlp_output_norm``) divides each output y [..., value_dim] by: rms(y), or
+        √(mean(y²) + ε) where ε matters, read from the module as ‖g ⊙ y‖ / ‖norm(y)‖ with g its gain; shape [...].
+        None where the MLP output is added as it is."""
+        norm = self.mlp_output_norm(layer)
+        if norm is None:
+            return None
+        gain = self.output_gain(layer).to(outputs)
+        return (outputs * gain).norm(dim=-1) / norm(outputs).norm(dim=-1).clamp_min(torch.finfo(outputs.dtype).tiny)
+
+    @torch.no_grad()
+    def output_gain(self, layer: int) -> torch.Tensor:
+        """The gain g [value_dim] of the RMSNorm after the MLP, read generically as ``norm(1)``."""
+        norm = self.mlp_output_norm(layer)
+        if norm is None:
+            raise EditError(f"layer {layer}: this {self.model_type} model adds its MLP output without a norm")
+        weight = self.weight(layer)
+        return norm(torch.ones(1, self.value_dim(layer), dtype=weight.dtype, device=weight.device))[0]
 
     def weight_name(self, layer: int) -> str:
         """The down projection weight's name in ``model.named_parameters()``."""

@@ -1,12 +1,17 @@
 """MEMIT: many facts at once, spread over a range of MLP layers (Meng et al., 2023).
 
 1. For each edit, a target hidden state z_i at the top layer L of the range: the block output at the
-   subject's last token plus a δ_i optimised as in ROME (``value.optimise_values``, at the block output).
+   subject's last token with a δ_i optimised as in ROME (``value.optimise_values``) added at the block output,
+   or, where the block normalises its MLP output, at the down projection's output (``MEMIT.value_site``).
 2. For each layer l of the range, bottom up, with the weights as updated so far: keys K (one column per
    edit, averaged over context templates), the residual R = (Z − h_L) / (layers left, this one included)
    where h_L are the current top-layer hidden states, and
 
        ΔW_l = R Kᵀ (λ C_l + K Kᵀ)⁻¹
+
+   Where the block normalises the MLP output before adding it (Gemma 3's ``post_feedforward_layernorm``), the
+   keys and C are taken divided by that norm's divisor at each token and R is carried back through its gain
+   (``through_output_norm``); the next layers and step 3 make up what this linearisation misses.
 
 Normalisation of λ (``mom2_update_weight``): C_l = E[k kᵀ] is a per-token mean, as in the MEMIT code,
 so λ weighs C like λ extra tokens. For a typical key kᵀC⁻¹k ≈ key_dim, so how much of R one layer
@@ -39,14 +44,15 @@ from pydantic import Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
-from editagent.editors.arch import ModelArch, UnsupportedArchitecture
+from editagent.editors.arch import ModelArch
 from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, fill, model_fingerprint
 from editagent.editors.stats import key_second_moments
 from editagent.editors.value import (
+    PrefixDeltas,
+    PromptBatch,
     ValueConfig,
     ValueFit,
     capture_all_at_subject,
-    capture_at_subject,
     context_templates,
     make_batch,
     optimise_values,
@@ -60,12 +66,54 @@ Measure = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # layer -> (keys t
 UPDATE_WEIGHT_PER_KEY_DIM = 1.3
 
 
+GAIN_FLOOR = 0.1  # of the median |gain|: output features the norm all but silences are written only that far
+
+
+@torch.no_grad()
+def normalised_keys(arch: ModelArch, layer: int, keys: torch.Tensor) -> torch.Tensor:
+    """``keys`` [n, key_dim] as ``spread`` and C see them at ``layer``: divided by the divisor of the norm after
+    the MLP at each key (``through_output_norm``), or as they are where there is no such norm; float64."""
+    if arch.mlp_output_norm(layer) is None:
+        return keys.double()
+    divisor = arch.output_divisor(layer, arch.mlp_out(layer)(keys.to(arch.weight(layer).dtype)))
+    return keys.double() / divisor.double()[:, None]  # type: ignore[union-attr]
+
+
+@torch.no_grad()
+def through_output_norm(arch: ModelArch, layer: int, residual: torch.Tensor, keys: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys [n, key_dim] and wanted output changes [n, value_dim] in the units ``spread`` solves in, for a layer
+    whose MLP output y = W k passes through an RMSNorm, y ↦ g ⊙ y / s(y), before it joins the residual stream.
+
+    With s held at its value for each token, the normalised output is g ⊙ W k̃, linear in k̃ = k / s: so the keys
+    (here, and in the statistics C, ``key_second_moments(normalised=True)``) are k̃, and the residual r becomes
+    r / g. Weighing every token's key by 1 / s is what makes λC keep the *normalised* outputs of other tokens: a
+    token whose y is small has its output changes magnified by g / s.
+
+    This is also exact, not just first order, for a goal the norm can reach: y + s · r / g = s · (N(y) + r) / g,
+    whose normalised output is N(y) + r up to a scale factor, and exactly N(y) + r when that is itself a
+    normalised output (as MEMIT's goal N(y + δ) is; with ε negligible and no gain floored). Dropping the part of
+    r / g along y, which is first-order inert, under-rotated large changes: on Gemma-3-270M every one of 10 edits
+    then fell short after the write and needed a refit; without the drop none did, at the same locality (0.95 /
+    0.955).
+
+    |g| is floored at ``GAIN_FLOOR`` · its median (Gemma-3-270M has gains of 0 to about 800 in one layer):
+    features the norm all but silences get less than asked, which the next layers and ``refits`` make up.
+    """
+    gain = arch.output_gain(layer).double()
+    floor = GAIN_FLOOR * gain.abs().median()
+    gain = torch.where(gain.abs() < floor, floor * torch.where(gain < 0, -1.0, 1.0), gain)
+    return normalised_keys(arch, layer, keys), residual.double() / gain
+
+
 class MemitConfig(ValueConfig):
     """MEMIT settings; ``layers`` None takes the architecture's default range of early-middle layers."""
 
     layers: list[int] | None = Field(None, description="blocks whose down projections are edited, low to high")
-    clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖ (δ is added to the residual stream "
-                                                              "here, not to an MLP output as in ROME; MEMIT's 0.75)")
+    clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖, z the value site's output "
+                                                              "(``MEMIT.value_site``): the residual stream, or "
+                                                              "behind an MLP output norm the down projection's "
+                                                              "output; MEMIT's 0.75")
     mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 1.3 · key_dim (module doc)")
     passes: int = Field(1, ge=1, le=10, description="times the layer range is written, each pass aiming at "
                                                     "what the earlier ones left of the goals")
@@ -97,14 +145,6 @@ class MEMIT:
         self.tokenizer = tokenizer
         self.config = config if isinstance(config, MemitConfig) else MemitConfig.model_validate(config or {})
         self.arch = ModelArch(model)
-        if self.arch.spec.mlp_output_norm is not None:
-            # The update is solved in the residual stream, which a normalised MLP output does not add to linearly:
-            # on Gemma-3-270M one MEMIT edit changed every unrelated answer (ROME, fitted at the down projection's
-            # own output, kept 0.975 of them).
-            raise UnsupportedArchitecture(
-                f"model_type {self.arch.model_type!r}: MEMIT (and AnyEdit) write the residual stream through the MLP's "
-                f"down projection, but this model normalises the MLP output first ({self.arch.spec.mlp_output_norm}), "
-                "which their update does not model; use ROME for this model")
         chosen = self.config.layers if self.config.layers is not None else self.arch.memit_layers
         self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
         self.templates = context_templates(self.config.n_context_templates)
@@ -113,6 +153,22 @@ class MEMIT:
         self.progress = progress
         self._fingerprint: str | None = None
         self._moments: dict[int, torch.Tensor] = {}
+
+    @property
+    def top(self) -> nn.Module:
+        """The block whose outputs the goals are: the top of the layer range."""
+        return self.arch.block(self.layers[-1])
+
+    @property
+    def value_site(self) -> nn.Module:
+        """Where δ is fitted: the top block's output, or, where the block normalises its MLP output, the top down
+        projection's own output (as in ROME). On Gemma-3-270M a δ fitted at the block output measured 0.2 to 0.5 of
+        the residual stream (which is large there), so each layer's normalised MLP output would have had to change
+        4 to 18 times its own size, far past what the linearised norm (``through_output_norm``) models: one edit
+        then changed every unrelated answer. Fitted behind the norm, δ is 0.4 to 0.7 of that output, and the
+        goal it gives (the top block's output with δ added) is one that MLP can reach."""
+        top = self.layers[-1]
+        return self.arch.mlp_out(top) if self.arch.mlp_output_norm(top) is not None else self.top
 
     @property
     def fingerprint(self) -> str:
@@ -132,7 +188,7 @@ class MEMIT:
         if missing:
             self._moments.update(key_second_moments(
                 self.model, self.tokenizer, missing, texts=self.stats_texts, n_tokens=self.config.stats_tokens,
-                cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint))
+                cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint, normalised=True))
         return {layer: self._moments[layer] for layer in self.layers}
 
     def spread(self, goals: torch.Tensor, writer: WeightWriter, measure: Measure) -> None:
@@ -145,6 +201,8 @@ class MEMIT:
             for i, layer in enumerate(self.layers):
                 keys, now = (tensor.double() for tensor in measure(layer))  # [n, in], [n, hidden]
                 residual = (goals - now) / (len(self.layers) - i)
+                if self.arch.mlp_output_norm(layer) is not None:
+                    keys, residual = through_output_norm(self.arch, layer, residual, keys)
                 system = self.update_weight(layer) * moments[layer] + keys.T @ keys
                 update = residual.T @ torch.linalg.solve(system, keys.T).T  # [out, in]
                 writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
@@ -161,20 +219,21 @@ class MEMIT:
             logger.info("%d %ss short of the stop test after the write; writing again", short, unit)
             self.spread(goals, writer, measure)
 
-    def _values(self, items: Sequence[WeightEdit], top: nn.Module, width: int, desc: str) -> list[ValueFit]:
+    def _values(self, items: Sequence[WeightEdit], desc: str) -> list[ValueFit]:
         fits: list[ValueFit] = []
-        size = self.config.value_batch
+        size, site, width = self.config.value_batch, self.value_site, self.arch.value_dim(self.layers[-1])
         with tqdm(total=len(items), desc=desc, disable=not self.progress, unit="edit") as bar:
             for at in range(0, len(items), size):
                 chunk = items[at: at + size]
-                fits += optimise_values(self.model, self.tokenizer, chunk, top, width, self.templates, self.config)
+                fits += optimise_values(self.model, self.tokenizer, chunk, site, width, self.templates, self.config)
                 bar.update(len(chunk))
         return fits
 
-    def _goals(self, fits: Sequence[ValueFit], now: torch.Tensor) -> torch.Tensor:
-        """Top-layer outputs wanted at every (edit, template) row: each row's own output plus its edit's δ."""
-        deltas = torch.stack([fit.delta for fit in fits]).repeat_interleave(len(self.templates), dim=0)
-        return (now + deltas).double()
+    def goals_with(self, batch: PromptBatch, deltas: PrefixDeltas) -> torch.Tensor:
+        """The top block's outputs [rows, hidden] at ``batch``'s subject columns with ``deltas`` added at the value
+        site: what ``spread`` is to write. Without an output norm that is the outputs now plus δ."""
+        outputs = capture_all_at_subject(self.model, batch, [(self.top, False)], adding=(self.value_site, deltas))
+        return outputs[0].double()
 
     def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
         """Write all ``edits`` at once; ``handle.undo()`` takes them out again."""
@@ -182,20 +241,20 @@ class MEMIT:
         fingerprint = self.fingerprint
         self.second_moments()
         start = time.perf_counter()
-        top = self.arch.block(self.layers[-1])
-        width = self.arch.value_dim(self.layers[-1])
-        fits = self._values(items, top, width, "MEMIT target values")
+        fits = self._values(items, "MEMIT target values")
         # One key column per (edit, template), each asked for the same δ on top of its own top-layer output:
         # the bare prompt's key differs from the prefixed ones (its subject may sit at position 0, with no BOS),
         # and one averaged key per edit left it short of δ (as in ROME, see there).
         rows = [subject_row(self.tokenizer, fill(t, e.template), e.subject) for e in items for t in self.templates]
         every = make_batch(self.tokenizer, rows, fits[0].delta.device)
 
-        def current() -> torch.Tensor:
-            return capture_at_subject(self.model, every, top, inputs=False)
+        def goals(fits: Sequence[ValueFit]) -> torch.Tensor:
+            per_row = len(self.templates)
+            return self.goals_with(every, [(i, last, fits[i // per_row].delta) for i, (_, last) in enumerate(rows)])
 
         def measure(layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # one forward for both
-            keys, now = capture_all_at_subject(self.model, every, [(self.arch.mlp_out(layer), True), (top, False)])
+            keys, now = capture_all_at_subject(self.model, every,
+                                               [(self.arch.mlp_out(layer), True), (self.top, False)])
             return keys, now
 
         # The write moves every position the subject's tokens reach, not just the one δ was fitted at, so an
@@ -203,12 +262,12 @@ class MEMIT:
         # its last words); δ found again there, from the written weights, aims at what is missing. Edits
         # already there get δ = 0 after one forward pass, and their goal is where they are.
         def goals_again() -> tuple[torch.Tensor, int]:
-            again = self._values(items, top, width, "MEMIT refit")
-            return self._goals(again, current()), sum(fit.report.steps > 0 for fit in again)
+            again = self._values(items, "MEMIT refit")
+            return goals(again), sum(fit.report.steps > 0 for fit in again)
 
         writer = WeightWriter(self.model)
         try:
-            self.spread(self._goals(fits, current()), writer, measure)
+            self.spread(goals(fits), writer, measure)
             self.refit(writer, goals_again, measure, unit="edit")
         except BaseException:
             writer.restore()

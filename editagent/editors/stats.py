@@ -7,7 +7,7 @@ by a forward pre-hook on the down projection; the forward pass stops right after
 asked for, so statistics for early layers cost a fraction of a full pass.
 
 C is normalised per token (a mean, as in the ROME/MEMIT code), accumulated in float64, and cached as
-``<cache>/stats/<fingerprint>-layer<L>-<source>-<tokens>.pt`` (written to a temporary file, then
+``<cache>/stats/<fingerprint>-layer<L>[-normed]-<source>-<tokens>.pt`` (written to a temporary file, then
 renamed). Sampled token ids are cached too, so statistics for another layer reuse the same text.
 """
 
@@ -74,11 +74,13 @@ def _texts_source(texts: Sequence[str]) -> str:
 def key_second_moments(model: nn.Module, tokenizer: Any, layers: Sequence[int], *,
                        texts: Sequence[str] | None = None, n_tokens: int = DEFAULT_STATS_TOKENS,
                        cache_dir: str | Path | None = None, progress: bool = True,
-                       fingerprint: str | None = None) -> dict[int, torch.Tensor]:
+                       fingerprint: str | None = None, normalised: bool = False) -> dict[int, torch.Tensor]:
     """C = E[k kᵀ] (float64, [key_dim, key_dim]) for each of ``layers``, loaded from the cache when there.
 
     ``texts``: a corpus to read the first ``n_tokens`` tokens from (each text truncated to 256 tokens);
-    ``None`` samples ``n_tokens`` tokens from the model itself (deterministic, offline).
+    ``None`` samples ``n_tokens`` tokens from the model itself (deterministic, offline). ``normalised``: where a
+    norm follows the MLP (Gemma 3), each key is divided by that norm's divisor at its token
+    (``ModelArch.output_divisor``), which makes the normalised MLP output linear in it (see ``memit``).
     """
     if n_tokens < 1:
         raise EditError(f"n_tokens: {n_tokens}; must be at least 1 (e.g. {DEFAULT_STATS_TOKENS})")
@@ -89,7 +91,9 @@ def key_second_moments(model: nn.Module, tokenizer: Any, layers: Sequence[int], 
     fingerprint = fingerprint or model_fingerprint(model, arch)
     folder = stats_dir(cache_dir)
     source = "sampled" if texts is None else _texts_source(texts)
-    paths = {layer: folder / f"{fingerprint[:20]}-layer{layer}-{source}-{n_tokens}.pt" for layer in layers}
+    normed = {layer for layer in layers if normalised and arch.mlp_output_norm(layer) is not None}
+    paths = {layer: folder / f"{fingerprint[:20]}-layer{layer}{'-normed' if layer in normed else ''}-{source}-"
+                             f"{n_tokens}.pt" for layer in layers}
     found = {layer: _load(paths[layer], arch.key_dim(layer)) for layer in layers}
     missing = [layer for layer, value in found.items() if value is None]
     if missing:
@@ -98,11 +102,11 @@ def key_second_moments(model: nn.Module, tokenizer: Any, layers: Sequence[int], 
                                        progress)
         else:
             batches = list(_text_batches(tokenizer, texts, n_tokens))
-        sums, count = _accumulate(model, arch, missing, batches, progress)
+        sums, count = _accumulate(model, arch, missing, batches, progress, normed)
         for layer in missing:
             moment = sums[layer] / count
             _atomic_save({"mom2": moment.cpu(), "count": count, "layer": layer, "source": source,
-                          "fingerprint": fingerprint}, paths[layer])
+                          "fingerprint": fingerprint, "normalised": layer in normed}, paths[layer])
             found[layer] = moment
         logger.info("key statistics for layers %s from %d tokens saved under %s", missing, count, folder)
     device = next(model.parameters()).device
@@ -216,23 +220,28 @@ def _sampled_batches(model: nn.Module, tokenizer: Any, n_tokens: int, path: Path
 @torch.no_grad()
 def _accumulate(model: nn.Module, arch: ModelArch, layers: Sequence[int],
                 batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                progress: bool) -> tuple[dict[int, torch.Tensor], int]:
-    """Sum of k kᵀ (float64) over the unmasked tokens of ``batches`` at each layer, and the token count."""
+                progress: bool, normed: set[int] | frozenset[int] = frozenset()) -> tuple[dict[int, torch.Tensor], int]:
+    """Sum of k kᵀ (float64) over the unmasked tokens of ``batches`` at each layer, and the token count; at the
+    ``normed`` layers k is divided by the output norm's divisor (``key_second_moments``)."""
     device = next(model.parameters()).device
     sums = {layer: torch.zeros(arch.key_dim(layer), arch.key_dim(layer), dtype=torch.float64, device=device)
             for layer in layers}
     current: dict[str, torch.Tensor] = {}
 
     def catch(layer: int) -> Any:
-        def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
-            keys = inputs[0][current["mask"].bool()].double()
+        def hook(_module: nn.Module, inputs: tuple[Any, ...], output: Any = None) -> None:
+            keep = current["mask"].bool()
+            keys = inputs[0][keep].double()
+            if output is not None:
+                keys = keys / arch.output_divisor(layer, output[keep]).double()[:, None]
             sums[layer].addmm_(keys.T, keys)
         return hook
 
     def stop(_module: nn.Module, _inputs: Any, _output: Any) -> None:
         raise StopForward
 
-    handles = [arch.mlp_out(layer).register_forward_pre_hook(catch(layer)) for layer in layers]
+    handles = [arch.mlp_out(layer).register_forward_hook(catch(layer)) if layer in normed
+               else arch.mlp_out(layer).register_forward_pre_hook(catch(layer)) for layer in layers]
     handles.append(arch.block(max(layers)).register_forward_hook(stop))
     count = 0
     try:

@@ -137,12 +137,15 @@ def _device(model: nn.Module) -> torch.device:
 
 
 Probe = tuple[nn.Module, bool]  # a module, and whether to read its input (True) or its output
+PrefixDeltas = Sequence[tuple[int, int, torch.Tensor]]  # (row, position in the row's own ids, vector to add)
 
 
 @torch.no_grad()
-def capture_all_at_subject(model: nn.Module, batch: PromptBatch, probes: Sequence[Probe]) -> list[torch.Tensor]:
+def capture_all_at_subject(model: nn.Module, batch: PromptBatch, probes: Sequence[Probe], *,
+                           adding: tuple[nn.Module, PrefixDeltas] | None = None) -> list[torch.Tensor]:
     """Each probe's module input or output at each row's subject column, [rows, dim] each, from ONE forward pass
-    that stops once every probe has been read."""
+    that stops once every probe has been read; ``adding``: vectors added to a module's output first, at (row,
+    position in the row's ids) as for ``_adder``."""
     caught: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(batch.subject_col), device=batch.subject_col.device)
 
@@ -154,6 +157,8 @@ def capture_all_at_subject(model: nn.Module, batch: PromptBatch, probes: Sequenc
         return take
 
     handles = []
+    if adding is not None:  # registered first, so a probe on the same module reads the sum
+        handles.append(adding[0].register_forward_hook(_adder(batch.attention_mask, adding[1])))
     for i, (module, inputs) in enumerate(probes):
         take = taker(i)
         if inputs:
@@ -238,9 +243,6 @@ class SplitRows:
                       "position_ids": (prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device)}
         return cls(prefix, suffix_ids.to(device), torch.cat([prefix_mask, suffix_mask], dim=1).to(device),
                    (lengths + torch.arange(width_s)).to(device), read)
-
-
-PrefixDeltas = Sequence[tuple[int, int, torch.Tensor]]  # (row, position in the row's own ids, vector to add)
 
 
 def _adder(mask: torch.Tensor, deltas: PrefixDeltas) -> Any:
