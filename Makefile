@@ -5,6 +5,11 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.editagent-installed
+# Tests and benchmarks find their data through EDITAGENT_DATA (the package never names this folder).
+SHARED_DATA := $(abspath ../shared/data/mquake)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export EDITAGENT_DATA ?= $(SHARED_DATA)
+endif
 
 .PHONY: setup demo test lint bench-memory
 

@@ -1,5 +1,6 @@
 """Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), AnyEdit on long
-targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak memory. Example:
+targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak memory. The MQuAKE dev cases and
+cloze templates come from ``editagent.eval.data.data_file`` (set ``EDITAGENT_DATA`` to their folder). Example:
 
     OMP_NUM_THREADS=1 python benchmarks/editors.py --quick
     OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods rome memit anyedit
@@ -25,8 +26,8 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from editagent.editors import MEMIT, ROME, AppliedEdit, WeightEdit
-from editagent.editors.anyedit import AnyEdit, LongEdit
+from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_config, make_editor
+from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import (
     EditingSummary,
     EditScores,
@@ -44,7 +45,6 @@ from editagent.models import load_causal_lm
 
 logger = logging.getLogger("benchmarks.editors")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mquake"
 RECALL_GOAL = 0.8
 
 # Made-up long targets (no model has seen them): biographies, a company, code. Each is 100+ tokens.
@@ -172,12 +172,12 @@ def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n
 
 
 def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
-    cases = load_mquake(args.data / "MQuAKE-CF-3k-dev600.json")
+    cases = load_mquake(data_file(MQUAKE_DEV))
     if args.timing_only:
-        memit = MEMIT(model, tok)
-        add_memit_timing(args, result, memit, cases, timed_stats(memit.second_moments))
+        memit = make_editor(model, tok, editor_config("memit"))
+        add_memit_timing(args, result, memit, cases, timed_stats(memit.load_statistics))
         return
-    clozes = load_cloze_templates(args.data / "cloze_templates.json")
+    clozes = load_cloze_templates(data_file("cloze_templates.json"))
     selected = cases[: args.edits]
     probes = [probe_for(case, 0, clozes) for case in selected]
     unrelated = locality_prompts(cases[args.edits:], args.locality_prompts, [p.edit.subject for p in probes])
@@ -192,29 +192,23 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
 
     reset_peak()
     rows.append(row(args, keep("no-edit", "none", evaluate(scorer, probes, None)), "no-edit", 0))
-    if "rome" in args.methods:
-        rome = ROME(model, tok)
-        stats = timed_stats(lambda: rome.inverse_second_moment(rome.layer))
-        reset_peak()
-        timed = Timed(rome.apply)
-        summary = keep("rome", "single", evaluate(scorer, probes, timed, mode="single"))
-        rows.append(row(args, summary, "rome", 1, seconds_per_edit=timed.per_edit, stats_seconds=stats,
-                        seconds_per_edit_with_stats=(timed.seconds + stats) / timed.edits, peak_rss_mb=peak_rss_mb()))
-    if "memit" in args.methods:
-        memit = MEMIT(model, tok)
-        stats = timed_stats(memit.second_moments)
-        for mode in ("single", "batch"):
+    for method in [m for m in ("rome", "memit") if m in args.methods]:
+        editor = make_editor(model, tok, editor_config(method))
+        stats = timed_stats(editor.load_statistics)
+        # ROME writes one fact at a time; MEMIT also all at once.
+        for mode in ("single",) if method == "rome" else ("single", "batch"):
             reset_peak()
-            timed = Timed(memit.apply)
-            summary = keep("memit", mode, evaluate(scorer, probes, timed, mode=mode))
+            timed = Timed(editor.apply)
+            summary = keep(method, mode, evaluate(scorer, probes, timed, mode=mode))
             n = 1 if mode == "single" else len(probes)
-            rows.append(row(args, summary, "memit", n, seconds_per_edit=timed.per_edit, stats_seconds=stats,
+            rows.append(row(args, summary, method, n, seconds_per_edit=timed.per_edit, stats_seconds=stats,
                             seconds_per_edit_with_stats=(timed.seconds + stats) / timed.edits,
                             peak_rss_mb=peak_rss_mb()))
-        add_memit_timing(args, result, memit, cases, stats)
+        if method == "memit":
+            add_memit_timing(args, result, editor, cases, stats)
 
 
-def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: MEMIT, cases: Sequence[Any],
+def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: Editor, cases: Sequence[Any],
                      stats: float) -> None:
     """The timing table, and a summary row (no quality metrics) for each batch size that the quality pass does
     not cover with a row of its own (it has one edit and ``--edits`` edits)."""
@@ -225,7 +219,7 @@ def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: ME
                                       **{k: v for k, v in timing.items() if k != "n_edits"}))
 
 
-def memit_timing(args: argparse.Namespace, memit: MEMIT, cases: Sequence[Any], stats: float) -> list[dict[str, Any]]:
+def memit_timing(args: argparse.Namespace, memit: Editor, cases: Sequence[Any], stats: float) -> list[dict[str, Any]]:
     """Seconds per edit and peak RSS of MEMIT writing 1, 10 (and 100) edits at once (timing only, undone)."""
     timings = []
     for n in args.memit_sizes:
@@ -247,8 +241,9 @@ def run_long(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, A
     scorer = Scorer(model, tok, unrelated)
     # MEMIT's paper budget of 25 value steps: a 100-token value never reaches the stop margin, the default 60 steps
     # cost 6 minutes per target here, and steps of 0.1·‖z‖ reach δ's norm clamp (0.75·‖z‖) within 8 anyway.
-    anyedit, memit = AnyEdit(model, tok), MEMIT(model, tok, {"steps": 25}, progress=False)
-    stats = timed_stats(memit.second_moments) + timed_stats(anyedit.memit.second_moments)
+    anyedit = make_editor(model, tok, editor_config("anyedit"))
+    memit = make_editor(model, tok, editor_config("memit", steps=25), progress=False)
+    stats = timed_stats(memit.load_statistics) + timed_stats(anyedit.load_statistics)
     records = []
     times = {"anyedit": Timed(lambda e: anyedit.apply(e)), "memit-long": Timed(lambda e: memit.apply(e))}
     if not args.long_baseline:
@@ -392,7 +387,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-long-baseline", dest="long_baseline", action="store_false",
                         help="skip plain MEMIT on the long targets (25 value steps of a 100-token target: about "
                              "3 minutes a target here; its summary row is then left as it was)")
-    parser.add_argument("--data", type=Path, default=DATA, help="folder with MQuAKE-CF-3k-dev600.json")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--quick", action="store_true", help="10 edits, MEMIT at 1/10 only, 3 long targets")
     parser.add_argument("--name", default=None, help="report file stem (default editors_<model>); the summary "
@@ -416,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if {"rome", "memit"} & set(args.methods):  # the MQuAKE edits (and their no-edit reference row)
         run_mquake(args, model, tok, result)
     if "anyedit" in args.methods and args.long_targets:
-        cases = load_mquake(args.data / "MQuAKE-CF-3k-dev600.json")
+        cases = load_mquake(data_file(MQUAKE_DEV))
         run_long(args, model, tok, result, locality_prompts(cases[args.edits:], args.locality_prompts))
     result["wall_seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

@@ -242,7 +242,7 @@ def check_store(store: Path, embedder: Any, records: list[dict[str, Any]], seede
             found = 0
             for edit_id in sample:
                 stored = memory.get(edit_id)
-                hits = memory.search(stored.edit.sentence, namespace=namespace, limit=1) if stored else []
+                hits = memory.search(stored.sentence, namespace=namespace, limit=1) if stored else []
                 found += int(bool(hits) and hits[0].id == edit_id)
             per_namespace[namespace] = {
                 "live_in_sqlite": len(live_ids), "expected_live": len(want),

@@ -68,6 +68,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from editagent.decompose import MeLLo, Retriever, mello_prompt  # noqa: E402
 from editagent.decompose.mello import STOP  # noqa: E402
+from editagent.eval import MQUAKE_DEV, data_file  # noqa: E402
 from editagent.eval.mquake import load_mquake  # noqa: E402
 from editagent.eval.runner import command_line, select_cases  # noqa: E402
 from editagent.llm import TransformersLLM, cut_at_stop  # noqa: E402
@@ -79,11 +80,6 @@ logger = logging.getLogger("mello_throughput")
 
 TARGET_SPEEDUP = 5.0
 AIM_SPEEDUP = 10.0
-
-
-def _default_data() -> str:
-    folder = os.environ.get("EDITAGENT_DATA") or str(REPO_ROOT.parent / "shared/data/mquake")
-    return str(Path(folder) / "MQuAKE-CF-3k-dev600.json")
 
 
 # -- the sequential reference ---------------------------------------------------------------------
@@ -239,6 +235,8 @@ def machine() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dataset is None:
+        args.dataset = str(data_file(MQUAKE_DEV))
     cases = select_cases(load_mquake(args.dataset), args.cases, args.seed)
     questions = [case.questions[0] for case in cases]
     namespaces = [f"case{case.case_id}" for case in cases]
@@ -410,7 +408,7 @@ def markdown(report: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=_default_data(), help="MQuAKE JSON path or dataset name")
+    parser.add_argument("--dataset", help="MQuAKE JSON path or dataset name (default: the dev cases)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--cases", type=int, default=24, help="cases (one question each), balanced across hops")
     parser.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,7 @@ from typing import Any
 
 from editagent import EditAgent
 from editagent.decompose import answer_directly
-from editagent.eval.bench_mquake import _default_data
+from editagent.eval import MQUAKE_DEV, data_file
 from editagent.eval.mquake import answer_matches, load_mquake
 from editagent.eval.runner import fresh_dir, rate, select_cases
 from editagent.graph import EditGraph
@@ -49,7 +49,7 @@ def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], l
             if live:
                 edited_positions.append(position)
                 change.append({"kind": "single-hop", "case_id": case.case_id, "question": hop.question,
-                               "expected": [live[0].edit.object, *hop.answers]})
+                               "expected": [live[0].object, *hop.answers]})
             else:
                 keep.setdefault(hop.question, {"kind": "single-hop", "case_id": case.case_id,
                                                "question": hop.question})
@@ -66,7 +66,7 @@ def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=_default_data())
+    parser.add_argument("--dataset", default=None, help="MQuAKE JSON (default: the dev cases)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--cases", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
-    every_case = load_mquake(args.dataset)
+    every_case = load_mquake(args.dataset or data_file(MQUAKE_DEV))
     cases = select_cases(every_case, args.cases, args.seed)
     llm = TransformersLLM.load(args.model, batch_size=8)
     memory = EditMemory(fresh_dir(args.out.parent / ".work" / "ripple"), embedder=load_embedder())

@@ -1,6 +1,15 @@
 """editagent: keep LLM agents' knowledge up to date."""
 
+from typing import TYPE_CHECKING
+
 from editagent.schema import Answer, Edit, EditError, Hop, SearchHit, StoredEdit
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load on first use (__getattr__ below)
+    from editagent.agent import EditAgent
+    from editagent.graph import EditGraph
+    from editagent.memory import EditMemory
+    from editagent.models import load_causal_lm, load_embedder
+    from editagent.policy import EditPolicy
 
 __all__ = [
     "Answer",

@@ -12,13 +12,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from editagent.decompose import ChainReasoner, MeLLo, PokeMQA, threshold_scope
+from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reasoner
 from editagent.graph import EditGraph
 from editagent.llm import LLM, TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
-from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
+from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, RecallableEdits, weight_prompt
 from editagent.schema import (
+    DEFAULT_MAX_HOPS,
     DEFAULT_NAMESPACE,
     Answer,
     Edit,
@@ -31,7 +32,7 @@ from editagent.schema import (
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["agent", "mello", "pokemqa"]
+Method = Literal["agent", "mello", "mello-guided", "pokemqa", "no-edit"]
 
 
 class EditAgent:
@@ -41,10 +42,14 @@ class EditAgent:
     >>> agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
     >>> agent.ask("Which country is the creator of Marge Simpson a citizen of?").text
 
-    ``method``: how questions are answered. ``"agent"`` (default) walks the question's relation
-    chain through the store and lets the model answer only the hops no edit covers; a question
-    no edit touches gets the plain model's answer. ``"mello"`` and ``"pokemqa"`` are the loops
-    from the literature, kept for comparison.
+    ``store``: a store name under ``./memory`` or a path; ``namespace``: whose edits (one per user or agent).
+    Both are keyword-only, so a path is never mistaken for a namespace.
+
+    ``method``: how questions are answered (``editagent.decompose.methods.REASONERS``). ``"agent"`` (default)
+    walks the question's relation chain through the store and lets the model answer only the hops no edit
+    covers; a question no edit touches gets the plain model's answer. ``"mello"``, ``"mello-guided"`` and
+    ``"pokemqa"`` are the loops from the literature, kept for comparison; ``"no-edit"`` is the plain model.
+    ``max_hops``: the most hops one question may take, for every method.
 
     ``policy``: where new edits go (memory by default; see ``editagent.policy`` for why). Edits
     written into the weights are recorded in the store with their saved deltas, undone by
@@ -52,12 +57,12 @@ class EditAgent:
     ``weight_editor``: a ready ROME/MEMIT instance for this model (else one is built from the policy).
     """
 
-    def __init__(self, namespace: str = DEFAULT_NAMESPACE, store: str | Path = "default", *,
+    def __init__(self, *, store: str | Path = "default", namespace: str = DEFAULT_NAMESPACE,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
-                 memory: EditMemory | None = None, max_hops: int = 4, method: Method = "agent",
+                 memory: EditMemory | None = None, max_hops: int = DEFAULT_MAX_HOPS, method: Method = "agent",
                  policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
-        if method not in ("agent", "mello", "pokemqa"):
-            raise EditError(f"method: {method!r} is not one of 'agent', 'mello', 'pokemqa'")
+        if method not in REASONERS:
+            raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
         self.namespace = check_namespace(namespace)
         if memory is None:
@@ -70,6 +75,7 @@ class EditAgent:
         self.policy = policy or EditPolicy()
         self._weight_editor = weight_editor
         self._in_weights: list[tuple[str, Any]] = []  # (edit id, AppliedEdit), in order of application
+        self._reasoner: Reasoner | None = None
 
     @property
     def llm(self) -> LLM:
@@ -80,8 +86,8 @@ class EditAgent:
     # -- edits -----------------------------------------------------------------------------------
 
     def edit(self, subject: str | Edit, relation: str | None = None, object: str | None = None, *,
-             to: EditTarget | None = None, **fields: Any) -> Edit:
-        """Store one changed fact in this agent's namespace; returns it with its id.
+             to: EditTarget | None = None, **fields: Any) -> StoredEdit:
+        """Store one changed fact in this agent's namespace; returns the stored row with its id.
 
         ``to``: "memory", "weights" or "both" (default: the policy's). ``fields``: previous_object,
         sentence, source, metadata, id (see ``Edit``).
@@ -95,13 +101,14 @@ class EditAgent:
             edit = Edit(subject=subject, relation=relation, object=object, namespace=self.namespace, **fields)
         previous = self.memory.lookup(edit.subject, edit.relation, namespace=self.namespace)
         if previous is not None and edit.previous_object is None:  # the value it replaces, for ripple()
-            edit = edit.model_copy(update={"previous_object": previous.edit.object})
+            edit = edit.model_copy(update={"previous_object": previous.object})
         stored = self.memory.add(edit)[0] if target == "memory" else self._edit_weights(edit, target)
         if previous is not None:  # superseded: its weight edit, if any, comes out of the model
-            self._remove_from_weights(previous.edit.id)
+            self._remove_from_weights(previous.id)
         return stored
 
-    def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *, progress: bool | None = None) -> list[Edit]:
+    def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *,
+                  progress: bool | None = None) -> list[StoredEdit]:
         """Store a batch in one transaction: all of it, or (on any bad edit) none of it. Memory only: weight
         edits are made one at a time with ``edit(..., to="weights")``."""
         batch = []
@@ -125,7 +132,7 @@ class EditAgent:
 
     def get(self, edit_id: str) -> StoredEdit | None:
         stored = self.memory.get(edit_id)
-        return stored if stored and stored.edit.namespace == self.namespace else None
+        return stored if stored and stored.namespace == self.namespace else None
 
     def forget(self, edit_id: str) -> StoredEdit:
         """Delete an edit of this namespace (it stays in history), taking it out of the weights if it is there;
@@ -144,17 +151,16 @@ class EditAgent:
 
     def _editor(self) -> Any:
         if self._weight_editor is None:
-            from editagent.editors import MEMIT, ROME  # noqa: PLC0415 - torch-heavy, weights only
+            from editagent.editors.registry import make_editor  # noqa: PLC0415 - torch-heavy, weights only
             from editagent.llm import TransformersLLM as Local  # noqa: PLC0415
 
             if not isinstance(self.llm, Local):
                 raise EditError("to: weight edits need a local transformers model (TransformersLLM); "
                                 f"this agent's LLM is {type(self.llm).__name__}. Use to='memory'")
-            kind = ROME if self.policy.editor == "rome" else MEMIT
-            self._weight_editor = kind(self.llm.model, self.llm.tokenizer, self.policy.editor_options)
+            self._weight_editor = make_editor(self.llm.model, self.llm.tokenizer, self.policy.editor)
         return self._weight_editor
 
-    def _edit_weights(self, edit: Edit, target: EditTarget) -> Edit:
+    def _edit_weights(self, edit: Edit, target: EditTarget) -> StoredEdit:
         """Write the edit into the weights, then record it (with its deltas) in the store; all or nothing."""
         from editagent.editors import WeightEdit  # noqa: PLC0415
 
@@ -200,12 +206,12 @@ class EditAgent:
         held = set(self.weight_edits())
         applied = []
         for stored in self.edits():
-            record = stored.edit.metadata.get(WEIGHTS_KEY)
-            if not record or stored.edit.id in held:
+            record = stored.metadata.get(WEIGHTS_KEY)
+            if not record or stored.id in held:
                 continue
             handle = apply_deltas(self._editor().model, self.memory.path / record["file"])
-            self._in_weights.append((stored.edit.id, handle))
-            applied.append(stored.edit.id)
+            self._in_weights.append((stored.id, handle))
+            applied.append(stored.id)
         return applied
 
     def history(self, edit_id: str) -> list[StoredEdit]:
@@ -225,16 +231,12 @@ class EditAgent:
 
     def ask_many(self, questions: Sequence[str]) -> list[Answer]:
         questions = [check_question(question) for question in questions]
-        namespaces = [self.namespace] * len(questions)
-        if self.method == "mello":
-            return MeLLo(self.llm, self.memory.top1, max_hops=self.max_hops, guided=True).answer_many(
-                questions, namespaces)
-        if self.method == "pokemqa":
-            return PokeMQA(self.llm, threshold_scope(self.memory.top1), max_hops=self.max_hops + 1).answer_many(
-                questions, namespaces)
-        # The model loads only if some hop needs it: a question answered wholly from edits never loads it.
-        return ChainReasoner(lambda: self.llm, self.memory, max_hops=self.max_hops + 1).answer_many(questions,
-                                                                                                    namespaces)
+        # Every method reads the store without the edits that live only in the weights (the model answers
+        # those), and gets the model through a function: a question answered from edits never loads it.
+        if self._reasoner is None:  # kept: it caches the store's index and the relations' embeddings
+            parts = Parts(llm=lambda: self.llm, source=RecallableEdits(self.memory), max_hops=self.max_hops)
+            self._reasoner = build_reasoner(self.method, parts)
+        return self._reasoner.answer_many(questions, [self.namespace] * len(questions))
 
     def close(self) -> None:
         self.memory.close()

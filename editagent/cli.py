@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from editagent.schema import Answer, Edit, StoredEdit, describe_errors
+from editagent.schema import Answer, describe_errors
 
 # One MQuAKE-CF-3k case (case_id 1200), used when the dataset is not at hand.
 DEMO_CASE: dict[str, Any] = {
@@ -31,13 +30,6 @@ def _agent(args: argparse.Namespace, *, with_llm: bool = False) -> Any:
     from editagent.agent import EditAgent  # noqa: PLC0415 - keeps `editagent --help` instant
 
     return EditAgent(namespace=args.namespace, store=args.store, llm=args.model if with_llm else None)
-
-
-def _edit_row(stored: StoredEdit | Edit) -> dict[str, Any]:
-    edit = stored.edit if isinstance(stored, StoredEdit) else stored
-    row = edit.model_dump(mode="json")
-    row["status"] = stored.status if isinstance(stored, StoredEdit) else "live"
-    return row
 
 
 def _show_answer(answer: Answer, as_json: bool) -> None:
@@ -65,7 +57,7 @@ def cmd_edit_add(args: argparse.Namespace) -> int:
     with _agent(args) as agent:
         stored = agent.edit(args.subject, args.relation, args.object, previous_object=args.previous,
                             sentence=args.sentence or "", source=args.source)
-    _print(json.dumps(_edit_row(stored)) if args.json else f"stored {stored.id}: {stored.sentence}")
+    _print(stored.model_dump_json() if args.json else f"stored {stored.id}: {stored.sentence}")
     return 0
 
 
@@ -73,10 +65,10 @@ def cmd_edit_list(args: argparse.Namespace) -> int:
     with _agent(args) as agent:
         rows = agent.edits(include_history=args.history)
     if args.json:
-        _print(json.dumps([_edit_row(row) for row in rows], indent=2))
+        _print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:
         for row in rows:
-            _print(f"{row.edit.id}  {row.status:<10}  {row.edit.sentence}")
+            _print(f"{row.id}  {row.status:<10}  {row.sentence}")
         _print(f"{len(rows)} edit(s) in namespace {args.namespace!r}")
     return 0
 
@@ -84,7 +76,7 @@ def cmd_edit_list(args: argparse.Namespace) -> int:
 def cmd_edit_forget(args: argparse.Namespace) -> int:
     with _agent(args) as agent:
         stored = agent.forget(args.id)
-    _print(json.dumps(_edit_row(stored)) if args.json else f"forgot {stored.edit.id}: {stored.edit.sentence}")
+    _print(stored.model_dump_json() if args.json else f"forgot {stored.id}: {stored.sentence}")
     return 0
 
 
@@ -122,35 +114,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from editagent.eval.bench_mquake import main as bench_mquake  # noqa: PLC0415 - benchmark-only imports
-
-    return bench_mquake(args.bench_args)
-
-
 def cmd_scope_train(args: argparse.Namespace) -> int:
-    from editagent.scope.bench import train_and_evaluate  # noqa: PLC0415 - loads torch
+    from editagent.scope import load_or_train  # noqa: PLC0415 - loads torch
 
-    result = train_and_evaluate(args.data, cache=args.cache, retrain=args.retrain, embedding=args.compare)
+    detector = load_or_train(args.data, cache=args.cache, retrain=args.retrain)
+    info = detector.info or {}
     if args.json:
-        _print(json.dumps(result, indent=2))
+        _print(json.dumps(info, indent=2))
         return 0
-    how = "loaded from the cache" if result["loaded_from_cache"] else "trained"
-    _print(f"scope detector {how}: {result['cache']} (training took {result['training']['seconds']['total']} s)")
-    for row in result["rows"]:
-        _print(f"  {row['detector']}: recall {row['recall']:.3f}, block rate {row['block_rate']:.3f} "
-               f"({row['n']} held-out questions, {row['n_edits']} held-out edits)")
+    _print(f"scope detector ready (training took {info.get('seconds', {}).get('total')} s on "
+           f"{info.get('n_train_edits')} edits); python benchmarks/scope_detector.py evaluates it")
     return 0
 
 
 def _demo_case(case_id: int | None, data: str | None) -> dict[str, Any]:
     if case_id is None:
         return DEMO_CASE
-    from editagent.eval import load_mquake  # noqa: PLC0415
+    from editagent.eval import MQUAKE_DEV, data_file, load_mquake  # noqa: PLC0415
 
-    source = data or os.environ.get("EDITAGENT_DATA") or "MQuAKE-CF-3k"
+    source = data or str(data_file(MQUAKE_DEV))
     if Path(source).is_dir():
-        source = str(Path(source) / "MQuAKE-CF-3k-dev600.json")
+        source = str(Path(source) / MQUAKE_DEV)
     case = next((c for c in load_mquake(source) if c.case_id == case_id), None)
     if case is None:
         raise ValueError(f"case-id: no case {case_id} in {source}")
@@ -230,21 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
 
-    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    mquake = bench.add_parser("mquake", help="multi-hop accuracy on MQuAKE (see benchmarks/mquake.py --help)",
-                              add_help=False)
-    mquake.add_argument("bench_args", nargs=argparse.REMAINDER)
-    mquake.set_defaults(run=cmd_bench)
-
     scope = commands.add_parser("scope", help="scope detectors").add_subparsers(dest="scope", required=True)
-    train = scope.add_parser("train", help="train the PokeMQA-style scope detector (cached) and report held-out "
-                             "recall and block rate")
+    train = scope.add_parser("train", help="train the PokeMQA-style scope detector once (cached); "
+                             "benchmarks/scope_detector.py evaluates it")
     train.add_argument("--data", help="MQuAKE data folder holding pokemqa/cls-filtered.json, or the file "
-                       "(default: $EDITAGENT_DATA or ../shared/data/mquake)")
+                       "(default: $EDITAGENT_DATA, else the cache, downloading it once)")
     train.add_argument("--cache", help="cache root (default: ~/.cache/editagent/scope)")
     train.add_argument("--retrain", action="store_true", help="train even if a cached detector exists")
-    train.add_argument("--compare", action="store_true", help="also evaluate the embedding detector")
-    train.add_argument("--json", action="store_true", help="print JSON")
+    train.add_argument("--json", action="store_true", help="print the training record as JSON")
     train.set_defaults(run=cmd_scope_train)
 
     demo = commands.add_parser("demo", parents=[_common_options("demo"), model],
@@ -257,8 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["bench", "mquake"]:  # its own parser owns every option after the verb, --help included
-        return cmd_bench(argparse.Namespace(bench_args=argv[2:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -123,9 +123,9 @@ class EditGraph:
         for item in stored:
             if item.status == "deleted" and not include_deleted:
                 continue
-            if item.edit.id in self._stored:
-                logger.warning("edit id %s occurs twice; keeping the later one", item.edit.id)
-            self._stored[item.edit.id] = item
+            if item.id in self._stored:
+                logger.warning("edit id %s occurs twice; keeping the later one", item.id)
+            self._stored[item.id] = item
         for item in self._stored.values():
             self._add(item)
         logger.debug("EditGraph: %d entities, %d edges from %d edits", self.graph.number_of_nodes(),
@@ -134,7 +134,7 @@ class EditGraph:
     @classmethod
     def from_edits(cls, edits: Iterable[Edit]) -> EditGraph:
         """A graph of plain edits, all treated as live (for data that never went through a store)."""
-        return cls(StoredEdit(edit=edit) for edit in edits)
+        return cls(StoredEdit.of(edit) for edit in edits)
 
     @classmethod
     def _wrap(cls, graph: nx.MultiDiGraph, stored: dict[str, StoredEdit], include_deleted: bool) -> EditGraph:
@@ -173,8 +173,7 @@ class EditGraph:
                 namespaces.sort()
         return key
 
-    def _add(self, item: StoredEdit) -> None:
-        edit = item.edit
+    def _add(self, edit: StoredEdit) -> None:
         subject = self._add_node(edit.subject, edit.namespace)
         target = self._add_node(edit.object, edit.namespace)
         common = {
@@ -186,9 +185,9 @@ class EditGraph:
             "subject": edit.subject,
         }
         self.graph.add_edge(
-            subject, target, key=edit.id, kind="edit", object=edit.object, status=item.status,
-            superseded=item.status != "live", sentence=edit.sentence, superseded_by=item.superseded_by,
-            ended_at=item.ended_at.isoformat() if item.ended_at else None, **common,
+            subject, target, key=edit.id, kind="edit", object=edit.object, status=edit.status,
+            superseded=edit.status != "live", sentence=edit.sentence, superseded_by=edit.superseded_by,
+            ended_at=edit.ended_at.isoformat() if edit.ended_at else None, **common,
         )
         if edit.previous_object and entity_key(edit.previous_object) != target:
             previous = self._add_node(edit.previous_object, edit.namespace)
@@ -233,7 +232,7 @@ class EditGraph:
             if self._is_live(data) and data["relation"].casefold() == wanted
             and (namespace is None or data["namespace"] == namespace)
         ]
-        return sorted(found, key=lambda item: (item.edit.created_at, item.edit.id), reverse=True)
+        return sorted(found, key=lambda item: (item.created_at, item.id), reverse=True)
 
     def _walk(self, start: str, forward: bool, depth: int, avoid: frozenset[str], exclude_id: str,
               namespaces: Collection[str] | None) -> Iterator[tuple[_Facts, frozenset[str]]]:
@@ -262,7 +261,7 @@ class EditGraph:
 
         yield from step(start, [], frozenset())
 
-    def ripple(self, edit: Edit | StoredEdit, max_hops: int = 3, *, namespaces: Collection[str] | None = None,
+    def ripple(self, edit: Edit, max_hops: int = 3, *, namespaces: Collection[str] | None = None,
                limit: int = 10_000) -> list[RippleChain]:
         """The chains of live facts whose multi-hop answer the edit changes.
 
@@ -279,7 +278,6 @@ class EditGraph:
         are returned (a warning is logged when more exist). An edit without
         ``previous_object`` yields no ``invalidated`` chains.
         """
-        edit = edit.edit if isinstance(edit, StoredEdit) else edit
         if max_hops < 2:
             return []
         subject, new_object = entity_key(edit.subject), entity_key(edit.object)
@@ -320,13 +318,13 @@ class EditGraph:
         groups: dict[tuple[str, str], list[StoredEdit]] = defaultdict(list)
         for item in self._stored.values():
             if item.status == "live":
-                groups[(entity_key(item.edit.subject), item.edit.relation.casefold())].append(item)
+                groups[(entity_key(item.subject), item.relation.casefold())].append(item)
         found: list[Contradiction] = []
         for items in groups.values():
-            items.sort(key=lambda item: (item.edit.created_at, item.edit.id))
+            items.sort(key=lambda item: (item.created_at, item.id))
             for i, first in enumerate(items):
                 for second in items[i + 1:]:
-                    a, b = first.edit, second.edit
+                    a, b = first, second
                     if entity_key(a.object) == entity_key(b.object):
                         continue
                     if a.namespace == b.namespace and a.source == b.source:

@@ -21,11 +21,16 @@ The policy only picks the default; ``EditAgent.edit(..., to="weights")`` overrid
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from editagent.schema import Edit, EditError
+from editagent.editors.config import AnyEditConfig, MemitConfig, RomeConfig, editor_config
+from editagent.schema import DEFAULT_NAMESPACE, MAX_SEARCH_LIMIT, Edit, EditError, SearchHit, StoredEdit
+
+if TYPE_CHECKING:
+    from editagent.memory import EditMemory
 
 EditTarget = Literal["memory", "weights", "both"]
 TARGETS: tuple[str, ...] = ("memory", "weights", "both")
@@ -41,8 +46,18 @@ class EditPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     default: EditTarget = "memory"
-    editor: Literal["rome", "memit"] = "rome"
-    editor_options: dict[str, Any] = Field(default_factory=dict)  # RomeConfig / MemitConfig fields
+    editor: RomeConfig | MemitConfig = Field(default_factory=RomeConfig)  # its type picks the editor
+
+    @field_validator("editor", mode="before")
+    @classmethod
+    def _editor(cls, value: Any) -> Any:
+        """A dict names its editor: {"method": "memit", "layers": [4, 5]} (no "method": ROME)."""
+        if isinstance(value, Mapping):
+            fields = dict(value)
+            value = editor_config(fields.pop("method", "rome"), **fields)
+        if isinstance(value, AnyEditConfig):
+            raise EditError("editor: AnyEdit writes long texts, not an edit's object; use RomeConfig or MemitConfig")
+        return value
 
     def target(self, requested: str | None) -> EditTarget:
         chosen = requested or self.default
@@ -54,6 +69,44 @@ class EditPolicy(BaseModel):
 def in_memory(edit: Edit) -> bool:
     """Whether reasoning may use the edit from the store (a weights-only edit is answered by the model)."""
     return edit.metadata.get(IN_MEMORY_KEY, True) is not False
+
+
+class RecallableEdits:
+    """The store as every reasoner sees it: edits that live only in the weights are left out, since the edited
+    model answers those hops itself. ``EditAgent`` hands this to whichever reasoning method it runs."""
+
+    def __init__(self, memory: EditMemory) -> None:
+        self.memory = memory
+        self.embedder = memory.embedder
+
+    def version(self) -> tuple[int, int]:
+        return self.memory.version()
+
+    def edits(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> list[StoredEdit]:
+        return [s for s in self.memory.edits(namespace, include_history=include_history) if in_memory(s)]
+
+    def lookup(self, subject: str, relation: str, *, namespace: str = DEFAULT_NAMESPACE) -> StoredEdit | None:
+        found = self.memory.lookup(subject, relation, namespace=namespace)
+        return found if found is not None and in_memory(found) else None
+
+    def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE,
+                    limit: int = 5) -> list[list[SearchHit]]:
+        """``EditMemory.search_many`` without weights-only edits: searched deeper until ``limit`` remain."""
+        depth = limit
+        while True:
+            rows = self.memory.search_many(queries, namespace=namespace, limit=min(depth, MAX_SEARCH_LIMIT))
+            kept = [[hit for hit in row if in_memory(hit.edit)][:limit] for row in rows]
+            # a row is done when it has its hits, or when the search ran out of edits before ``depth``
+            if depth >= MAX_SEARCH_LIMIT or all(len(k) == limit or len(r) < depth for k, r in zip(kept, rows,
+                                                                                                   strict=True)):
+                return kept
+            depth *= 4
+
+    def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
+        """The best recallable edit for each query in its own namespace (None where there is none)."""
+        from editagent.memory.edit_memory import best_per_namespace  # noqa: PLC0415 - the store loads FAISS
+
+        return best_per_namespace(self.search_many, queries, namespaces)
 
 
 def weight_prompt(edit: Edit) -> str:

@@ -1,9 +1,10 @@
 """Known relations: a canonical label, a sentence template and a question template each.
 
-The table covers the Wikidata relations that MQuAKE uses. The templates follow
-MQuAKE's cloze and question templates (princeton-nlp/MQuAKE, MIT licence), with
-their typos fixed. Any other relation is accepted too: it keeps the caller's
-wording and gets a generic sentence.
+The table covers the Wikidata relations that MQuAKE uses, whose templates follow
+MQuAKE's cloze and question templates (princeton-nlp/MQuAKE, MIT licence) with
+their typos fixed, and common relations beside them. Any other relation is
+accepted too: it keeps the caller's wording, and its sentence and question are
+written from its own label ("The manager of Alice is Bob").
 
 Imports nothing of editagent, so every floor may use it.
 """
@@ -60,7 +61,7 @@ _TABLE: tuple[Relation, ...] = (
     Relation("creator", "{s} was created by {o}.", "Who created {s}?", "P170", ("created by",)),
     Relation("performer", "{s} was performed by {o}.", "Who performed {s}?", "P175", ("performed by",)),
     Relation("manufacturer", "The company that produced {s} is {o}.", "Which company produced {s}?", "P176",
-             ("produced by", "made by")),
+             ("produced by",)),
     Relation("developer", "{s} was developed by {o}.", "Who developed {s}?", "P178", ("developed by",)),
     Relation("twinned administrative body", "The twinned administrative body of {s} is {o}.",
              "What is the twinned administrative body of {s}?", "P190", ("twin city",)),
@@ -87,10 +88,93 @@ _TABLE: tuple[Relation, ...] = (
     Relation("notable work", "{s} is famous for {o}.", "What is {s} famous for?", "P800", ("famous for",)),
     Relation("work location", "{s} worked in the city of {o}.", "Which city did {s} work in?", "P937"),
     Relation("director / manager", "The director of {s} is {o}.", "Who is the director of {s}?", "P1037",
-             ("director", "manager")),
+             ("director",)),
     Relation("officeholder", "The {s} is {o}.", "Who is the {s}?", "P1308"),
     Relation("languages spoken, written or signed", "{s} speaks the language of {o}.",
              "Which language does {s} speak?", "P1412", ("language spoken", "languages spoken")),
+)
+
+
+# Relations MQuAKE does not use, with the questions people ask about them. Storing one of these gets its templates;
+# and the reasoner weighs a question against them (``editagent.linking``), so that "How old is X?" is not taken for
+# an edit about X's team. The templates are ordinary English, not tuned to any test set.
+_MORE: tuple[Relation, ...] = (
+    Relation("date of birth", "{s} was born on {o}.", "When was {s} born?", "P569", ("birthday", "birth date")),
+    Relation("date of death", "{s} died on {o}.", "When did {s} die?", "P570"),
+    Relation("age", "{s} is {o} years old.", "How old is {s}?"),
+    Relation("height", "{s} is {o} tall.", "How tall is {s}?", "P2048"),
+    Relation("mass", "{s} weighs {o}.", "How much does {s} weigh?", "P2067", ("weight",)),
+    Relation("length", "{s} is {o} long.", "How long is {s}?", "P2043"),
+    Relation("elevation above sea level", "{s} is {o} above sea level.", "How high is {s}?", "P2044",
+             ("elevation", "altitude")),
+    Relation("area", "The area of {s} is {o}.", "How large is {s}?", "P2046"),
+    Relation("population", "The population of {s} is {o}.", "How many people live in {s}?", "P1082"),
+    Relation("number of employees", "{s} has {o} employees.", "How many people work at {s}?", "P1128"),
+    Relation("inception", "{s} was founded in {o}.", "When was {s} founded?", "P571",
+             ("founding date", "year founded", "date founded")),
+    Relation("publication date", "{s} was published in {o}.", "When was {s} published?", "P577",
+             ("release date",)),
+    Relation("currency", "The currency of {s} is {o}.", "What currency is used in {s}?", "P38"),
+    Relation("largest city", "The largest city of {s} is {o}.", "What is the largest city in {s}?"),
+    Relation("highest point", "The highest point of {s} is {o}.", "What is the highest point of {s}?", "P610"),
+    Relation("anthem", "The anthem of {s} is {o}.", "What is the national anthem of {s}?", "P85"),
+    Relation("motto", "The motto of {s} is {o}.", "What is the motto of {s}?", "P1451"),
+    Relation("time zone", "{s} is in the time zone {o}.", "Which time zone is {s} in?", "P421"),
+    Relation("shares border with", "{s} shares a border with {o}.", "Which country borders {s}?", "P47",
+             ("neighbour", "neighbor", "borders")),
+    Relation("member of sports team", "{s} plays for {o}.", "Which team does {s} play for?", "P54",
+             ("plays for", "team", "club")),
+    Relation("home venue", "The home venue of {s} is {o}.", "Where does {s} play its home games?", "P115",
+             ("stadium", "home ground")),
+    Relation("league", "{s} plays in the league {o}.", "Which league does {s} play in?", "P118"),
+    Relation("residence", "{s} lives in {o}.", "Where does {s} live?", "P551", ("lives in", "home")),
+    Relation("native language", "The native language of {s} is {o}.", "What is the native language of {s}?",
+             "P103", ("mother tongue", "first language")),
+    Relation("mother", "The mother of {s} is {o}.", "Who is the mother of {s}?", "P25", ("mom",)),
+    Relation("father", "The father of {s} is {o}.", "Who is the father of {s}?", "P22", ("dad",)),
+    Relation("sibling", "{s}'s sibling is {o}.", "Who is the sibling of {s}?", "P3373", ("brother", "sister")),
+    Relation("partner", "{s}'s partner is {o}.", "Who is the partner of {s}?", "P451",
+             ("boyfriend", "girlfriend", "unmarried partner")),
+    Relation("position held", "{s} holds the position of {o}.", "What position does {s} hold?", "P39",
+             ("job title", "title")),
+    Relation("member of political party", "{s} is a member of the party {o}.", "Which party does {s} belong to?",
+             "P102", ("political party", "party")),
+    Relation("award received", "{s} received the award {o}.", "Which award did {s} receive?", "P166",
+             ("award", "prize")),
+    Relation("field of work", "{s} works in the field of {o}.", "What field does {s} work in?", "P101"),
+    Relation("instrument", "{s} plays the {o}.", "Which instrument does {s} play?", "P1303"),
+    Relation("film director", "{s} was directed by {o}.", "Who directed {s}?", "P57", ("directed by",)),
+    Relation("composer", "The music of {s} was composed by {o}.", "Who composed the music of {s}?", "P86",
+             ("composed by",)),
+    Relation("producer", "{s} was produced by {o}.", "Who produced {s}?", "P162"),
+    Relation("screenwriter", "{s} was written for the screen by {o}.", "Who wrote the screenplay of {s}?", "P58"),
+    Relation("cast member", "{o} acted in {s}.", "Who starred in {s}?", "P161", ("actor", "star", "starring")),
+    Relation("publisher", "{s} was published by {o}.", "Who published {s}?", "P123", ("published by",)),
+    Relation("discoverer or inventor", "{s} was discovered or invented by {o}.", "Who discovered or invented {s}?",
+             "P61", ("inventor", "discoverer", "invented by", "discovered by")),
+    Relation("named after", "{s} is named after {o}.", "Who or what is {s} named after?", "P138"),
+    Relation("parent organization", "The parent organization of {s} is {o}.",
+             "Which organization is the parent of {s}?", "P749", ("parent company",)),
+    Relation("subsidiary", "{s} owns the subsidiary {o}.", "What is a subsidiary of {s}?", "P355"),
+    Relation("industry", "{s} is in the industry of {o}.", "Which industry is {s} in?", "P452"),
+    Relation("stock exchange", "{s} is listed on the stock exchange {o}.", "Which stock exchange lists {s}?",
+             "P414"),
+    Relation("product", "{s} makes {o}.", "What does {s} make?", "P1056", ("products",)),
+    Relation("operating system", "{s} runs the operating system {o}.", "Which operating system does {s} run?",
+             "P306"),
+    Relation("programming language", "{s} is written in the programming language {o}.",
+             "Which programming language is {s} written in?", "P277"),
+    Relation("official website", "The official website of {s} is {o}.", "What is the website of {s}?", "P856",
+             ("website",)),
+    Relation("place of burial", "{s} is buried in {o}.", "Where is {s} buried?", "P119"),
+    Relation("cause of death", "{s} died of {o}.", "What did {s} die of?", "P509"),
+    Relation("military branch", "{s} served in the {o}.", "Which military branch did {s} serve in?", "P241"),
+    Relation("doctoral advisor", "The doctoral advisor of {s} was {o}.", "Who was the doctoral advisor of {s}?",
+             "P184"),
+    Relation("color", "The colour of {s} is {o}.", "What colour is {s}?", "P462", ("colour",)),
+    Relation("ethnic group", "{s} belongs to the ethnic group {o}.", "Which ethnic group does {s} belong to?",
+             "P172"),
+    Relation("mouth of the watercourse", "{s} flows into {o}.", "Where does {s} flow into?", "P403"),
 )
 
 
@@ -99,13 +183,19 @@ def _key(text: str) -> str:
 
 
 _LOOKUP: dict[str, Relation] = {}
-for _relation in _TABLE:
+for _relation in (*_TABLE, *_MORE):
     for _name in (_relation.label, _relation.wikidata_id, *_relation.aliases):
         if _name:
             _LOOKUP[_key(_name)] = _relation
 
 
 def known_relations() -> tuple[Relation, ...]:
+    """Every relation with templates: MQuAKE's and the common ones beside them."""
+    return (*_TABLE, *_MORE)
+
+
+def mquake_relations() -> tuple[Relation, ...]:
+    """The relations MQuAKE uses (their sentence templates are the ones its edit sentences follow)."""
     return _TABLE
 
 
@@ -139,6 +229,66 @@ def fact_sentence(subject: str, relation: str, obj: str) -> str:
     if _is_verb_phrase(wording):
         return f"{subject} {wording} {obj}."
     return f"The {wording} of {subject} is {obj}."
+
+
+# Words people use for a relation that must not rename a user's relation (a company's "president" is not a head of
+# state): used only to judge what a question asks for (``relation_descriptions``), never to canonicalise.
+_ASKED_AS: dict[str, tuple[str, ...]] = {
+    "head of state": ("president", "king", "queen", "monarch"),
+    "head of government": ("prime minister", "premier", "chancellor", "mayor", "governor", "PM"),
+    "chief executive officer": ("boss", "chief executive", "who runs X"),
+    "chairperson": ("chair", "head of the board"),
+    "country of citizenship": ("nationality", "passport", "which country is X from"),
+    "place of birth": ("birthplace", "where was X born"),
+    "place of death": ("where did X die",),
+    "spouse": ("husband", "wife", "who is X married to"),
+    "author": ("writer", "who wrote X"),
+    "creator": ("maker", "who made X"),
+    "manufacturer": ("maker", "who makes X", "who builds X"),
+    "employer": ("company", "who does X work for"),
+    "headquarters location": ("main office", "where is X based"),
+    "member of sports team": ("club", "side", "which club does X play for"),
+    "head coach": ("coach", "trainer", "who trains X"),
+    "residence": ("home", "where does X live"),
+    "capital": ("capital city", "seat of government"),
+    "official language": ("language", "which language is spoken in X"),
+    "educated at": ("university", "college", "where did X study"),
+    "founded by": ("founder", "who founded X"),
+    "inception": ("founding year", "when was X founded"),
+    "occupation": ("job", "profession", "what does X do for a living"),
+}
+
+
+def relation_descriptions(relation: str) -> list[str]:
+    """Ways of asking for ``relation`` about an entity "X", to compare a question with (the question's own entity
+    replaced by "X"): the question template, the relation as a noun phrase, its aliases and usual wordings."""
+    found = find_relation(relation)
+    label = found.label if found else " ".join(relation.split())
+    texts = [fact_question("X", label), fact_phrase(label, "X")]
+    if not found:
+        texts.append(f"Who is the {label} of X?" if not _is_verb_phrase(label) else f"X {label} whom?")
+    for wording in (*(found.aliases if found else ()), *_ASKED_AS.get(label, ())):
+        texts.append(f"{wording[0].upper()}{wording[1:]}?" if "X" in wording.split() else
+                     f"X {wording}" if _is_verb_phrase(wording) else f"the {wording} of X")
+    return list(dict.fromkeys(texts))
+
+
+def fact_phrase(relation: str, subject: str) -> str:
+    """The object of (subject, relation) as a noun phrase ("the capital of France"), to nest in a longer question."""
+    found = find_relation(relation)
+    wording = found.label if found else " ".join(relation.split())
+    if not found and _is_verb_phrase(wording):
+        return f"the one {subject} {wording}"
+    return f"the {wording} of {subject}"
+
+
+def chain_question(subject: str, relations: list[str]) -> str:
+    """One question asking for the end of a chain of relations from ``subject`` ("What is the capital of the country
+    of citizenship of X?"): the last relation's question about the noun phrase of the ones before it."""
+    inner = subject
+    for relation in relations[:-1]:
+        inner = fact_phrase(relation, inner)
+    return fact_question(inner, relations[-1])
 
 
 def fact_question(subject: str, relation: str) -> str:

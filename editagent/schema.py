@@ -14,13 +14,24 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from editagent.relations import canonical_relation, fact_sentence
 
 MAX_ENTITY_CHARS = 200
+MAX_ALIASES = 20  # other names of an edit's subject ("UK", "Britain"), each an entity name
 MAX_RELATION_CHARS = 100
 MAX_SENTENCE_CHARS = 1000
 MAX_SOURCE_CHARS = 100
@@ -28,6 +39,7 @@ MAX_METADATA_BYTES = 16_384
 MAX_QUESTION_CHARS = 2_000
 # The interfaces an untrusted caller reaches (editagent.tools, editagent.server) bound their input before parsing it.
 MAX_TOOL_ARGUMENTS_CHARS = 16_384
+MAX_SEARCH_LIMIT = 1_000  # hits per search from Python
 MAX_SEARCH_HITS = 50  # hits per search through a tool or HTTP: what a calling model can read in one result
 MAX_HTTP_BATCH = 1_000
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
@@ -35,6 +47,7 @@ NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EDIT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NAMESPACE_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
 DEFAULT_NAMESPACE = "default"
+DEFAULT_MAX_HOPS = 4  # hops (subquestions, relations) one question may take: MQuAKE's longest chains
 
 
 class EditError(ValueError):
@@ -109,6 +122,7 @@ _PYDANTIC_WORDING = {
     "model_type": "expected a JSON object",
     "dict_type": "expected a JSON object",
     "list_type": "expected a list",
+    "tuple_type": "expected a list",
     "json_invalid": "not valid JSON",
     "string_type": "expected text",
 }
@@ -118,80 +132,100 @@ def new_edit_id() -> str:
     return uuid.uuid4().hex
 
 
+# -- one set of field rules, shared by every record and every face's arguments ------------------------------
+
+
+def _entity(value: Any, info: ValidationInfo) -> str:
+    return clean_text(info.field_name or "text", value, MAX_ENTITY_CHARS)
+
+
+def _optional_entity(value: Any, info: ValidationInfo) -> str | None:
+    # Callers often send "" or null for an optional value they mean to leave out.
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _entity(value, info)
+
+
+def _relation(value: Any) -> str:
+    return clean_text("relation", value, MAX_RELATION_CHARS)
+
+
+def _sentence(value: Any, info: ValidationInfo) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    return clean_text(info.field_name or "sentence", value, MAX_SENTENCE_CHARS)
+
+
+def _source(value: Any) -> str:
+    return clean_text("source", value, MAX_SOURCE_CHARS)
+
+
+def _edit_id(value: Any, info: ValidationInfo) -> str:
+    return check_edit_id(value, info.field_name or "id", optional=info.field_name == "id")  # Edit.id has a default
+
+
+def _namespace(value: Any) -> str:
+    return check_namespace(value)
+
+
+def _question(value: Any, info: ValidationInfo) -> str:
+    return clean_text(info.field_name or "question", value, MAX_QUESTION_CHARS)
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EditError(f"metadata: expected a JSON object (dict), got {type(value).__name__}")
+    try:
+        encoded = json.dumps(value, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise EditError(f"metadata: must be JSON-serialisable without NaN/Infinity ({error})") from None
+    except RecursionError:  # not a ValueError: pydantic would let it escape as a crash
+        raise EditError("metadata: nested too deeply to store as JSON") from None
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise EditError(f"metadata: {len(encoded)} bytes as JSON, at most {MAX_METADATA_BYTES} allowed")
+    return json.loads(encoded)
+
+
+EntityText = Annotated[str, BeforeValidator(_entity), Field(max_length=MAX_ENTITY_CHARS)]
+"""A subject or object: one line of plain text, 1-200 characters after stripping."""
+OptionalEntityText = Annotated[Annotated[str, Field(max_length=MAX_ENTITY_CHARS)] | None,
+                                 BeforeValidator(_optional_entity)]
+RelationText = Annotated[str, BeforeValidator(_relation), Field(max_length=MAX_RELATION_CHARS)]
+"""A relation as written: a label, an alias or a Wikidata id (``Edit`` keeps the canonical label)."""
+SentenceText = Annotated[str, BeforeValidator(_sentence), Field(max_length=MAX_SENTENCE_CHARS)]
+SourceText = Annotated[str, BeforeValidator(_source), Field(max_length=MAX_SOURCE_CHARS)]
+EditId = Annotated[str, BeforeValidator(_edit_id), Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Namespace = Annotated[str, BeforeValidator(_namespace), Field(pattern=NAMESPACE_PATTERN.pattern)]
+QuestionText = Annotated[str, BeforeValidator(_question), Field(max_length=MAX_QUESTION_CHARS)]
+Metadata = Annotated[dict[str, Any], BeforeValidator(_metadata)]
+
+
 class Edit(BaseModel):
-    """One changed fact: (subject, relation, object) plus the sentence retrieval searches."""
+    """One changed fact: (subject, relation, object) plus the sentence retrieval searches.
+
+    ``aliases``: other names of the subject that questions may use ("UK", "Britain" for "United Kingdom").
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    subject: str
-    relation: str
-    object: str
-    previous_object: str | None = None
-    sentence: str = ""
-    namespace: str = DEFAULT_NAMESPACE
-    id: str = Field(default_factory=new_edit_id)
+    subject: EntityText
+    aliases: Annotated[tuple[EntityText, ...], Field(max_length=MAX_ALIASES)] = ()
+    relation: Annotated[RelationText, AfterValidator(canonical_relation)]
+    object: EntityText
+    previous_object: OptionalEntityText = None
+    sentence: SentenceText = ""
+    namespace: Namespace = DEFAULT_NAMESPACE
+    id: EditId = Field(default_factory=new_edit_id)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    source: str = "user"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("subject", "object", mode="before")
-    @classmethod
-    def _entity(cls, value: Any, info: Any) -> str:
-        return clean_text(info.field_name, value, MAX_ENTITY_CHARS)
-
-    @field_validator("previous_object", mode="before")
-    @classmethod
-    def _previous(cls, value: Any) -> str | None:
-        return None if value is None else clean_text("previous_object", value, MAX_ENTITY_CHARS)
-
-    @field_validator("relation", mode="before")
-    @classmethod
-    def _relation(cls, value: Any) -> str:
-        return canonical_relation(clean_text("relation", value, MAX_RELATION_CHARS))
-
-    @field_validator("sentence", mode="before")
-    @classmethod
-    def _sentence(cls, value: Any) -> str:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return ""
-        return clean_text("sentence", value, MAX_SENTENCE_CHARS)
-
-    @field_validator("namespace", mode="before")
-    @classmethod
-    def _namespace(cls, value: Any) -> str:
-        return check_namespace(value)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id(cls, value: Any) -> str:
-        return check_edit_id(value, optional=True)
-
-    @field_validator("source", mode="before")
-    @classmethod
-    def _source(cls, value: Any) -> str:
-        return clean_text("source", value, MAX_SOURCE_CHARS)
+    source: SourceText = "user"
+    metadata: Metadata = Field(default_factory=dict)
 
     @field_validator("created_at", mode="after")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _metadata(cls, value: Any) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise EditError(f"metadata: expected a JSON object (dict), got {type(value).__name__}")
-        try:
-            encoded = json.dumps(value, allow_nan=False, sort_keys=True)
-        except (TypeError, ValueError) as error:
-            raise EditError(f"metadata: must be JSON-serialisable without NaN/Infinity ({error})") from None
-        except RecursionError:  # not a ValueError: pydantic would let it escape as a crash
-            raise EditError("metadata: nested too deeply to store as JSON") from None
-        if len(encoded.encode()) > MAX_METADATA_BYTES:
-            raise EditError(f"metadata: {len(encoded)} bytes as JSON, at most {MAX_METADATA_BYTES} allowed")
-        return json.loads(encoded)
 
     @model_validator(mode="after")
     def _fill_sentence(self) -> Edit:
@@ -208,27 +242,42 @@ class Edit(BaseModel):
 EditStatus = Literal["live", "superseded", "deleted"]
 
 
-class StoredEdit(BaseModel):
-    """An edit as the store holds it, with its life-cycle state."""
+class StoredEdit(Edit):
+    """An edit as the store holds it: every field of ``Edit``, and where it is in its life cycle.
 
-    model_config = ConfigDict(frozen=True)
+    What every read and write of the store returns (``EditAgent.edit``, ``edits``, ``get``, ``forget``...).
+    """
 
-    edit: Edit
     status: EditStatus = "live"
     superseded_by: str | None = None
     ended_at: datetime | None = None
 
+    @classmethod
+    def of(cls, edit: Edit, *, status: EditStatus = "live", superseded_by: str | None = None,
+           ended_at: datetime | None = None) -> StoredEdit:
+        """``edit`` with its life-cycle state (no re-validation: ``edit`` is already valid)."""
+        fields = {name: getattr(edit, name) for name in Edit.model_fields}
+        return cls.model_construct(**fields, status=status, superseded_by=superseded_by, ended_at=ended_at)
+
+    def fact(self) -> Edit:
+        """The plain ``Edit`` (without the life-cycle fields), e.g. to store it again elsewhere."""
+        return Edit.model_construct(**{name: getattr(self, name) for name in Edit.model_fields})
+
 
 class SearchHit(BaseModel):
-    """One search result, shaped like mem0's: ``id``, ``memory`` (the sentence), ``score``."""
+    """One search result, shaped like mem0's: ``id``, ``memory`` (the sentence), ``score``; ``edit`` is the row."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     memory: str
     score: float
-    edit: Edit
-    status: EditStatus = "live"
+    edit: StoredEdit
+
+    @field_validator("edit", mode="before")
+    @classmethod
+    def _row(cls, value: Any) -> Any:
+        return StoredEdit.of(value) if isinstance(value, Edit) and not isinstance(value, StoredEdit) else value
 
     @field_validator("score")
     @classmethod
@@ -236,6 +285,10 @@ class SearchHit(BaseModel):
         if not math.isfinite(value):
             raise EditError(f"score: {value} is not a finite number")
         return value
+
+    @property
+    def status(self) -> EditStatus:
+        return self.edit.status
 
 
 class Hop(BaseModel):
@@ -249,6 +302,11 @@ class Hop(BaseModel):
     contradicted: bool = False
     answer: str = ""
     source: Literal["model", "edit", "graph"] = "model"
+    # how the agent's method found the hop's answer: "exact" (the store holds this entity and relation), "meaning"
+    # (the relation linked by meaning among the entity's edits), "retrieval" (a search of the namespace's edits,
+    # judged by the scope detector) or "model"; None for the loops from the literature
+    tier: Literal["exact", "meaning", "retrieval", "model"] | None = None
+    relation: str | None = None
 
 
 class Answer(BaseModel):

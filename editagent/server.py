@@ -41,7 +41,7 @@ from editagent.schema import (
     describe_errors,
     describe_validation_error,
 )
-from editagent.tools import AskArguments, SearchArguments, edit_row, hit_row
+from editagent.tools import AskArguments, SearchArguments, hit_row
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
     def list_edits(namespace: str, history: bool = False) -> dict[str, Any]:
         with service.lock:
             rows = service.agent(namespace).edits(include_history=history)
-        return {"edits": [edit_row(row) for row in rows]}
+        return {"edits": [row.model_dump(mode="json") for row in rows]}
 
     @app.post("/{namespace}/edits", status_code=201)
     def add_edits(namespace: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
@@ -184,7 +184,7 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
         edits = _edits_from_body(payload, namespace)
         with service.lock:
             stored = service.agent(namespace).edit_many(edits)
-        return {"edits": [edit_row(edit) for edit in stored]}
+        return {"edits": [row.model_dump(mode="json") for row in stored]}
 
     @app.get("/{namespace}/edits/search")
     def search_edits(namespace: str, q: str, limit: int = 5) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
                 raise HTTPException(404, f"id: no edit {edit_id!r} in namespace {namespace!r}")
             if stored.status != "live":
                 raise HTTPException(409, f"id: edit {edit_id!r} is already {stored.status}")
-            return {"edit": edit_row(agent.forget(edit_id))}
+            return {"edit": agent.forget(edit_id).model_dump(mode="json")}
 
     @app.post("/{namespace}/ask")
     def ask(namespace: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008

@@ -18,22 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from editagent.schema import (
-    MAX_ENTITY_CHARS,
-    MAX_QUESTION_CHARS,
-    MAX_RELATION_CHARS,
     MAX_SEARCH_HITS,
-    MAX_SENTENCE_CHARS,
     MAX_TOOL_ARGUMENTS_CHARS,
-    Edit,
     EditError,
+    EditId,
+    EntityText,
+    OptionalEntityText,
+    QuestionText,
+    RelationText,
     SearchHit,
-    StoredEdit,
-    check_edit_id,
-    check_question,
-    clean_text,
+    SentenceText,
     describe_validation_error,
 )
 
@@ -54,83 +51,30 @@ class _Arguments(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _optional_text(field: str, value: Any, max_chars: int) -> str:
-    # Models often send "" or null for an optional argument they mean to leave out.
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return ""
-    return clean_text(field, value, max_chars)
-
-
 class EditArguments(_Arguments):
-    subject: str = Field(max_length=MAX_ENTITY_CHARS,
-                         description="The entity whose fact changed, e.g. 'Doug TenNapel'.")
-    relation: str = Field(max_length=MAX_RELATION_CHARS,
-                          description="The relation: a label ('country of citizenship'), an alias or a Wikidata id "
-                                      "('P27').")
-    object: str = Field(max_length=MAX_ENTITY_CHARS, description="The new value, e.g. 'United Kingdom'.")
-    sentence: str = Field("", max_length=MAX_SENTENCE_CHARS,
-                          description="Optional: the fact as one sentence (default: written from the relation).")
-    previous_object: str = Field("", max_length=MAX_ENTITY_CHARS,
-                                 description="Optional: the value this edit replaces.")
-
-    @field_validator("subject", "object", mode="before")
-    @classmethod
-    def _entity(cls, value: Any, info: Any) -> str:
-        return clean_text(info.field_name, value, MAX_ENTITY_CHARS)
-
-    @field_validator("relation", mode="before")
-    @classmethod
-    def _relation(cls, value: Any) -> str:
-        return clean_text("relation", value, MAX_RELATION_CHARS)
-
-    @field_validator("sentence", mode="before")
-    @classmethod
-    def _sentence(cls, value: Any) -> str:
-        return _optional_text("sentence", value, MAX_SENTENCE_CHARS)
-
-    @field_validator("previous_object", mode="before")
-    @classmethod
-    def _previous(cls, value: Any) -> str:
-        return _optional_text("previous_object", value, MAX_ENTITY_CHARS)
+    subject: EntityText = Field(description="The entity whose fact changed, e.g. 'Doug TenNapel'.")
+    relation: RelationText = Field(description="The relation: a label ('country of citizenship'), an alias, a "
+                                               "Wikidata id ('P27') or your own wording ('manager').")
+    object: EntityText = Field(description="The new value, e.g. 'United Kingdom'.")
+    sentence: SentenceText = Field("", description="Optional: the fact as one sentence (default: written from "
+                                                   "the relation).")
+    previous_object: OptionalEntityText = Field(None, description="Optional: the value this edit replaces.")
 
 
 class AskArguments(_Arguments):
-    question: str = Field(max_length=MAX_QUESTION_CHARS, description="The question, on one line.")
-
-    @field_validator("question", mode="before")
-    @classmethod
-    def _question(cls, value: Any) -> str:
-        return check_question(value)
+    question: QuestionText = Field(description="The question, on one line.")
 
 
 class ForgetArguments(_Arguments):
-    edit_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The id of the edit to delete.")
-
-    @field_validator("edit_id", mode="before")
-    @classmethod
-    def _edit_id(cls, value: Any) -> str:
-        return check_edit_id(value, "edit_id")
+    edit_id: EditId = Field(description="The id of the edit to delete.")
 
 
 class SearchArguments(_Arguments):
-    query: str = Field(max_length=MAX_QUESTION_CHARS, description="What to look for, e.g. a question or a name.")
+    query: QuestionText = Field(description="What to look for, e.g. a question or a name.")
     limit: int = Field(5, ge=1, le=MAX_SEARCH_HITS, strict=True, description="How many edits to return at most.")
-
-    @field_validator("query", mode="before")
-    @classmethod
-    def _query(cls, value: Any) -> str:
-        return clean_text("query", value, MAX_QUESTION_CHARS)
 
 
 # -- results: plain JSON -----------------------------------------------------------------------------------
-
-
-def edit_row(stored: StoredEdit | Edit) -> dict[str, Any]:
-    """An edit as a JSON object with its status (an ``Edit`` just stored is live)."""
-    edit = stored.edit if isinstance(stored, StoredEdit) else stored
-    row = edit.model_dump(mode="json")
-    row["status"] = stored.status if isinstance(stored, StoredEdit) else "live"
-    return row
 
 
 def hit_row(hit: SearchHit) -> dict[str, Any]:
@@ -140,8 +84,8 @@ def hit_row(hit: SearchHit) -> dict[str, Any]:
 
 def _run_edit(agent: EditAgent, args: EditArguments) -> dict[str, Any]:
     stored = agent.edit(args.subject, args.relation, args.object, sentence=args.sentence,
-                        previous_object=args.previous_object or None, source="tool")
-    return {"edit": edit_row(stored)}
+                        previous_object=args.previous_object, source="tool")
+    return {"edit": stored.model_dump(mode="json")}
 
 
 def _run_ask(agent: EditAgent, args: AskArguments) -> dict[str, Any]:
@@ -150,7 +94,7 @@ def _run_ask(agent: EditAgent, args: AskArguments) -> dict[str, Any]:
 
 
 def _run_forget(agent: EditAgent, args: ForgetArguments) -> dict[str, Any]:
-    return {"edit": edit_row(agent.forget(args.edit_id))}
+    return {"edit": agent.forget(args.edit_id).model_dump(mode="json")}
 
 
 def _run_search(agent: EditAgent, args: SearchArguments) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the MQuAKE data lives (``EDITAGENT_DATA`` overrides the default beside the repo)."""
+"""Shared fixtures: the MQuAKE data (found by ``editagent.eval.data_file``: ``EDITAGENT_DATA``, else the cache)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,15 @@ import pytest
 # made one MiniLM query take ~0.75 s instead of ~25 ms. Must be set before torch loads; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-MQUAKE_DEV_FILE = "MQuAKE-CF-3k-dev600.json"
-
-
 @pytest.fixture(scope="session")
 def mquake_dir() -> Path:
-    """The folder holding the MQuAKE files; the test is skipped when they are not there."""
-    env = os.environ.get("EDITAGENT_DATA")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "mquake"
-    if not (folder / MQUAKE_DEV_FILE).is_file():
-        pytest.skip(f"MQuAKE data not found in {folder}; set EDITAGENT_DATA to the folder holding {MQUAKE_DEV_FILE}")
-    return folder
+    """The folder holding the MQuAKE files; the test is skipped, saying why, when they cannot be had."""
+    from editagent.eval import MQUAKE_DEV, DataUnavailable, data_file
+
+    try:
+        return data_file(MQUAKE_DEV).parent
+    except DataUnavailable as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

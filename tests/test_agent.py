@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 from _models import real_llm
+from _scripted import ScriptedLLM
 
-from editagent import Answer, EditAgent, EditError
+from editagent import Answer, Edit, EditAgent, EditError
 from editagent.decompose import MeLLo, answer_directly
 from editagent.decompose.chain import hop_prefix
 from editagent.decompose.direct import clean_answer
+from editagent.decompose.mello import CHANGE, KEEP
 from editagent.models import Embedder
+from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY
 
 
 def _agent(path: Path, embedder: Embedder, namespace: str = "default", method: str = "agent") -> EditAgent:
@@ -19,7 +22,7 @@ def _agent(path: Path, embedder: Embedder, namespace: str = "default", method: s
 
 
 def test_mello_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path, embedder: Embedder) -> None:
-    agent = _agent(tmp_path, embedder, method="mello")
+    agent = _agent(tmp_path, embedder, method="mello-guided")
     stored = [agent.edit("The Sandman", "P50", "F. Scott Fitzgerald"),
               agent.edit("F. Scott Fitzgerald", "P26", "Dick Powell"),
               agent.edit("Dick Powell", "P27", "Czech Republic")]
@@ -40,25 +43,58 @@ def test_mello_ask_returns_a_well_formed_trace_on_the_real_model(tmp_path: Path,
     assert answer.trace[0].retrieved_edit_id == stored[0].id
 
 
-def test_guided_contradiction_takes_the_edited_object(tmp_path: Path, embedder: Embedder) -> None:
+def test_guided_verdict_is_the_better_scored_form_on_the_real_model(tmp_path: Path, embedder: Embedder) -> None:
     agent = _agent(tmp_path, embedder)
     edit = agent.edit("France", "capital", "Lyon")
     reasoner = MeLLo(agent.llm, agent.memory.top1, max_hops=1, guided=True)
     answer = reasoner.answer("What is the capital of France?")
     hop = answer.trace[0]
     assert hop.retrieved_edit_id == edit.id
-    # When the verdict is "contradicts", the intermediate answer is exactly the edit's object.
-    if hop.contradicted:
-        assert hop.answer == "Lyon" and hop.source == "edit"
-    else:
-        assert hop.source == "model"
+    # The verdict the loop wrote is the one the model scores higher on the prompt up to the retrieved fact.
+    before_verdict = answer.raw[: answer.raw.index(f"Retrieved fact: {edit.sentence}\n")]
+    prompt = f"{reasoner.prefix}{before_verdict}Retrieved fact: {edit.sentence}\n"
+    keep, change = agent.llm.score_many([(prompt, KEEP), (prompt, CHANGE)], prefix=reasoner.prefix)
+    assert hop.contradicted == (change > keep)
+    assert (hop.answer, hop.source) == ("Lyon", "edit") if hop.contradicted else hop.source == "model"
+
+
+@pytest.mark.parametrize("change_score", [1.0, -1.0])
+def test_guided_contradiction_takes_the_edited_object_and_agreement_keeps_the_draft(
+        tmp_path: Path, embedder: Embedder, change_score: float) -> None:
+    # After "contradicts" the loop writes the edit's object itself; after "does not contradict" the model goes on.
+    then = "Final answer: Lyon." if change_score > 0 else " Paris\nFinal answer: Paris."
+    llm = ScriptedLLM(["Subquestion: What is the capital of France?\nGenerated answer: Paris.\n", then],
+                      change_score=change_score)
+    agent = EditAgent(store=tmp_path / "store", embedder=embedder, llm=llm)
+    edit = agent.edit("France", "capital", "Lyon")
+    hop = MeLLo(agent.llm, agent.memory.top1, max_hops=1, guided=True).answer("What is the capital of France?").trace[0]
+    assert hop.retrieved_edit_id == edit.id and hop.contradicted == (change_score > 0)
+    assert (hop.answer, hop.source) == (("Lyon", "edit") if change_score > 0 else ("Paris", "model"))
+
+
+@pytest.mark.parametrize("method", ["agent", "mello", "mello-guided", "pokemqa"])
+def test_no_method_reads_an_edit_that_lives_only_in_the_weights(tmp_path: Path, embedder: Embedder,
+                                                                method: str) -> None:
+    """An edit written with to="weights" is answered by the edited model, so no reasoner may retrieve it from the
+    store (the agent's chain walk skipped it; MeLLo and PokeMQA retrieved it through ``memory.top1``)."""
+    replies = ["Subquestion: What is the capital of France?\nGenerated answer: Paris.\n", "Final answer: Paris."]
+    agent = EditAgent(store=tmp_path / "store", embedder=embedder, method=method,
+                      llm=ScriptedLLM(replies, change_score=1.0))
+    weights_only = agent.memory.add(Edit(subject="France", relation="capital", object="Lyon",
+                                         metadata={WEIGHTS_KEY: {"method": "rome"}, IN_MEMORY_KEY: False}))[0]
+    other = agent.edit("Germany", "capital", "Hamburg")
+    answer = agent.ask("What is the capital of France?")
+    retrieved = {hop.retrieved_edit_id for hop in answer.trace} - {None}
+    assert weights_only.id not in retrieved and retrieved <= {other.id}
+    assert "Lyon" not in answer.text
+    assert agent.memory.top1(["What is the capital of France?"], ["default"])[0].id == weights_only.id  # it is there
 
 
 def test_namespaces_never_see_each_other(tmp_path: Path, embedder: Embedder) -> None:
     alice = _agent(tmp_path, embedder, "alice")
     bob = EditAgent(namespace="bob", memory=alice.memory, llm=real_llm())
     secret = alice.edit("Alice's cat", "P27", "Norway")
-    assert [s.edit.id for s in alice.edits()] == [secret.id]
+    assert [s.id for s in alice.edits()] == [secret.id]
     assert bob.edits() == []
     assert bob.search("Which country is Alice's cat a citizen of?") == []
     assert bob.get(secret.id) is None
@@ -72,11 +108,11 @@ def test_forget_supersede_history_and_graph(tmp_path: Path, embedder: Embedder) 
     agent = _agent(tmp_path, embedder)
     first = agent.edit("Doug TenNapel", "country of citizenship", "United Kingdom")
     second = agent.edit("doug tennapel", "citizenship", "Canada")
-    assert [s.edit.id for s in agent.edits()] == [second.id]
-    assert [(s.edit.id, s.status) for s in agent.history(second.id)] == [(first.id, "superseded"),
+    assert [s.id for s in agent.edits()] == [second.id]
+    assert [(s.id, s.status) for s in agent.history(second.id)] == [(first.id, "superseded"),
                                                                          (second.id, "live")]
     graph = agent.graph()
-    assert graph.lookup("Doug TenNapel", "P27")[0].edit.object == "Canada"
+    assert graph.lookup("Doug TenNapel", "P27")[0].object == "Canada"
     agent.forget(second.id)
     assert agent.edits() == []
     assert agent.get(second.id).status == "deleted"

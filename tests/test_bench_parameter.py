@@ -7,7 +7,9 @@ the real model's numbers come from ``benchmarks/mquake.py --method rome``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,15 @@ import torch
 import transformers
 from _models import packaged_tokenizer, tiny_config
 
-from editagent.eval.bench_mquake import main
+
+def benchmark_main() -> Callable[[Sequence[str]], int]:
+    """``main`` of ``benchmarks/mquake.py`` (benchmarks/ holds scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mquake.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_mquake", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
 
 
 @pytest.mark.parametrize("method", ["rome", "memit"])
@@ -29,7 +39,7 @@ def test_parameter_methods_edit_answer_directly_and_restore_the_weights(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     out = tmp_path / "results"
-    assert main(["--dataset", str(mquake_dir / "MQuAKE-CF-3k-dev600.json"), "--method", method, "--model",
+    assert benchmark_main()(["--dataset", str(mquake_dir / "MQuAKE-CF-3k-dev600.json"), "--method", method, "--model",
                  str(folder), "--k", "1", "--cases", "3", "--out", str(out),
                  "--editor-option", "stats_tokens=2000", "--editor-option", "steps=4"]) == 0
     result = json.loads(next(out.glob(f"mquake_*_{method}_k1_n3_s0.json")).read_text())
@@ -45,7 +55,7 @@ def test_parameter_methods_edit_answer_directly_and_restore_the_weights(
 def test_an_llm_over_an_edited_model_answers_from_the_edited_weights_then_from_the_restored_ones(
         tmp_path: Path) -> None:
     """Editors bump the model's weights version, so cached prefixes and rows of the old weights are dropped."""
-    from editagent.editors import ROME, WeightEdit
+    from editagent.editors import ROME, RomeConfig, WeightEdit
     from editagent.llm import TransformersLLM
     from editagent.models import weights_version
 
@@ -56,7 +66,7 @@ def test_an_llm_over_an_edited_model_answers_from_the_edited_weights_then_from_t
     prefix = "Q: Where is the Eiffel Tower? A: Paris\n"
     prompts = [prefix + "Q: Where is the Colosseum? A:", prefix + "Q: Where is Big Ben? A:"]
     before = llm.generate(prompts, max_new_tokens=6, prefix=prefix)
-    editor = ROME(model, tokenizer, {"stats_tokens": 2000, "steps": 4, "lr": 5.0, "n_context_templates": 0},
+    editor = ROME(model, tokenizer, RomeConfig(stats_tokens=2000, steps=4, lr=5.0, n_context_templates=0),
                   cache_dir=tmp_path, progress=False)
     version = weights_version(model)
     handle = editor.apply([WeightEdit(prompt="Q: Where is the Colosseum? A:", subject="Colosseum", target="Oslo")])

@@ -35,7 +35,7 @@ import pytest
 from filelock import FileLock
 
 from editagent.memory import EditMemory, VectorIndex
-from editagent.memory.edit_memory import MAX_LIMIT
+from editagent.schema import MAX_SEARCH_LIMIT as MAX_LIMIT
 from editagent.schema import Edit
 
 FIRST = ["Ada", "Boris", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiroshi", "Ingrid", "Jamal",
@@ -100,7 +100,7 @@ def _writer(conn: Connection, store: str, start: int, count: int, batch: int, wa
 def _view(memory: EditMemory) -> dict[str, Any]:
     """What an open memory serves, next to what SQLite holds (used in a child and in the parent)."""
     served = {hit.id for hit in memory.search("Who is this person?", limit=MAX_LIMIT)}
-    live = {stored.edit.id for stored in memory.edits()}
+    live = {stored.id for stored in memory.edits()}
     return {"count": memory.count(), "live": sorted(live), "served": sorted(served)}
 
 

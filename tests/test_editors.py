@@ -12,7 +12,10 @@ weak to steer anything, so facts in the middle of a prompt are checked on the re
 from __future__ import annotations
 
 import logging
+import math
 import random
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,18 @@ from typing import Any
 import pytest
 import torch
 import transformers
+from _models import ARCHITECTURES, packaged_tokenizer, tiny_config, tiny_llm
 from pydantic import ValidationError
 from torch import nn
 
 from editagent.editors import (
     ARCH_SPECS,
+    EDITORS,
     MEMIT,
     ROME,
+    AnyEdit,
+    AnyEditConfig,
+    Deltas,
     FingerprintMismatch,
     MemitConfig,
     ModelArch,
@@ -34,16 +42,21 @@ from editagent.editors import (
     UnsupportedArchitecture,
     WeightEdit,
     apply_deltas,
+    editor_config,
     key_second_moment,
     key_second_moments,
+    make_editor,
     model_fingerprint,
     register_arch,
 )
 from editagent.editors import stats as stats_module
 from editagent.editors import value as value_module
-from editagent.editors.anyedit import AnyEdit, AnyEditConfig, LongEdit, choose_window_starts, outputs_at
+from editagent.editors.anyedit import LongEdit, choose_window_starts, row_capture
 from editagent.editors.base import AppliedEdit, WeightWriter
+from editagent.editors.capture import Probe, capture
 from editagent.editors.memit import through_output_norm
+from editagent.editors.prompts import SplitRows, context_templates, make_batch, subject_row
+from editagent.editors.rome import template_keys
 from editagent.eval.editing import (
     MetricsConfig,
     Scorer,
@@ -61,7 +74,6 @@ from editagent.eval.editing import (
 )
 from editagent.eval.mquake import load_mquake
 from editagent.schema import EditError
-from tests._models import ARCHITECTURES, packaged_tokenizer, tiny_config, tiny_llm
 
 TOKENIZER = packaged_tokenizer()
 _WORDS = ("the", "city", "river", "king", "music", "water", "stone", "blue", "green", "old", "new", "house", "light",
@@ -222,8 +234,8 @@ def test_a_write_in_normalised_units_reaches_what_the_norm_can_reach(seed: int) 
     changes along y). Writing r as it is, as for a model without the norm, lands far off."""
     model = gemma_with_trained_gains(seed)
     arch = ModelArch(model)
-    keys = outputs_at(model, TOKENIZER("The old man feared the ocean")["input_ids"], [2, 4, 5], arch.mlp_out(0),
-                      inputs=True)
+    keys = row_capture(model, TOKENIZER("The old man feared the ocean")["input_ids"], [2, 4, 5],
+                       Probe(arch.mlp_out(0), "input"))
     weight = arch.weight(0).double()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -264,11 +276,11 @@ def test_memit_goal_is_the_top_output_with_delta_added_at_the_value_site(arch: s
     model = gemma_with_trained_gains() if arch == "gemma3" else sharp_model(arch)
     memit = MEMIT(model, TOKENIZER, MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS), stats_texts=STATS_TEXTS,
                   cache_dir=cache, progress=False)
-    rows = [value_module.subject_row(TOKENIZER, "I went to visit {}", "Paris"),
-            value_module.subject_row(TOKENIZER, "{} is where we met", "Tokyo")]
-    batch = value_module.make_batch(TOKENIZER, rows, torch.device("cpu"))
+    rows = [subject_row(TOKENIZER, "I went to visit {}", "Paris"),
+            subject_row(TOKENIZER, "{} is where we met", "Tokyo")]
+    batch = make_batch(TOKENIZER, rows, torch.device("cpu"))
     site, top = memit.value_site, memit.top
-    y, now = value_module.capture_all_at_subject(model, batch, [(site, False), (top, False)])
+    y, now = capture(model, batch.inputs(), [Probe(site), Probe(top)], batch.at_subject)
     deltas = 0.5 * y.norm(dim=1, keepdim=True) * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
     deltas /= y.shape[1] ** 0.5
 
@@ -429,7 +441,7 @@ def test_rome_adds_exactly_delta_at_every_context_templates_key(cache: Path) -> 
     rome = ROME(model, TOKENIZER, RomeConfig(stats_tokens=STATS_TOKENS, n_context_templates=3, key_ridge=0.0),
                 stats_texts=STATS_TEXTS, cache_dir=cache, progress=False)
     edit = WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target=near_miss(model, "x")[1])
-    keys = value_module.template_keys(model, TOKENIZER, rome.arch, rome.layer, [edit], rome.templates)[0]
+    keys = template_keys(model, TOKENIZER, rome.arch, rome.layer, [edit], rome.templates)[0]
     weight_name = rome.arch.weight_name(rome.layer)
 
     handle = rome.apply(edit)
@@ -449,8 +461,8 @@ def test_one_value_step_moves_delta_by_lr_in_units_of_the_outputs_scale(rule: st
     model = sharp_model("llama")
     arch = ModelArch(model)
     edit = WeightEdit(prompt="The city I love the most is Paris", subject="Paris", target=near_miss(model, "x")[1])
-    config = RomeConfig(step_rule=rule, lr=lr, steps=1, stop_margin=None, stop_prob=1.0, weight_decay=0.0,
-                        kl_factor=0.0, n_context_templates=0)
+    config = RomeConfig(step_rule=rule, lr=lr, steps=1, stop_margin=math.inf, weight_decay=0.0, kl_factor=0.0,
+                        n_context_templates=0)
     fit = value_module.optimise_values(model, TOKENIZER, [edit], arch.mlp_out(0), arch.value_dim(0), ["{}"],
                                        config)[0]
 
@@ -474,7 +486,7 @@ def test_values_fitted_in_one_batch_equal_values_fitted_one_at_a_time(rule: str)
         edits.append(WeightEdit(prompt=prompt, subject=subject, target=near_miss(model, prompt)[1]))
     edits.append(WeightEdit(prompt="We had dinner with Alice", subject="Alice", target="the ocean and the river"))
     config = MemitConfig(step_rule=rule, lr=0.05 if rule == "adam" else 0.1, steps=12, stop_margin=1.0)
-    site, width, templates = arch.block(1), arch.value_dim(1), value_module.context_templates(2)
+    site, width, templates = arch.block(1), arch.value_dim(1), context_templates(2)
     together = value_module.optimise_values(model, TOKENIZER, edits, site, width, templates, config)
     alone = [value_module.optimise_values(model, TOKENIZER, [e], site, width, templates, config)[0] for e in edits]
 
@@ -487,26 +499,31 @@ def test_values_fitted_in_one_batch_equal_values_fitted_one_at_a_time(rule: str)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_blocks_below_the_site_run_once_and_the_values_match_running_them_every_step(arch: str) -> None:
+def test_blocks_below_the_site_run_once_and_the_values_match_running_them_every_step(
+        arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Blocks under the site see no δ, so their suffix outputs are recorded on the first step and replayed: the fit
     is the same as one that runs them every step, and the block under the site's MLP runs once per prefix/suffix."""
     model = sharp_model(arch)
     arch_ = ModelArch(model)
     edit = WeightEdit(prompt="I went to visit Paris", subject="Paris", target="the ocean and the river")
-    config = MemitConfig(steps=6, stop_margin=None, stop_prob=1.0)
-    problem = value_module.edit_problem(TOKENIZER, edit, value_module.context_templates(1))
+    config = MemitConfig(steps=6, stop_margin=math.inf)
+    problem = value_module.edit_problem(TOKENIZER, edit, context_templates(1))
     calls = {True: 0, False: 0}
     fits = {}
     for replay in (True, False):
+        if not replay:  # nothing to replay: every step runs every block
+            monkeypatch.setattr(value_module, "blocks_below", lambda *_args: [])
+
         def count(*_args: Any, _replay: bool = replay) -> None:
             calls[_replay] += 1
         handle = arch_.mlp_out(0).register_forward_hook(count)
         try:
             fits[replay] = value_module.fit_values(model, TOKENIZER, [problem], arch_.block(1), arch_.value_dim(1),
-                                                   config, replay=replay)[0]
+                                                   config)[0]
         finally:
             handle.remove()
 
+    monkeypatch.undo()
     assert value_module.blocks_below(model, arch_.mlp_out(1)) == [arch_.block(0)]
     assert fits[True].report.steps == fits[False].report.steps == 6
     torch.testing.assert_close(fits[True].delta, fits[False].delta, rtol=1e-4, atol=1e-6)
@@ -522,10 +539,10 @@ def test_memit_second_pass_writes_what_the_first_left_of_the_goals(cache: Path) 
     top = memit.arch.block(1)
 
     def keys_at(layer: int) -> torch.Tensor:
-        return torch.cat([outputs_at(model, ids, at, memit.arch.mlp_out(layer), inputs=True) for ids, at in rows])
+        return torch.cat([row_capture(model, ids, at, Probe(memit.arch.mlp_out(layer), "input")) for ids, at in rows])
 
     def current() -> torch.Tensor:
-        return torch.cat([outputs_at(model, ids, at, top, inputs=False) for ids, at in rows])
+        return torch.cat([row_capture(model, ids, at, Probe(top)) for ids, at in rows])
 
     start = current()
     goals = start + torch.randn(start.shape, generator=torch.Generator().manual_seed(0), dtype=start.dtype)
@@ -574,9 +591,8 @@ def test_cached_prefix_logits_equal_a_full_forward(arch: str) -> None:
     model = sharp_model(arch)
     texts = [("The following is true. The city I love the most is Paris, said the old man to us all", "Paris"),
              ("Paris is a", "Paris"), ("Here is a fact. Paris is big", "Paris")]
-    rows = [(*value_module.subject_row(TOKENIZER, text.replace(subject, "{}", 1), subject), 2)
-            for text, subject in texts]
-    split = value_module.SplitRows.build(TOKENIZER, rows, torch.device("cpu"))
+    rows = [(*subject_row(TOKENIZER, text.replace(subject, "{}", 1), subject), 2) for text, subject in texts]
+    split = SplitRows.build(TOKENIZER, rows, torch.device("cpu"))
     with torch.no_grad():
         got = value_module._SuffixRunner(model, split).logits()
         for (ids, _, n), logits in zip(rows, got, strict=True):
@@ -758,6 +774,93 @@ def test_long_edit_keeps_newlines_and_names_the_field() -> None:
         LongEdit(prompt="Nothing here", subject="f", target="x")
     with pytest.raises(ValidationError, match="window_tokens"):
         AnyEditConfig(window_tokens=0)
+
+
+# -- compute, then apply, and the registry ------------------------------------------------------------------
+
+
+FACTS = [("I went to visit Paris", "Paris"), ("Everyone admires Tokyo", "Tokyo"),
+         ("My brother plays the violin", "violin"), ("The old man feared the ocean", "ocean")]
+
+
+def near_miss_edits(model: nn.Module, facts: list[tuple[str, str]]) -> list[WeightEdit]:
+    return [WeightEdit(prompt=prompt, subject=subject, target=near_miss(model, prompt)[1]) for prompt, subject in facts]
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "anyedit"])
+def test_compute_leaves_every_weight_bit_identical_and_apply_writes_what_it_computed(
+        method: str, cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``compute`` writes into the weights while it works (ROME edit after edit, MEMIT layer after layer and again for
+    a refit, AnyEdit window by window) and puts every weight back bit for bit; ``apply`` gives exactly the weights
+    that writing the computed deltas gives, and its undo restores the original ones."""
+    model = sharp_model("llama")
+    options: dict[str, Any] = {"stats_texts": STATS_TEXTS, "cache_dir": cache, "progress": False}
+    common: dict[str, Any] = {"stats_tokens": STATS_TOKENS, "n_context_templates": 0}
+    edits: list[Any]
+    if method == "rome":
+        config: Any = RomeConfig(**common)
+        edits = near_miss_edits(model, FACTS[:2])
+    elif method == "memit":  # a stiff write, so the refit writes again
+        config = MemitConfig(layers=[0, 1], mom2_update_weight=1e4, stop_margin=2.0, refits=1, **common)
+        edits = near_miss_edits(model, FACTS)
+    else:
+        config = AnyEditConfig(layers=[0, 1], window_tokens=2, steps=10, stats_tokens=STATS_TOKENS)
+        edits = [LongEdit(prompt="The story of Paris", subject="Paris", target="river stone blue king music water")]
+    editor = make_editor(model, TOKENIZER, config, **options)
+    editor.load_statistics()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+
+    def unchanged() -> list[str]:
+        return [name for name, param in model.named_parameters() if not torch.equal(param, before[name])]
+
+    with caplog.at_level(logging.INFO, logger="editagent.editors.memit"):
+        deltas = editor.compute(edits)
+    assert not unchanged()
+    if method == "memit":
+        assert "writing again" in caplog.text  # the refit ran and wrote
+    assert isinstance(deltas, Deltas) and deltas.method == method and deltas.fingerprint == model_fingerprint(model)
+    assert set(deltas.deltas) == {ModelArch(model).weight_name(0 if method == "rome" else i) for i in (0, 1)}
+    assert all(delta.abs().max() > 0 for delta in deltas.deltas.values())
+    assert len(deltas.edits) == (0 if method == "anyedit" else len(edits)) and deltas.reports
+
+    written = apply_deltas(model, deltas)
+    by_deltas = {name: param.detach().clone() for name, param in model.named_parameters()}
+    written.undo()
+    assert not unchanged()
+    handle = editor.apply(edits)
+    assert all(torch.equal(param, by_deltas[name]) for name, param in model.named_parameters())
+    assert set(unchanged()) == set(deltas.deltas)
+    handle.undo()
+    assert not unchanged()
+
+
+def test_the_registry_maps_each_config_type_to_its_editor_and_errors_name_the_field(cache: Path) -> None:
+    model = sharp_model("llama")
+    assert {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit} == EDITORS
+    options: dict[str, Any] = {"stats_texts": STATS_TEXTS, "cache_dir": cache, "progress": False}
+    for config, kind in [(None, ROME), (RomeConfig(layer=1), ROME), (MemitConfig(layers=[0, 1]), MEMIT),
+                         (editor_config("anyedit", layers=[0, 1]), AnyEdit)]:
+        editor = make_editor(model, TOKENIZER, config, **options)
+        assert type(editor) is kind and editor.config == (config or RomeConfig())
+        assert editor.method == type(editor.config).method
+    assert editor_config("memit", refits=0) == MemitConfig(refits=0)
+    with pytest.raises(EditError, match=r"^method: 'nope' is not a weight editor; use one of rome, memit, anyedit"):
+        editor_config("nope")
+    with pytest.raises(EditError, match=r"^lyers: not a setting of memit \(its settings: .*layers"):
+        editor_config("memit", lyers=[1])
+    with pytest.raises(EditError, match=r"^lr: Input should be greater than 0"):
+        editor_config("rome", lr=-1)
+    with pytest.raises(EditError, match=r"^layers: give at least one"):
+        editor_config("memit", layers=[])
+    with pytest.raises(EditError, match="MEMIT takes a MemitConfig, not a RomeConfig"):
+        MEMIT(model, TOKENIZER, RomeConfig(), **options)
+
+
+def test_editor_configs_import_without_torch() -> None:
+    """The CLI builds configs; loading torch for that would cost it seconds."""
+    code = ("import sys; from editagent.editors.config import RomeConfig; from editagent.policy import EditPolicy; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- editing metrics ---------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,10 @@ from editagent.graph import ChainEdge, EditGraph, entity_key
 from editagent.relations import canonical_relation
 from editagent.schema import Edit, StoredEdit
 
-DATA_FILE = "MQuAKE-CF-3k-dev600.json"
-
-
-def _data_dir() -> Path:
-    env = os.environ.get("EDITAGENT_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "mquake"
-
 
 @pytest.fixture(scope="module")
-def cases() -> list[dict[str, Any]]:
-    path = _data_dir() / DATA_FILE
-    if not path.is_file():
-        pytest.skip(f"MQuAKE data not found at {path}; set EDITAGENT_DATA to the folder holding {DATA_FILE}")
-    return json.loads(path.read_text(encoding="utf-8"))
+def cases(mquake_dir: Path) -> list[dict[str, Any]]:
+    return json.loads((mquake_dir / "MQuAKE-CF-3k-dev600.json").read_text(encoding="utf-8"))
 
 
 def _triple_key(subject: str, relation: str, obj: str) -> tuple[str, str, str]:
@@ -144,7 +133,7 @@ def test_graph_structure_and_lookup(hop_case: dict[str, Any]) -> None:
     assert [d["kind"] for d in previous.values()] == ["previous"] and all(d["superseded"] for d in previous.values())
     assert graph.graph.nodes[entity_key(edit.subject)]["label"] == edit.subject
     found = graph.lookup(edit.subject.upper(), hop_case["requested_rewrite"][0]["relation_id"])
-    assert [item.edit.id for item in found] == [edit.id]
+    assert [item.id for item in found] == [edit.id]
     assert graph.lookup(edit.subject, edit.relation, namespace="elsewhere") == []
     assert len(graph.live_edges()) == len(edits) + len(facts)
     near = graph.neighbourhood(edit.subject, radius=1)
@@ -157,11 +146,11 @@ def test_contradictions_across_namespaces(hop_case: dict[str, Any]) -> None:
     later = edit.created_at + timedelta(seconds=1)
     other = edit.model_copy(update={"namespace": "bob", "id": "bob1", "object": "Atlantis", "created_at": later})
     same = edit.model_copy(update={"namespace": "carol", "id": "carol1", "object": edit.object.upper()})
-    stale = StoredEdit(edit=edit.model_copy(update={"namespace": "dave", "id": "dave1", "object": "Lemuria"}),
+    stale = StoredEdit.of(edit.model_copy(update={"namespace": "dave", "id": "dave1", "object": "Lemuria"}),
                        status="superseded", superseded_by="dave2", ended_at=datetime.now(UTC))
     # same namespace and source as ``edit``: the store would supersede one of them, so it is no contradiction
     twin = edit.model_copy(update={"id": "alice2", "object": "Mu"})
-    stored = [StoredEdit(edit=e) for e in [*edits, *facts, other, same, twin]] + [stale]
+    stored = [StoredEdit.of(e) for e in [*edits, *facts, other, same, twin]] + [stale]
     found = EditGraph(stored).contradictions()
     pairs = {frozenset(c.edit_ids) for c in found}
     assert frozenset({edit.id, "bob1"}) in pairs
@@ -176,9 +165,9 @@ def test_contradictions_across_namespaces(hop_case: dict[str, Any]) -> None:
 
 
 def test_deleted_edits_excluded_unless_asked() -> None:
-    gone = StoredEdit(edit=Edit(subject="A", relation="capital", object="B", id="d1"), status="deleted")
+    gone = StoredEdit.of(Edit(subject="A", relation="capital", object="B", id="d1"), status="deleted")
     assert EditGraph([gone]).graph.number_of_edges() == 0
-    old = StoredEdit(edit=Edit(subject="A", relation="capital", object="C", id="s1"), status="superseded",
+    old = StoredEdit.of(Edit(subject="A", relation="capital", object="C", id="s1"), status="superseded",
                      superseded_by="d1")
     edge = EditGraph([old]).graph.edges[entity_key("A"), entity_key("C"), "s1"]
     assert edge["superseded"] is True and edge["superseded_by"] == "d1"

@@ -21,7 +21,7 @@ from editagent import EditAgent, EditError
 from editagent.decompose import MeLLo, PokeMQA
 from editagent.decompose.mello import quote_fact
 from editagent.memory import EditMemory
-from editagent.memory.edit_memory import MAX_BATCH, MAX_LIMIT, MAX_QUERY_CHARS
+from editagent.memory.edit_memory import MAX_BATCH, MAX_QUERY_CHARS
 from editagent.models import Embedder
 from editagent.schema import (
     MAX_ENTITY_CHARS,
@@ -32,6 +32,7 @@ from editagent.schema import (
     Edit,
     SearchHit,
 )
+from editagent.schema import MAX_SEARCH_LIMIT as MAX_LIMIT
 
 PROBE = "Which country is Doug TenNapel a citizen of?"
 GOOD = {"subject": "Ada Lovelace", "relation": "P27", "object": "France"}  # a valid edit to put first in a batch
@@ -58,7 +59,7 @@ def agent(memory: EditMemory) -> EditAgent:
 
 def snapshot(memory: EditMemory) -> tuple[Any, ...]:
     """Everything a rejected write must leave alone: rows and statuses, index files, a search."""
-    rows = [(s.edit.id, s.edit.namespace, s.status, s.edit.object)
+    rows = [(s.id, s.namespace, s.status, s.object)
             for s in memory.edits(None, include_history=True)]
     files = {path.name: path.read_bytes() for path in sorted((memory.path / "index").glob("*.faiss"))}
     hits = [(hit.id, round(hit.score, 5)) for hit in memory.search(PROBE, limit=5)]
@@ -189,7 +190,7 @@ def test_id_of_another_namespace_collides_too(agent: EditAgent, memory: EditMemo
     with pytest.raises(EditError, match="id: 'bob-secret' is already stored"):
         agent.edit(**GOOD, id="bob-secret")
     assert snapshot(memory) == before
-    assert memory.get("bob-secret").edit.namespace == "bob"
+    assert memory.get("bob-secret").namespace == "bob"
 
 
 def test_oversize_batch_is_refused_before_embedding(agent: EditAgent, memory: EditMemory) -> None:
@@ -295,10 +296,10 @@ def test_odd_but_valid_text_is_stored_verbatim_and_quoted(agent: EditAgent, memo
     again = agent.get(stored.id)
     assert again is not None and again.status == "live"
     for name, value in fields.items():
-        assert getattr(again.edit, name) == value  # byte for byte: no normalisation, no escaping
-    assert stored.id in [hit.id for hit in agent.search(again.edit.sentence, limit=5)]
-    quoted = quote_fact(again.edit.sentence)
-    assert quoted == again.edit.sentence and len(quoted.splitlines()) == 1
+        assert getattr(again, name) == value  # byte for byte: no normalisation, no escaping
+    assert stored.id in [hit.id for hit in agent.search(again.sentence, limit=5)]
+    quoted = quote_fact(again.sentence)
+    assert quoted == again.sentence and len(quoted.splitlines()) == 1
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)

@@ -132,13 +132,13 @@ def check_namespace_view(memory: EditMemory, model: Model, scenario: Scenario, n
         for relation in RELATIONS:
             found = memory.lookup(subject, relation, namespace=namespace)
             key = Edit(subject=subject, relation=relation, object="?", namespace=namespace).key
-            assert (found.edit.id if found else None) == model.live[namespace].get(key)
+            assert (found.id if found else None) == model.live[namespace].get(key)
 
-    assert [stored.edit.id for stored in memory.edits(namespace)] == [i for i in model.all[namespace] if i in live]
-    assert [stored.edit.id for stored in memory.edits(namespace, include_history=True)] == model.all[namespace]
+    assert [stored.id for stored in memory.edits(namespace)] == [i for i in model.all[namespace] if i in live]
+    assert [stored.id for stored in memory.edits(namespace, include_history=True)] == model.all[namespace]
     assert memory.count(namespace) == len(live)
     for edit_id in every:
-        assert {stored.edit.namespace for stored in memory.history(edit_id)} == {namespace}
+        assert {stored.namespace for stored in memory.history(edit_id)} == {namespace}
 
     records = memory.export(namespace)
     assert [record["id"] for record in records] == model.all[namespace]
@@ -151,13 +151,13 @@ def check_namespace_view(memory: EditMemory, model: Model, scenario: Scenario, n
 
     agent = EditAgent(namespace=namespace, memory=memory)  # no language model is loaded for these
     assert {hit.id for hit in agent.search(scenario.queries[0], limit=scenario.limit)} <= live
-    assert {stored.edit.id for stored in agent.edits()} == live
-    assert {stored.edit.id for stored in agent.edits(include_history=True)} == every
+    assert {stored.id for stored in agent.edits()} == live
+    assert {stored.id for stored in agent.edits(include_history=True)} == every
     graph_edges(agent.graph(), namespace, every)
     for edit_id in every:
         got = agent.get(edit_id)
-        assert got is not None and got.edit.namespace == namespace
-        assert {stored.edit.id for stored in agent.history(edit_id)} <= every
+        assert got is not None and got.namespace == namespace
+        assert {stored.id for stored in agent.history(edit_id)} <= every
     for edit_id in foreign:
         assert agent.get(edit_id) is None
         with pytest.raises(EditError, match="no edit"):
@@ -180,11 +180,11 @@ def check_ask(memory: EditMemory, model: Model, namespace: str) -> None:
     if not live:
         return
     stored = {edit_id: memory.get(edit_id) for edit_id in live.values()}
-    questions = [fact_question(item.edit.subject, item.edit.relation) for item in stored.values()]  # type: ignore[union-attr]
+    questions = [fact_question(item.subject, item.relation) for item in stored.values()]  # type: ignore[union-attr]
     for answer, (edit_id, item) in zip(agent.ask_many(questions), stored.items(), strict=True):
         assert answer.namespace == namespace
         assert [hop.retrieved_edit_id for hop in answer.trace] == [edit_id]
-        assert answer.text == item.edit.object  # type: ignore[union-attr]
+        assert answer.text == item.object  # type: ignore[union-attr]
     assert agent._llm is None, "a question answered from edits must not load the language model"
 
 

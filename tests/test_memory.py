@@ -77,24 +77,25 @@ def memory(store_path: Path, embedder: Any) -> Iterator[EditMemory]:
 
 def test_add_single_edit_and_find_it(memory: EditMemory) -> None:
     edit = Edit(subject="Doug TenNapel", relation="P27", object="United Kingdom")
-    assert memory.add(edit) == [edit]
+    stored = memory.add(edit)
+    assert [row.fact() for row in stored] == [edit] and stored[0].status == "live"
     assert memory.count() == 1
     stored = memory.get(edit.id)
-    assert stored is not None and stored.status == "live" and stored.edit == edit
+    assert stored is not None and stored.status == "live" and stored.fact() == edit
     hits = memory.search("Which country is Doug TenNapel a citizen of?")
     assert len(hits) == 1
     hit = hits[0]
     assert isinstance(hit, SearchHit)
     assert (hit.id, hit.memory, hit.status) == (edit.id, "Doug TenNapel is a citizen of United Kingdom.", "live")
-    assert hit.edit == edit
+    assert hit.edit.fact() == edit
     assert 0 < hit.score <= 1
 
 
 def test_add_batch_and_each_question_finds_its_edit_first(memory: EditMemory) -> None:
     batch = facts()
-    assert memory.add(iter(batch)) == batch  # any iterable is a batch
+    assert [row.fact() for row in memory.add(iter(batch))] == batch  # any iterable is a batch
     assert memory.count() == len(batch)
-    assert [s.edit.id for s in memory.edits()] == [e.id for e in batch]  # creation order
+    assert [s.id for s in memory.edits()] == [e.id for e in batch]  # creation order
     for edit in batch:
         hits = memory.search(question(edit), limit=3)
         assert len(hits) == 3
@@ -156,11 +157,11 @@ def test_newer_edit_on_the_same_key_supersedes(memory: EditMemory) -> None:
 
     for member in (first.id, second.id):
         history = memory.history(member)
-        assert [s.edit.id for s in history] == [first.id, second.id]
+        assert [s.id for s in history] == [first.id, second.id]
         assert [s.status for s in history] == ["superseded", "live"]
 
     found = memory.lookup("DOUG TenNapel", "country of citizenship")
-    assert found is not None and found.edit.id == second.id and found.edit.object == "Canada"
+    assert found is not None and found.id == second.id and found.object == "Canada"
     assert memory.lookup("Doug TenNapel", "P19") is None
     assert memory.lookup("Doug TenNapel", "P27", namespace="alice") is None
 
@@ -171,11 +172,11 @@ def test_batch_with_two_edits_on_one_key_keeps_the_later(memory: EditMemory) -> 
     memory.add([earlier, later])
     assert memory.count() == 1
     found = memory.lookup("Ellie Goulding", "employer")
-    assert found is not None and found.edit.id == later.id
+    assert found is not None and found.id == later.id
     stored = memory.get(earlier.id)
     assert stored is not None and (stored.status, stored.superseded_by) == ("superseded", later.id)
     assert [h.id for h in memory.search("Who is the employer of Ellie Goulding?", limit=10)] == [later.id]
-    assert [s.edit.id for s in memory.history(earlier.id)] == [earlier.id, later.id]
+    assert [s.id for s in memory.history(earlier.id)] == [earlier.id, later.id]
 
 
 def test_same_key_in_two_namespaces_does_not_supersede(memory: EditMemory) -> None:
@@ -186,7 +187,7 @@ def test_same_key_in_two_namespaces_does_not_supersede(memory: EditMemory) -> No
         stored = memory.get(edit.id)
         assert stored is not None and stored.status == "live"
         found = memory.lookup("doug tennapel", "P27", namespace=edit.namespace)
-        assert found is not None and found.edit.id == edit.id
+        assert found is not None and found.id == edit.id
 
 
 # -- deletion -------------------------------------------------------------------------------------------
@@ -197,17 +198,17 @@ def test_delete(memory: EditMemory, store_path: Path, embedder: Any) -> None:
     memory.add(batch)
     gone = batch[2]
     result = memory.delete(gone.id)
-    assert result.status == "deleted" and result.edit.id == gone.id and result.ended_at is not None
+    assert result.status == "deleted" and result.id == gone.id and result.ended_at is not None
 
     assert gone.id not in {h.id for h in memory.search(question(gone), limit=1000)}
     assert memory.search(question(gone), limit=1)[0].id != gone.id
     stored = memory.get(gone.id)
     assert stored is not None and stored.status == "deleted"
-    assert [(s.edit.id, s.status) for s in memory.history(gone.id)] == [(gone.id, "deleted")]
+    assert [(s.id, s.status) for s in memory.history(gone.id)] == [(gone.id, "deleted")]
     with_history = {h.id: h.status for h in memory.search(question(gone), limit=1000, include_history=True)}
     assert with_history[gone.id] == "deleted"
     assert memory.count() == 4 and memory.count(include_history=True) == 5
-    assert gone.id not in {s.edit.id for s in memory.edits()}
+    assert gone.id not in {s.id for s in memory.edits()}
     assert memory.lookup(gone.subject, gone.relation) is None
 
     with pytest.raises(EditError, match="it is deleted"):
@@ -225,7 +226,7 @@ def test_delete(memory: EditMemory, store_path: Path, embedder: Any) -> None:
     # a new edit on the deleted key is live, and history shows both
     again = Edit(subject=gone.subject, relation=gone.relation, object="BBC")
     memory.add(again)
-    assert [(s.edit.id, s.status) for s in memory.history(gone.id)] == [(gone.id, "deleted"), (again.id, "live")]
+    assert [(s.id, s.status) for s in memory.history(gone.id)] == [(gone.id, "deleted"), (again.id, "live")]
 
     memory.close()
     with EditMemory(store_path, embedder=embedder) as reopened:  # the deletion is durable
@@ -253,9 +254,9 @@ def test_namespaces_are_isolated(memory: EditMemory) -> None:
     assert {h.id for h in memory.search("Which country is Mount Fuji in?", namespace="alice", limit=1000)} == alice_ids
     assert memory.search(question(alice[0]), namespace="alice", limit=1)[0].id == alice[0].id
 
-    assert {s.edit.id for s in memory.edits("bob")} == bob_ids
-    assert {s.edit.id for s in memory.edits("alice")} == alice_ids
-    assert {s.edit.id for s in memory.edits(None)} == alice_ids | bob_ids
+    assert {s.id for s in memory.edits("bob")} == bob_ids
+    assert {s.id for s in memory.edits("alice")} == alice_ids
+    assert {s.id for s in memory.edits(None)} == alice_ids | bob_ids
     assert memory.edits("default") == []
     assert memory.namespaces() == ["alice", "bob"]
     assert (memory.count("alice"), memory.count("bob"), memory.count(None)) == (5, 2, 7)

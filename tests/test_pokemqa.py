@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _models import real_llm
+from _scripted import ScriptedLLM
 
 from editagent.decompose import (
     DEFAULT_SCOPE_THRESHOLD,
@@ -25,37 +26,6 @@ from editagent.models import Embedder
 from editagent.schema import Edit, SearchHit
 
 ENTITY_LINE = "According to Generated answer, the entity of Subquestion is:"
-
-
-class ScriptedLLM:
-    """Not a model: a stand-in that returns scripted text, only to check the loop's bookkeeping.
-
-    Each question (read from the prompt's "Question: ..." line after the prefix) has a queue of
-    replies; every ``generate`` pops the next reply of each prompt's question. Every call is
-    recorded with its prompts, stop strings and prefix, so tests can check batching and layout.
-    """
-
-    name = "scripted"
-
-    def __init__(self, replies: dict[str, list[str]]) -> None:
-        self.replies = {question: list(queue) for question, queue in replies.items()}
-        self.calls: list[dict[str, object]] = []
-
-    def generate(self, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 64,
-                 prefix: str | None = None) -> list[str]:
-        self.calls.append({"prompts": list(prompts), "stop": tuple(stop), "prefix": prefix})
-        outputs = []
-        for prompt in prompts:
-            assert prefix is not None and prompt.startswith(prefix)
-            question = prompt[len(prefix):].split("\n", 1)[0].removeprefix("Question: ")
-            outputs.append(self.replies[question].pop(0))
-        return outputs
-
-    def score(self, prompt: str, continuations: Sequence[str], *, prefix: str | None = None) -> list[float]:
-        return [0.0 for _ in continuations]
-
-    def score_many(self, pairs: Sequence[tuple[str, str]], *, prefix: str | None = None) -> list[float]:
-        return [0.0 for _ in pairs]
 
 
 def _hit(subject: str, relation: str, obj: str, score: float = 0.9) -> SearchHit:

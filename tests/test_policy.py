@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_editors import STATS_TOKENS, TOKENIZER, assert_same_weights, rome_for, sharp_model, snapshot
 
 from editagent import EditAgent, EditError
-from editagent.decompose.chain import StoreView
+from editagent.editors import MEMIT, AnyEditConfig, MemitConfig, RomeConfig
 from editagent.llm import TransformersLLM
 from editagent.models import Embedder
-from editagent.policy import EditPolicy, weight_prompt
+from editagent.policy import EditPolicy, RecallableEdits, weight_prompt
 from editagent.schema import Edit
-from tests.test_editors import TOKENIZER, assert_same_weights, rome_for, sharp_model, snapshot
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_weights_edit_is_recorded_hidden_from_memory_and_undone_by_forget(agent:
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
     # The store knows it, but reasoning over memory does not use it: the (edited) model answers that hop.
     assert agent.get(stored.id) is not None
-    assert StoreView.build(agent.edits()).find("Paris", "country") is None
+    assert RecallableEdits(agent.memory).lookup("Paris", "country", namespace=agent.namespace) is None
     agent.forget(stored.id)
     assert agent.weight_edits() == []
     assert_same_weights(model, before)
@@ -56,12 +56,12 @@ def test_both_is_in_memory_and_weights_and_superseding_takes_the_old_one_out(age
     model = agent.llm.model
     before = snapshot(model)
     first = agent.edit("Paris", "country", "Japan", to="both")
-    assert StoreView.build(agent.edits()).find("Paris", "country").edit.id == first.id
+    assert RecallableEdits(agent.memory).lookup("Paris", "country", namespace=agent.namespace).id == first.id
     second = agent.edit("Berlin", "country", "Peru", to="weights")
     after_both = snapshot(model)
     third = agent.edit("Paris", "country", "Chile")  # memory only, supersedes the first
     assert agent.weight_edits() == [second.id]
-    assert StoreView.build(agent.edits()).find("Paris", "country").edit.id == third.id
+    assert RecallableEdits(agent.memory).lookup("Paris", "country", namespace=agent.namespace).id == third.id
     assert any(not torch.equal(v, after_both[k]) for k, v in model.state_dict().items())
     agent.forget(second.id)
     assert_same_weights(model, before)  # both weight edits out again, last-in-first-out
@@ -89,3 +89,24 @@ def test_bad_targets_and_sentences_are_clear_errors(agent: EditAgent) -> None:
     assert agent.edits() == [] and agent.weight_edits() == []  # nothing half-written
     with pytest.raises(ValueError, match="default"):
         EditPolicy(default="cloud")  # type: ignore[arg-type]
+
+
+def test_the_policys_editor_config_picks_the_editor_the_agent_builds(tmp_path: Path, embedder: Embedder,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "cache"))  # the tiny model's sampled key statistics
+    model = sharp_model("llama")
+    before = snapshot(model)
+    config = MemitConfig(layers=[0, 1], stats_tokens=STATS_TOKENS, n_context_templates=0, steps=10)
+    agent = EditAgent(store=tmp_path / "store", llm=TransformersLLM(model, TOKENIZER, name="tiny-llama-sharp"),
+                      embedder=embedder, policy=EditPolicy(editor=config))
+    stored = agent.edit("Paris", "country", "Japan", to="weights")
+    assert isinstance(agent._editor(), MEMIT) and agent._editor().config is config
+    assert stored.metadata["weights"]["method"] == "memit"
+    agent.forget(stored.id)
+    assert_same_weights(model, before)
+    assert isinstance(EditPolicy().editor, RomeConfig)
+    assert EditPolicy(editor={"method": "memit", "refits": 0}).editor == MemitConfig(refits=0)
+    with pytest.raises(ValueError, match="lyers: not a setting of rome"):
+        EditPolicy(editor={"lyers": 3})
+    with pytest.raises(ValueError, match="editor: AnyEdit writes long texts"):
+        EditPolicy(editor=AnyEditConfig())

@@ -12,7 +12,7 @@ from editagent.decompose.direct import as_data
 from editagent.decompose.question_parse import parse_question
 from editagent.memory import EditMemory
 from editagent.models import Embedder
-from editagent.relations import known_relations
+from editagent.relations import mquake_relations
 from editagent.schema import Edit, StoredEdit
 
 
@@ -71,9 +71,9 @@ def test_same_entity_accepts_variants_only() -> None:
 def test_store_view_exact_then_fuzzy_latest_wins() -> None:
     old = Edit(subject="United States of America", relation="capital", object="Boston")
     new = Edit(subject="United States of America", relation="capital", object="Denver")
-    view = StoreView.build([StoredEdit(edit=old), StoredEdit(edit=new)])
-    assert view.find("united states of america", "capital").edit.object == "Denver"
-    assert view.find("United States", "capital").edit.object == "Denver"
+    view = StoreView.build([StoredEdit.of(old), StoredEdit.of(new)])
+    assert view.find("united states of america", "capital").object == "Denver"
+    assert view.find("United States", "capital").object == "Denver"
     assert view.find("United States", "official language") is None
 
 
@@ -91,8 +91,8 @@ def test_stored_text_cannot_plant_an_answer_in_a_hop_prompt(tmp_path: Path, embe
 
 
 def test_every_relations_own_question_template_parses_to_it() -> None:
-    """The library asks single hops with these templates; reading them back must give the same relation."""
-    for relation in known_relations():
+    """The library asks MQuAKE's single hops with these templates; reading them back must give the same relation."""
+    for relation in mquake_relations():
         if relation.label == "officeholder":  # "Who is the {s}?" names no relation to read
             continue
         parsed = parse_question(relation.question.format(s="Alice Smith"))

@@ -139,13 +139,13 @@ def test_trained_detector_scores_pairs_and_works_over_a_real_edit_memory(
         scope = detector.over(memory)
         hits = scope(["Who is the employer of Carl Sagan?", UNRELATED], ["default", "default"])
         assert len(hits) == 2 and hits[1] is None
-        expected = detector.judge(["Who is the employer of Carl Sagan?"], [memory.edits()[0].edit.sentence])[0]
+        expected = detector.judge(["Who is the employer of Carl Sagan?"], [memory.edits()[0].sentence])[0]
         assert (hits[0] is not None) == (expected.index is not None)
         if hits[0] is not None:
             assert hits[0].score == pytest.approx(expected.probability)
         # a new edit is encoded and judged on the next call, like the rest
         memory.add(Edit(subject="Paradiso", relation="author", object="Jean Giraudoux"))
-        live = [stored.edit for stored in memory.edits()]
+        live = memory.edits()
         expected = detector.judge(["Who wrote Paradiso?"], [edit.sentence for edit in live])[0]
         hit = scope(["Who wrote Paradiso?"], ["default"])[0]
         assert (hit.id if hit else None) == (live[expected.index].id if expected.index is not None else None)

@@ -1,19 +1,23 @@
 """The editagent method: walk a question's relation chain through the edit store, the model filling gaps.
 
-Where MeLLo and PokeMQA ask a small model to decompose, recall and judge, this loop uses
-the structure editagent has:
+Where MeLLo and PokeMQA ask a small model to decompose, recall and judge, this loop uses the structure editagent
+has:
 
-1. ``parse_question`` reads the start entity and the chain of relations from the question.
-2. Each hop is first looked up *exactly* in the store, as (entity, relation); a hop that
-   continues from an edited hop follows the edit graph. Only a hop no edit covers goes to
-   the model, as one single-hop question after MQuAKE's per-relation 8-shot prompt.
-3. Routing: if no hop touched an edit, the question is out of scope and gets the plain
-   model's own answer (the same prompt as the no-edit baseline), so unrelated answers do
-   not change. A question the parser cannot read goes the same way.
+1. **Link** (``editagent.linking``, no model): the stored entities the question names, however written (lower
+   case, aliases, "British" for a stored United Kingdom), and, by cue phrases and word order
+   (``parse_question``), the start entity and the chain of relations named after it.
+2. **Walk**, each hop in tiers, each named in the trace (``Hop.tier``): *exact*, the store holds (entity,
+   relation); *meaning*, the entity has edits and one of their relations is what the question asks, judged by the
+   embedder against every relation the entity lacks (``RelationLinker``); *retrieval*, the hop's question searched
+   in the namespace's edits, the best hit taken when the scope detector passes it and it names the same entity and
+   relation; else the *model* answers the hop after MQuAKE's per-relation 8-shot prompt. When no cue names the next
+   relation but the question says more ("Where does Alice's manager live?"), the walk goes on through the reached
+   entity's edits if one of them, nested behind the hops so far, matches the question better than stopping does.
+3. **Route**: a question no edit touched gets the plain model's own answer, from the prompt the no-edit baseline
+   uses, so unrelated answers do not change. A question the rules cannot read goes through retrieval first.
 
-Every hop in the trace names its source: ``edit`` (store lookup), ``graph`` (followed from
-the previous edited hop) or ``model``. All questions advance together, one batched
-``generate`` per relation per round.
+A question answered by exact lookups alone loads no model and embeds nothing. All questions advance together,
+one batched ``generate`` per relation per round.
 """
 
 from __future__ import annotations
@@ -26,15 +30,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
-from typing import Protocol
+from typing import Literal, Protocol
+
+import numpy as np
 
 from editagent.decompose.direct import answer_directly, as_data, clean_answer
 from editagent.decompose.question_parse import RelationMention, parse_question
-from editagent.graph import entity_key
+from editagent.decompose.store_view import StoreView, ViewCache, match_key, same_entity
+from editagent.linking import RelationLinker, RelationScores, normalise_name
 from editagent.llm.base import LLM
-from editagent.policy import in_memory
 from editagent.relations import fact_question, find_relation
-from editagent.schema import DEFAULT_NAMESPACE, Answer, Hop, StoredEdit
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, Hop, SearchHit, StoredEdit
+from editagent.scope.embedding import CALIBRATION
+
+__all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "match_key", "relation_prompts", "same_entity"]
 
 HOP_STOP = ("\n", "Q:")
 HOP_TOKENS = 16
@@ -43,12 +52,28 @@ HOP_TOKENS = 16
 VIA: dict[str, tuple[str, ...]] = {"sport": ("position played on team / speciality",)}
 # Shared by relations with no 8-shot prompt of their own (user-defined ones).
 _GENERIC_SHOTS = ("P36", "P30", "P27", "P37", "P19", "P26", "P50", "P112")
+# A walk goes on past its last cue only if an edit explains the rest of the question this much better than stopping.
+EXTEND_MARGIN = 0.03
+RETRIEVAL_HITS = 3
+# Words that name no relation: a question with none but these besides its entity and cues is read completely.
+_FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
+    a an the of in on at to by for from with into onto about as and or but so than then that this these those
+    what which who whom whose where when why how is are was were be been being do does did done has have had
+    can could would should will shall may might must it its it's i me my we our you your he him his she her they
+    them their there here now these days currently today still please tell me name give show say find know
+    let us s 's also any some one ones person people thing named called"""))
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+Tier = Literal["exact", "meaning", "retrieval", "model"]
 
 
 class EditSource(Protocol):
-    """What the loop needs of the memory: a namespace's live edits."""
+    """What the loop needs of the memory: a namespace's live edits and a search over them (``RecallableEdits``)."""
 
     def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
+
+    def search_many(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]:
+        ...
 
 
 @cache
@@ -67,88 +92,61 @@ def hop_prefix(relation: str) -> str:
     return "\n".join(prompts[p].splitlines()[0] for p in _GENERIC_SHOTS) + "\n"
 
 
-def match_key(name: str) -> str:
-    """``graph.entity_key`` made looser for matching a model's wording: punctuation and a leading "the" dropped
-    ("J.K. Rowling" / "J. K. Rowling", "The Beatles" / "Beatles")."""
-    key = entity_key(re.sub(r"[^\w\s]", " ", name))
-    return key[4:] if key.startswith("the ") else ("" if key == "the" else key)
-
-
-def same_entity(a: str, b: str) -> bool:
-    """Whether two names plausibly denote one entity: equal keys, or one a whole-word part of the other
-    ("United States" / "United States of America"), the part at least two words (one word alone is too
-    weak a clue: "Paris" / "Paris Hilton")."""
-    ka, kb = match_key(a), match_key(b)
-    if not ka or not kb:
-        return False
-    if ka == kb:
-        return True
-    short, long = sorted((ka, kb), key=len)
-    return " " in short and re.search(rf"(?<!\w){re.escape(short)}(?!\w)", long) is not None
-
-
-@dataclass
-class StoreView:
-    """A namespace's live edits indexed for exact (entity, relation) lookups, built once per batch."""
-
-    by_key: dict[tuple[str, str], StoredEdit]
-    by_relation: dict[str, list[StoredEdit]]
-    subjects: list[str]
-
-    @classmethod
-    def build(cls, stored: Sequence[StoredEdit]) -> StoreView:
-        by_key: dict[tuple[str, str], StoredEdit] = {}
-        by_relation: dict[str, list[StoredEdit]] = defaultdict(list)
-        for item in stored:  # creation order: a later edit of the same key wins
-            if not in_memory(item.edit):  # in the weights only: the model answers it
-                continue
-            by_key[(match_key(item.edit.subject), item.edit.relation)] = item
-            by_relation[item.edit.relation].append(item)
-        return cls(by_key, dict(by_relation), list(dict.fromkeys(s.edit.subject for s in by_key.values())))
-
-    def find(self, entity: str, relation: str) -> StoredEdit | None:
-        exact = self.by_key.get((match_key(entity), relation))
-        if exact is not None:
-            return exact
-        matches = [s for s in self.by_relation.get(relation, []) if same_entity(entity, s.edit.subject)]
-        return matches[-1] if matches else None
-
-    @property
-    def relations(self) -> list[str]:
-        return list(self.by_relation)
-
-
 @dataclass
 class _Walk:
     question: str
     namespace: str
     entity: str = ""
+    span: tuple[int, int] | None = None  # where the start entity is named (masked when judging by meaning)
     pending: list[RelationMention] = field(default_factory=list)
+    uncovered: bool = False  # the question has words no cue and no entity explains
     hops: list[Hop] = field(default_factory=list)
+    walked: list[str] = field(default_factory=list)  # the relations taken so far
     via_taken: set[int] = field(default_factory=set)
     llm_calls: int = 0
     failure: str | None = None
+    settled: bool = False  # nothing more to take: the cues are used and the question says no more
+    vector: np.ndarray | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self.pending) and self.failure is None
+        return self.failure is None and (bool(self.pending) or not self.settled)
 
     @property
     def used_edits(self) -> bool:
         return any(hop.source != "model" for hop in self.hops)
 
 
+def _uncovered(question: str, covered: Sequence[tuple[int, int]]) -> bool:
+    for match in _WORD.finditer(question):
+        inside = any(start <= match.start() < end for start, end in covered)
+        if not inside and match.group().casefold().split("'")[0] not in _FUNCTION_WORDS:
+            return True
+    return False
+
+
+def _names_overlap(a: str, b: str) -> bool:
+    """Whether two names are one entity's: same normalised name, or a plausible variant (``same_entity``)."""
+    return normalise_name(a) == normalise_name(b) or same_entity(a, b)
+
+
 class ChainReasoner:
     """Answer multi-hop questions by walking their relation chain through the edit store.
 
-    >>> reasoner = ChainReasoner(llm, memory)
+    >>> reasoner = ChainReasoner(llm, RecallableEdits(memory))
     >>> reasoner.answer("What is the capital of the country of citizenship of Doug TenNapel?").trace
+
+    ``llm``: the model or a function giving it, called only when a hop needs it. ``linker``: judges relations by
+    meaning; by default one over the memory's embedder, made when first needed.
     """
 
-    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = 5) -> None:
-        self._llm = llm  # or a function giving it, called only when a hop needs the model
+    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = DEFAULT_MAX_HOPS,
+                 linker: RelationLinker | None = None) -> None:
+        self._llm = llm
         self.memory = memory
         self.max_hops = max_hops
+        self._linker = linker
+        self._views = ViewCache(memory.edits, getattr(memory, "version", None))
 
     @property
     def llm(self) -> LLM:
@@ -156,34 +154,69 @@ class ChainReasoner:
             self._llm = self._llm()
         return self._llm
 
+    @property
+    def linker(self) -> RelationLinker:
+        if self._linker is None:
+            self._linker = RelationLinker(self.memory.embedder)  # type: ignore[attr-defined]
+        return self._linker
+
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Answer:
         return self.answer_many([question], [namespace])[0]
 
     def answer_many(self, questions: Sequence[str], namespaces: Sequence[str] | None = None) -> list[Answer]:
         started = time.perf_counter()
         namespaces = list(namespaces) if namespaces is not None else [DEFAULT_NAMESPACE] * len(questions)
-        views = {ns: StoreView.build(self.memory.edits(ns)) for ns in dict.fromkeys(namespaces)}
-        walks = []
-        for question, namespace in zip(questions, namespaces, strict=True):
-            view = views[namespace]
-            parsed = parse_question(question, known_entities=view.subjects, extra_relations=view.relations)
-            walk = _Walk(question, namespace, parsed.entity or "", list(parsed.chain))
-            if not parsed.ok:
-                walk.failure = "unparsed"
-            walks.append(walk)
-        for _ in range(self.max_hops + len(VIA)):
+        views = {ns: self._views.get(ns) for ns in dict.fromkeys(namespaces)}
+        walks = [self._start(q, ns, views[ns]) for q, ns in zip(questions, namespaces, strict=True)]
+        for _ in range(2 * self.max_hops + len(VIA) + 1):
             active = [w for w in walks if w.active]
             if not active:
                 break
-            asking = [w for w in active if not self._step_from_store(w, views[w.namespace])]
-            self._ask_model(asking)
+            self._ask_model([w for w in active if not self._step(w, views[w.namespace])])
         for walk in walks:
             if walk.active:
                 walk.failure = "too many hops"
         return self._finish(walks, time.perf_counter() - started)
 
-    def _step_from_store(self, walk: _Walk, view: StoreView) -> bool:
-        """Take the next hop from an edit if one covers it; False when the model must answer it."""
+    # -- reading the question ----------------------------------------------------------------------------
+
+    def _start(self, question: str, namespace: str, view: StoreView) -> _Walk:
+        mentions = view.linker.mentions(question)
+        stored = [m for m in mentions if m.stored]
+        known = [m.text for m in (stored or mentions)]  # a place the store lacks names only a model hop's start
+        parsed = parse_question(question, known_entities=known, extra_relations=view.relations)
+        walk = _Walk(question, namespace, parsed.entity or "", parsed.span, list(parsed.chain))
+        if parsed.span is not None:
+            linked = next((m for m in mentions if m.start <= parsed.span[0] < m.end or
+                           parsed.span[0] <= m.start < parsed.span[1]), None)
+            if linked is not None:
+                walk.entity, walk.span = linked.name, (linked.start, linked.end)
+        if len(walk.pending) > self.max_hops:
+            walk.failure = "too many hops"
+        covered = [m_span for m_span in ((m.start, m.end) for m in parsed.chain)]
+        walk.uncovered = _uncovered(question, [*covered, *([walk.span] if walk.span else [])])
+        return walk
+
+    # -- one hop ---------------------------------------------------------------------------------------------
+
+    def _step(self, walk: _Walk, view: StoreView) -> bool:
+        """Take the next hop from the store if it can be; False when the model must answer it."""
+        if walk.pending:
+            return self._cued_hop(walk, view)
+        held = view.held(walk.entity) if walk.entity else {}
+        if len(walk.walked) >= self.max_hops or not walk.uncovered:
+            walk.settled = True
+        elif not walk.hops:  # no cue names a relation: what the question asks, by meaning, or a search
+            self._first_uncued_hop(walk, view, held)
+        else:  # the cues are used; the question may say more about the entity reached
+            relation = self._link(walk, view, held, extending=True) if held else None
+            if relation is None:
+                walk.settled = True
+            else:
+                self._take_edit(walk, held[relation], relation, "meaning")
+        return True
+
+    def _cued_hop(self, walk: _Walk, view: StoreView) -> bool:
         mention = walk.pending[0]
         for relation in mention.relations:
             if id(mention) not in walk.via_taken:
@@ -191,22 +224,107 @@ class ChainReasoner:
                     stored = view.find(walk.entity, via)
                     if stored is not None:
                         walk.via_taken.add(id(mention))
-                        self._take_edit(walk, stored, via)
+                        self._take_edit(walk, stored, via, "exact")
                         return True
             stored = view.find(walk.entity, relation)
             if stored is not None:
                 walk.pending.pop(0)
-                self._take_edit(walk, stored, relation)
+                self._take_edit(walk, stored, relation, "exact")
+                return True
+        held = view.held(walk.entity)
+        bridge = self._bridge(walk, view, held, mention.relations) if held else None
+        if bridge is not None:  # a hop no cue names comes first ("the birthplace of the German chancellor")
+            self._take_edit(walk, held[bridge], bridge, "meaning")
+            return True
+        relation = self._link(walk, view, held, cue=mention.relations) if held else None
+        if relation is not None:  # the entity's edit is what the cue meant (a "preferred language" for "language")
+            walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
+            self._take_edit(walk, held[relation], relation, "meaning")
+            return True
+        subject = self._retrieve(walk, fact_question(walk.entity, mention.relations[0]))
+        if subject is not None:  # the entity is a stored one, named unlike it: read it as that one
+            found = next((view.find(subject, r) for r in mention.relations if view.find(subject, r)), None)
+            held = view.held(subject)
+            relation = found.relation if found else self._link(walk, view, held, cue=mention.relations)
+            if relation is not None:
+                walk.pending.pop(0)
+                self._take_edit(walk, found or held[relation], relation, "retrieval")
                 return True
         return False
 
-    def _take_edit(self, walk: _Walk, stored: StoredEdit, relation: str) -> None:
-        edit = stored.edit
+    def _first_uncued_hop(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit]) -> None:
+        relation = self._link(walk, view, held) if held else None
+        if relation is not None:
+            self._take_edit(walk, held[relation], relation, "meaning")
+            return
+        subject = self._retrieve(walk, walk.question)
+        relation = self._link(walk, view, view.held(subject)) if subject is not None else None
+        if subject is not None and relation is not None:
+            self._take_edit(walk, view.held(subject)[relation], relation, "retrieval")
+            return
+        walk.failure = "no edit applies" if held or walk.entity else "unparsed"
+
+    def _bridge(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], cue: Sequence[str]) -> str | None:
+        """An edit of the entity whose object holds the cued relation, when the question reads better as that edit
+        and then the cued relation than as the cued relation of the entity itself."""
+        bridges = [r for r in held if r not in cue and any(view.find(held[r].object, c) for c in cue)]
+        if not bridges or not walk.uncovered:
+            return None
+        vector = self._vector(walk)
+        direct = self.linker.score(vector, walk.walked, cue).best(cue)[1]
+        through = {r: self.linker.score(vector, [*walk.walked, r], cue).best(cue)[1] for r in bridges}
+        best = max(through, key=lambda r: through[r])
+        return best if through[best] >= direct + EXTEND_MARGIN else None
+
+    def _vector(self, walk: _Walk) -> np.ndarray:
+        if walk.vector is None:
+            walk.vector = self.linker.encode_question(walk.question, walk.span)
+        return walk.vector
+
+    def _link(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], *, cue: Sequence[str] = (),
+              extending: bool = False) -> str | None:
+        """The relation among the entity's edits (``held``) that the question asks for next, by meaning; None when
+        it asks for a relation the entity has no edit on (or, ``extending``, for nothing more)."""
+        linker, vector = self.linker, self._vector(walk)
+        own = [r for r in held if r not in walk.walked]
+        alternatives = [*linker.alternatives(view.relations, held), *(c for c in cue if c not in held)]
+        scores = linker.score(vector, walk.walked, [*own, *alternatives])
+        # Two steps ahead through the store: "Where does Alice's manager live?" asks for the home city of the
+        # manager, which "manager" alone scores below the built-in "residence".
+        ahead = {}
+        if walk.uncovered and len(walk.walked) + 2 <= self.max_hops and not cue:
+            for relation in own:
+                onward = [r for r in view.held(held[relation].object) if r != relation]
+                if onward:
+                    _, ahead[relation] = linker.score(vector, [*walk.walked, relation], onward).best(onward)
+        best = {r: max(scores.scores[r], ahead.get(r, float("-inf"))) for r in own}
+        chosen = linker.choose(RelationScores({**scores.scores, **best}), own, alternatives)
+        if chosen is None or not extending:
+            return chosen
+        stop = linker.score(vector, walk.walked[:-1], walk.walked[-1:]).scores[walk.walked[-1]]
+        return chosen if best[chosen] >= stop + EXTEND_MARGIN else None
+
+    def _retrieve(self, walk: _Walk, query: str) -> str | None:
+        """The stored subject a search for ``query`` finds, when the scope detector passes the hit and the walk's
+        entity (or, on the first hop, the question) names it, however spelt: a name no exact link matched."""
+        hits = self.memory.search_many([query], namespace=walk.namespace, limit=RETRIEVAL_HITS)[0]
+        for hit in hits:
+            if hit.score < CALIBRATION.threshold:
+                break
+            names = (hit.edit.subject, *hit.edit.aliases)
+            if walk.entity and any(_names_overlap(walk.entity, name) for name in names):
+                return hit.edit.subject
+            if not walk.hops and _named_in(walk.question, hit.edit):
+                return hit.edit.subject
+        return None
+
+    def _take_edit(self, walk: _Walk, edit: StoredEdit, relation: str, tier: Tier) -> None:
         follows_edit = bool(walk.hops) and walk.hops[-1].source != "model"
-        walk.hops.append(Hop(subquestion=fact_question(walk.entity, relation), retrieved_edit_id=edit.id,
-                             retrieved_fact=edit.sentence, answer=edit.object,
-                             source="graph" if follows_edit else "edit"))
+        walk.hops.append(Hop(subquestion=fact_question(walk.entity or edit.subject, relation),
+                             retrieved_edit_id=edit.id, retrieved_fact=edit.sentence, answer=edit.object,
+                             source="graph" if follows_edit else "edit", tier=tier, relation=relation))
         walk.entity = edit.object
+        walk.walked.append(relation)
 
     def _ask_model(self, walks: list[_Walk]) -> None:
         by_relation: dict[str, list[_Walk]] = defaultdict(list)
@@ -222,10 +340,13 @@ class ChainReasoner:
                 walk.pending.pop(0)
                 answer = clean_answer(output)
                 walk.hops.append(Hop(subquestion=subquestion, draft_answer=output.strip(), answer=answer,
-                                     source="model"))
+                                     source="model", tier="model", relation=relation))
+                walk.walked.append(relation)
                 if not answer:
                     walk.failure = "model gave no answer"
                 walk.entity = answer
+
+    # -- answers ---------------------------------------------------------------------------------------------
 
     def _finish(self, walks: list[_Walk], seconds: float) -> list[Answer]:
         in_scope = [w for w in walks if w.failure is None and w.used_edits]
@@ -240,10 +361,34 @@ class ChainReasoner:
             why = walk.failure or "no edit applies"
             answers[id(walk)] = Answer(question=walk.question, text=text, method="agent", namespace=walk.namespace,
                                        raw=raw, llm_calls=walk.llm_calls + 1, route="model",
-                                       trace=[Hop(subquestion=walk.question, answer=text, source="model",
+                                       trace=[Hop(subquestion=walk.question, answer=text, source="model", tier="model",
                                                   draft_answer=f"plain model ({why})")])
         per_question = seconds / max(len(walks), 1)
         result = [answers[id(w)] for w in walks]
         for answer in result:
             answer.seconds = per_question
         return result
+
+
+def _named_in(question: str, edit: StoredEdit) -> bool:
+    """Whether the question names the edit's subject, allowing small spelling differences ("Falcon project" for
+    "Project Falcon" by its words, "Alise" for "Alice" by its letters)."""
+    words = normalise_name(question).split()
+    for name in (edit.subject, *edit.aliases):
+        key = normalise_name(name).split()
+        if not key:
+            continue
+        distinctive = [w for w in key if w not in _FUNCTION_WORDS and len(w) > 2]
+        if distinctive and all(w in words for w in distinctive) and len(distinctive) >= len(key) / 2:
+            return True
+        width = len(key)
+        for i in range(max(len(words) - width + 1, 0)):
+            if _similar(" ".join(words[i: i + width]), " ".join(key)):
+                return True
+    return False
+
+
+def _similar(a: str, b: str, ratio: float = 0.8) -> bool:
+    from difflib import SequenceMatcher  # noqa: PLC0415 - only fuzzy matching needs it
+
+    return len(b) >= 4 and SequenceMatcher(None, a, b).ratio() >= ratio

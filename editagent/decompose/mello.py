@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 
 from editagent.llm.base import LLM
-from editagent.schema import Answer, Hop, SearchHit
+from editagent.schema import DEFAULT_MAX_HOPS, Answer, Hop, SearchHit
 
 # (subquestions, the namespace each one is asked in) -> the top-1 edit for each, or None
 Retriever = Callable[[Sequence[str], Sequence[str]], list[SearchHit | None]]
@@ -66,7 +66,7 @@ class MeLLo:
 
     method = "mello"
 
-    def __init__(self, llm: LLM, retrieve: Retriever, *, max_hops: int = 4, max_new_tokens: int = 96,
+    def __init__(self, llm: LLM, retrieve: Retriever, *, max_hops: int = DEFAULT_MAX_HOPS, max_new_tokens: int = 96,
                  prompt: str | None = None, guided: bool = True) -> None:
         self.llm = llm
         self.guided = guided

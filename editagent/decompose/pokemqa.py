@@ -1,63 +1,24 @@
 """PokeMQA (Gu et al., 2023, "PokeMQA: Programmable knowledge editing for Multi-hop Question Answering").
 
-The loop, as in the paper's script (Hengrui-Gu/PokeMQA, ``PokeMQA-turbo_n_edited.py``): the model
-writes a subquestion and stops before "Generated answer:". A *scope detector* decides whether a
-stored edit is in scope of that subquestion. In scope, the loop writes the edit as the generated
-answer ("Generated answer: <edit sentence>."); out of scope, the model writes the answer itself.
-Either way the model then names the entity the answer gives ("According to Generated answer, the
-entity of Subquestion is: X") and continues with the next subquestion, until "Final answer".
-Unlike MeLLo, the model never sees an out-of-scope fact and never has to judge a contradiction:
-that decision is the scope detector's, outside the model.
+The loop, as in the paper's script (Hengrui-Gu/PokeMQA, ``PokeMQA-turbo_n_edited.py``): the model writes a
+subquestion and stops before "Generated answer:". A *scope detector* decides whether a stored edit is in scope of
+that subquestion: in scope, the loop writes the edit as the generated answer; out of scope, the model answers
+itself. Either way the model then names the entity the answer gives ("According to Generated answer, the entity of
+Subquestion is: X") and continues with the next subquestion, until "Final answer". Unlike MeLLo, the model never
+sees an out-of-scope fact and never judges a contradiction: that is the scope detector's decision.
 
-As in the paper, one generation per round carries a question from just after its "Generated
-answer:" to its next subquestion: the rest of the answer line, the entity line and the next
-"Subquestion:" (or "Final answer:") line, stopping at the next "Generated answer:". All questions
-advance together, one batched ``generate`` per round and prompt variant, over a cached few-shot
-prefix. With greedy decoding this is the same text (up to how the tokenizer splits the line joins)
-as generating the answer, the entity and the subquestion each with its own stop, at a third of
-the calls.
+One generation per round carries a question from just after its "Generated answer:" to its next subquestion (the
+answer line, the entity line and the next "Subquestion:" or "Final answer:" line), as in the paper. All questions
+advance together, one batched ``generate`` per round and prompt variant, over a cached few-shot prefix.
 
-The optional knowledge prompt: with ``entity_of_question`` returning a string for a question
-(e.g. ``entity_lookup_from_kgprompt`` over the paper's pre-generated
-``MQuAKE-CF-3k-kgprompt.json``), the prompt is the KG variant and the question is followed by
-"Entity of Question: <entity>"; otherwise the variant without it, as the paper does for the
-questions its entity linker did not resolve.
+With ``entity_of_question`` (e.g. ``entity_lookup_from_kgprompt`` over the paper's ``MQuAKE-CF-3k-kgprompt.json``)
+the prompt is the knowledge-graph variant, the question followed by "Entity of Question: <entity>".
 
-Scope detection. The paper trains a DistilBERT pre-detector (an edit is in scope when
-``exp(-||e - q||^2) >= 0.5``) and a disambiguator for ties. Here any ``ScopeDetector`` can be
-passed (``editagent.scope``: ``detector.over(memory)``); ``threshold_scope`` is the plain one: the
-memory's top-1 edit, kept when its embedding similarity reaches ``DEFAULT_SCOPE_THRESHOLD``. Both
-live in ``editagent.scope`` (re-exported here), next to the trained PokeMQA-style detector.
-
-``guided=True`` (the default) helps small models keep the format, and changes nothing for a model
-that already keeps it:
-
-* after an in-scope edit the loop also writes the entity line with the edit's object, instead of
-  letting the model copy it out of the edit sentence;
-* after an out-of-scope answer, if the model's next line is not the entity line, the output is
-  cut after the answer line, "According to Generated answer, the entity of Subquestion is:" is
-  written by the loop and the model completes only the entity (stop at the line end); the next
-  round then continues from there.
-
-``guided=False`` is the paper's loop: the model writes every entity line, and a continuation
-that has no entity line is accepted, as the paper does (the hop's answer is then empty).
-
-Deliberate differences from the paper's script:
-
-* the script stops after 5 generations, which leaves a 5-hop chain no turn for its final
-  answer; here ``max_hops`` (default 5) counts subquestions, and one more generation may still
-  give the final answer. A further subquestion ends the question with ``failure="too many hops"``.
-* the loop writes "Generated answer:" (with its colon) before an out-of-scope answer, where the
-  script writes "Generated answer" and lets the model add the colon; the in-scope edit line ends
-  with a newline, where the script leaves the model to write it.
-* the question line ends with a newline, as in the MeLLo loop, so that the model starts on a
-  fresh line; the question is stripped of surrounding spaces.
-* a continuation is cut after its first "Subquestion:" or "Final answer:" line (the script would
-  keep up to three lines and read the last one); text after it is not part of the trace.
-* a "Subquestion:" line must end with a newline (the script takes it as it is): one that does not
-  ran into ``max_new_tokens`` or into a blank line, and ends the question with a format failure.
-  Small models sometimes repeat a phrase until the token limit; this stops them in one round.
-* a second entity line in one continuation does not overwrite the first.
+``guided=True`` (the default) helps small models keep the format and changes nothing for a model that already
+keeps it: after an in-scope edit the loop writes the entity line with the edit's object; after an out-of-scope
+answer whose next line is not the entity line, the loop writes the entity line's start and the model completes
+only the entity. ``guided=False`` is the paper's loop. The deliberate differences from the paper's script are
+listed, with why, in docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -73,7 +34,7 @@ from typing import Literal
 
 from editagent.decompose.mello import quote_fact
 from editagent.llm.base import LLM
-from editagent.schema import DEFAULT_NAMESPACE, Answer, Hop
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, Hop
 from editagent.scope.base import ScopeDetector as ScopeDetector  # re-exported: defined in editagent.scope
 from editagent.scope.embedding import DEFAULT_SCOPE_THRESHOLD as DEFAULT_SCOPE_THRESHOLD
 from editagent.scope.embedding import threshold_scope as threshold_scope
@@ -149,7 +110,7 @@ class PokeMQA:
 
     method = "pokemqa"
 
-    def __init__(self, llm: LLM, scope: ScopeDetector, *, max_hops: int = 5, max_new_tokens: int = 128,
+    def __init__(self, llm: LLM, scope: ScopeDetector, *, max_hops: int = DEFAULT_MAX_HOPS, max_new_tokens: int = 128,
                  guided: bool = True, entity_of_question: EntityOfQuestion | None = None,
                  prompt: str | None = None, kg_prompt: str | None = None) -> None:
         if max_hops < 1:

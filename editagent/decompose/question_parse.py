@@ -98,6 +98,7 @@ class ParsedQuestion:
     question: str
     entity: str | None
     chain: list[RelationMention]
+    span: tuple[int, int] | None = None  # where the entity is named
 
     @property
     def ok(self) -> bool:
@@ -115,7 +116,7 @@ def parse_question(question: str, *, known_entities: Iterable[str] = (),
     if span is None:
         return ParsedQuestion(question, None, [])
     mentions = _mentions(question, span, extra_relations)
-    return ParsedQuestion(question, question[span[0]: span[1]], _order(question, span, mentions))
+    return ParsedQuestion(question, question[span[0]: span[1]], _order(question, span, mentions), span)
 
 
 def _entity_span(question: str, known_entities: Iterable[str]) -> tuple[int, int] | None:
@@ -130,7 +131,8 @@ def _entity_span(question: str, known_entities: Iterable[str]) -> tuple[int, int
         if at >= 0 and (known is None or len(name) > known[1] - known[0]):
             known = (at, at + len(name))
     spans = _capitalised_spans(question)
-    if known and (not spans or known[1] - known[0] >= max(e - s for s, e in spans) - 2):
+    inside = known is not None and any(s <= known[0] and known[1] <= e for s, e in spans)  # "CEO of Acme Corp"
+    if known and (not spans or inside or known[1] - known[0] >= max(e - s for s, e in spans) - 2):
         return known
     if not spans:
         return None
@@ -183,15 +185,19 @@ def _is_cue(word: str) -> bool:
 
 def _mentions(question: str, span: tuple[int, int], extra_relations: Iterable[str]) -> list[RelationMention]:
     folded = question.casefold()
-    compiled = list(_COMPILED) + [(re.compile(rf"\b{re.escape(r.casefold())}\b"), (r,), False)
-                                  for r in extra_relations if r and find_relation(r) is None]
-    hits = [(m.start(), m.end(), relations, weak) for pattern, relations, weak in compiled
-            for m in pattern.finditer(folded)]
-    hits.sort(key=lambda h: (h[0] - h[1], h[0]))  # longest cue first
+    own = [(re.compile(rf"\b{re.escape(r.casefold())}\b"), (r,), False)
+           for r in extra_relations if r and find_relation(r) is None]
+    hits = [(m.start(), m.end(), relations, weak, is_own) for is_own, table in ((True, own), (False, _COMPILED))
+            for pattern, relations, weak in table for m in pattern.finditer(folded)]
+    hits.sort(key=lambda h: (h[0] - h[1], not h[4], h[0]))  # longest cue first; the user's own relation first
     taken = [span[0] <= i < span[1] for i in range(len(folded))]
     strong: list[RelationMention] = []
     weak_only: list[RelationMention] = []
-    for start, end, relations, weak in hits:
+    for start, end, relations, weak, _ in hits:
+        same = next((m for m in (*strong, *weak_only) if (m.start, m.end) == (start, end)), None)
+        if same is not None:  # the same words cue two relations ("manager": the user's, and director / manager)
+            same.relations = tuple(dict.fromkeys((*same.relations, *relations)))
+            continue
         if any(taken[start:end]):
             continue
         taken[start:end] = [True] * (end - start)

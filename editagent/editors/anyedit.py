@@ -13,28 +13,31 @@ Differences from the paper's code: context templates wrap the prompt as in MEMIT
 model); values are fitted with the shared ``value.fit_values`` (no KL term: the site is not the subject,
 so there is no "{} is a" row to hold); all windows of all edits go into one update.
 
-The handle is an ordinary ``AppliedEdit`` (``undo()`` exact, ``save()``/``apply_deltas``); its ``edits`` list is
-empty because ``WeightEdit`` holds short targets only, and ``reports`` has one report per window.
+``compute`` gives ordinary ``Deltas`` and ``apply`` an ordinary ``AppliedEdit`` (``undo()`` exact,
+``save()``/``apply_deltas``); their ``edits`` list is empty because ``WeightEdit`` holds short targets only, and
+``reports`` has one report per window.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
-from editagent.editors.base import AppliedEdit, EditReport, PromptedEdit, WeightWriter, fill
-from editagent.editors.memit import MEMIT, MemitConfig, normalised_keys
-from editagent.editors.stats import StopForward
-from editagent.editors.value import ValueProblem, capture_at_subject, context_templates, fit_values, make_batch
+from editagent.editors.base import EditReport, PromptedEdit, WeightWriter, fill
+from editagent.editors.capture import Probe, capture
+from editagent.editors.config import AnyEditConfig
+from editagent.editors.editor import Editor
+from editagent.editors.memit import MEMIT, normalised_keys
+from editagent.editors.prompts import device_of, make_batch
+from editagent.editors.value import ValueProblem, fit_values
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -61,44 +64,6 @@ class LongEdit(PromptedEdit):
             raise EditError(f"target: {len(text)} characters, at most {MAX_LONG_TARGET_CHARS}; split it into several "
                             "LongEdits with prompts that lead into each part")
         return text if text[0].isspace() else " " + text
-
-
-class AnyEditConfig(MemitConfig):
-    """AnyEdit settings: MEMIT's (layers, λ, value optimisation) plus the window length.
-
-    Defaults measured on SmolLM2-135M-Instruct with made-up biographies: windows of 16 tokens (8: more keys at
-    near-identical tokens fight in the least-squares write, recall 0.45 → 0.13 on one target; 24: values stalled
-    near p 0.6), Adam steps of 1·rms(v) for up to 60 steps (a window's δ carries 16 tokens, far from the small
-    δ the normalised gradient step is for), the bare prompt only (context templates tripled the time without
-    helping). Stopping on a greedy margin of 1 and writing the layer range twice (``passes``) raised mean token
-    recall on three targets from 0.66 to 0.82: the second pass closes half of what λC kept the first one from
-    writing. ``clamp_norm_factor`` 2: a window's δ carries up to ``window_tokens`` tokens, more than MEMIT's
-    0.75 (one short object) allows. ``window_slack`` 6 (windows of 10 to 16 tokens, each ending before the most
-    distinctive key in reach, ``AnyEdit.window_starts``): on 10 long targets mean token recall 0.78 → 0.90 and
-    exact reproductions 6 → 7; the two prose targets whose fixed windows were keyed at " the" went 0.39/0.49 → 1.00.
-    Preferring the longest window whose key scores at least half the best (rather than the best) did not help on
-    the three code targets (0.66/0.45/0.93 → 0.78/0.48/0.90), so the rule stays "the best key". Code targets are
-    sensitive to the key statistics: merge_ledgers, cut into the same fixed windows, scored 1.00 with statistics
-    sampled on another machine and 0.78 with this one's.
-    """
-
-    window_tokens: int = Field(16, ge=1, le=512, description="most target tokens per window (one key/value each)")
-    window_slack: int = Field(6, ge=0, le=511, description="a window may end up to this many tokens early, where the "
-                                                          "next window's key is the most distinctive (see "
-                                                          "``choose_window_starts``); 0: fixed windows")
-    step_rule: Literal["adam", "gradient"] = Field("adam", description="as in ROME/MEMIT (see there)")
-    lr: float = Field(1.0, gt=0, description="as in ROME/MEMIT; Adam's per-coordinate step in units of rms(v)")
-    steps: int = Field(60, ge=0, description="most optimisation steps per window")
-    stop_margin: float | None = Field(1.0, ge=0, description="as in ROME/MEMIT")
-    passes: int = Field(2, ge=1, le=10, description="as in MEMIT")
-    refits: int = Field(0, ge=0, le=5, description="as in MEMIT, per window; off by default: on the three "
-                                                   "hardest targets one refit left token recall where it was "
-                                                   "(0.44, 0.36, 0.47)")
-    clamp_norm_factor: float = Field(2.0, gt=0, description="‖δ‖ ≤ this · ‖z‖ per window")
-    n_context_templates: int = Field(0, ge=0, le=10, description="prefixed copies of the prompt, besides the bare one")
-    hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
-                                                         "position as it was (extra zero-change keys; without them "
-                                                         "recall fell from 0.41 to 0.26 on one target)")
 
 
 @dataclass
@@ -150,62 +115,42 @@ def _full_row(tokenizer: Any, edit: LongEdit, templates: Sequence[str], starts: 
     return prompt + target[:-1], {len(window.contexts[0]) - 1 for window in windows}
 
 
-@torch.no_grad()
-def outputs_at(model: nn.Module, ids: list[int], positions: Sequence[int], module: nn.Module, *,
-               inputs: bool) -> torch.Tensor:
-    """``module``'s input (``inputs``) or output at ``positions`` of one row, [positions, dim] in float64."""
-    caught: dict[str, torch.Tensor] = {}
-
-    def take(tensor: torch.Tensor) -> None:
-        caught["value"] = tensor[0, list(positions)].detach().double()
-        raise StopForward
-
-    if inputs:
-        handle = module.register_forward_pre_hook(lambda _m, args: take(args[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _args, output: take(output[0] if isinstance(output, tuple)
-                                                                             else output))
-    try:
-        model(input_ids=torch.tensor([ids], device=next(model.parameters()).device), use_cache=False)
-    except StopForward:
-        pass
-    finally:
-        handle.remove()
-    return caught["value"]
+def row_capture(model: nn.Module, ids: list[int], positions: Sequence[int], probe: Probe) -> torch.Tensor:
+    """``probe``'s input or output at ``positions`` of the one row ``ids``, [positions, dim] in float64."""
+    inputs = {"input_ids": torch.tensor([ids], device=device_of(model))}
+    return capture(model, inputs, [probe], lambda tensor: tensor[0, list(positions)])[0].double()
 
 
-class AnyEdit:
-    """Long-form editing: ``AnyEdit(model, tokenizer).apply(LongEdit(...))`` returns an ``AppliedEdit``.
+class AnyEdit(Editor):
+    """Long-form editing: ``AnyEdit(model, tokenizer).compute(LongEdit(...))`` gives the ``Deltas``, ``.apply``
+    writes them and returns an ``AppliedEdit`` (see ``Editor``). The key statistics are MEMIT's, cached alike."""
 
-    ``stats_texts``/``cache_dir``: as for ``MEMIT`` (the same cached key statistics are reused).
-    """
+    method = "anyedit"
+    config_type = AnyEditConfig
+    request_type = LongEdit
+    config: AnyEditConfig
 
-    def __init__(self, model: nn.Module, tokenizer: Any, config: AnyEditConfig | Mapping[str, Any] | None = None, *,
-                 stats_texts: Sequence[str] | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> None:
-        self.config = config if isinstance(config, AnyEditConfig) else AnyEditConfig.model_validate(config or {})
-        self.memit = MEMIT(model, tokenizer, self.config, stats_texts=stats_texts, cache_dir=cache_dir,
-                           progress=progress)
-        self.model, self.tokenizer, self.arch = model, tokenizer, self.memit.arch
+    def __init__(self, model: nn.Module, tokenizer: Any, config: AnyEditConfig | dict[str, Any] | None = None,
+                 **options: Any) -> None:
+        super().__init__(model, tokenizer, config, **options)
+        self.memit = MEMIT(model, tokenizer, self.config, **options)
         if any(self.arch.mlp_output_norm(layer) is not None for layer in self.layers):
-            logger.warning("AnyEdit on a model that normalises its MLP output (%s) is not yet effective: on "
-                           "Gemma-3-270M it reproduced about a quarter of three long targets' tokens, no more than "
-                           "the unedited model (SmolLM2-135M: 0.90 of ten)", self.arch.model_type)
-        self.templates = context_templates(self.config.n_context_templates)
-        self.progress = progress
+            logger.warning("AnyEdit on a model that normalises its MLP output (%s) is not yet effective: its long "
+                           "targets come out no better than unedited (docs/decisions.md)", self.arch.model_type)
 
     @property
     def layers(self) -> list[int]:
         return self.memit.layers
 
-    def apply(self, edits: LongEdit | Mapping[str, Any] | Sequence[LongEdit | Mapping[str, Any]]) -> AppliedEdit:
-        """Write every window of every edit in one update; ``handle.undo()`` takes them out again."""
-        items = [edits] if isinstance(edits, LongEdit | Mapping) else list(edits)
-        if not items:
-            raise EditError("edits: empty; pass at least one LongEdit(prompt=..., subject=..., target=...)")
-        items = [item if isinstance(item, LongEdit) else LongEdit.model_validate(item) for item in items]
-        fingerprint = self.memit.fingerprint
+    @property
+    def fingerprint(self) -> str:
+        return self.memit.fingerprint
+
+    def load_statistics(self) -> None:
         self.memit.second_moments()
+
+    def _write(self, items: list[LongEdit], writer: WeightWriter) -> list[EditReport]:
+        """Every window of every edit, written in one update."""
         start = time.perf_counter()
         starts = [self.window_starts(edit) for edit in items]
         windows = [(edit, window) for edit, at in zip(items, starts, strict=True)
@@ -232,18 +177,18 @@ class AnyEdit:
 
         def keys_at(layer: int) -> torch.Tensor:
             module = self.arch.mlp_out(layer)
-            keys = capture_at_subject(self.model, key_batch, module, inputs=True).double()
+            keys = capture(self.model, key_batch.inputs(), [Probe(module, "input")], key_batch.at_subject)[0].double()
             keys = keys.view(len(windows), n_templates, -1).mean(dim=1)
-            return torch.cat([keys, *(outputs_at(self.model, ids, at, module, inputs=True) for ids, at in held)])
+            return torch.cat([keys, *(row_capture(self.model, ids, at, Probe(module, "input")) for ids, at in held)])
 
         def current() -> torch.Tensor:
-            return torch.cat([outputs_at(self.model, ids, at, top, inputs=False) for ids, at in [*sites, *held]])
+            return torch.cat([row_capture(self.model, ids, at, Probe(top)) for ids, at in [*sites, *held]])
 
         def measure(layer: int) -> tuple[torch.Tensor, torch.Tensor]:
             return keys_at(layer), current()
 
         def held_now() -> list[torch.Tensor]:
-            return [outputs_at(self.model, ids, at, top, inputs=False) for ids, at in held]
+            return [row_capture(self.model, ids, at, Probe(top)) for ids, at in held]
 
         # As in MEMIT: on the written model, windows the model no longer continues (by the stop test) get their
         # value found again, with the earlier windows now coming from the weights; every other window site and
@@ -254,24 +199,18 @@ class AnyEdit:
             goals_now = torch.cat([torch.stack([goal for goal, _, _ in again]).double(), *held_now()])
             return goals_now, sum(report.steps > 0 for _, _, report in again)
 
-        writer = WeightWriter(self.model)
-        try:
-            targets = torch.cat([torch.stack(goals).double(), *held_now()])
-            self.memit.spread(targets, writer, measure)
-            self.memit.refit(writer, goals_again, measure, unit="window")
-        except BaseException:
-            writer.restore()
-            raise
+        targets = torch.cat([torch.stack(goals).double(), *held_now()])
+        self.memit.spread(targets, writer, measure)
+        self.memit.refit(writer, goals_again, measure, unit="window")
         logger.info("AnyEdit: %d edits, %d windows into layers %s in %.1f s", len(items), len(windows), self.layers,
                     time.perf_counter() - start)
-        return writer.finish(method="anyedit", edits=[], fingerprint=fingerprint, reports=reports)
+        return reports
 
     def window_starts(self, edit: LongEdit) -> list[int]:
         """Where ``edit``'s windows start (``choose_window_starts``), scoring each possible key by how distinctive it
         is to the layers written: kᵀC⁻¹k / key_dim, averaged over the layer range. A common token's key (" the",
         ",") lies where C is large, so the damped write moves its output little and shares the change with every
-        other " the"; on SmolLM2-135M such keys score about 0.01 and content words 2 to 6, and two of the four long
-        targets that fixed 16-token windows lost derailed right after a window keyed at " the"."""
+        other " the": a window keyed there is where long targets derail (docs/decisions.md)."""
         target = target_ids(self.tokenizer, edit)
         size, slack = self.config.window_tokens, self.config.window_slack
         if slack == 0 or len(target) <= size:
@@ -280,8 +219,8 @@ class AnyEdit:
         ids, positions = prompt + target[:-1], [len(prompt) - 1 + start for start in range(len(target))]
         scores = torch.zeros(len(positions), dtype=torch.float64)
         for layer, moment in self.memit.second_moments().items():
-            keys = normalised_keys(self.arch, layer, outputs_at(self.model, ids, positions, self.arch.mlp_out(layer),
-                                                                inputs=True))  # [n, key_dim]
+            keys = normalised_keys(self.arch, layer, row_capture(self.model, ids, positions,
+                                                                 Probe(self.arch.mlp_out(layer), "input")))
             ridge = 1e-6 * moment.diagonal().mean() * torch.eye(len(moment), dtype=moment.dtype, device=moment.device)
             solved = torch.linalg.solve(moment + ridge, keys.T.to(moment)).T
             scores += ((solved * keys.to(moment)).sum(dim=1) / keys.shape[1]).cpu() / len(self.layers)

@@ -54,9 +54,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     "qwen2": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     # Gemma3ForCausalLM (the text-only model); its MLP output is normalised before it joins the residual stream.
-    # MEMIT writes only the top layer of the usual range: on Gemma-3-270M (10 MQuAKE edits, answer locality, one
-    # at a time / 10 at once) layers 2-5 gave 0.765 / 0.40, 3-5 0.85, 4-5 0.895 / 0.55, layer 5 alone 0.95 / 0.75,
-    # reliability 1.00 throughout: each lower layer's write, linearised through its norm, disturbs more than it adds.
+    # MEMIT writes only the top layer of the usual range: each lower layer's write, linearised through its norm,
+    # disturbs more than it adds (docs/decisions.md).
     "gemma3_text": dataclasses.replace(_LLAMA_LIKE, mlp_output_norm="post_feedforward_layernorm",
                                        memit_depth=(0.28, 0.28)),
     "gpt2": ArchSpec(blocks="transformer.h", mlp_in="mlp.c_fc", mlp_out="mlp.c_proj", final_norm="transformer.ln_f",

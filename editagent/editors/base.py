@@ -1,9 +1,11 @@
-"""Shared pieces of weight editing: the request record, the reversible handle and the model fingerprint.
+"""Shared pieces of weight editing: the request record, computed deltas, the reversible handle and the model
+fingerprint.
 
-Every application returns an ``AppliedEdit`` holding a clone of each weight it touched, so ``undo`` puts
-the exact original tensors back. Its deltas can be saved with ``torch.save(handle.saved(), path)`` and
-applied later with ``apply_deltas``, which refuses a model whose fingerprint differs from the one the
-edit was computed on.
+An editor first computes ``Deltas`` (what each weight gains), leaving the model as it was; writing them
+(``apply_deltas``, or the editor's ``apply``) returns an ``AppliedEdit`` holding a clone of each weight it touched,
+so ``undo`` puts the exact original tensors back. A handle's deltas can be saved with ``handle.save(path)`` and
+applied later with ``apply_deltas``, which refuses a model whose fingerprint differs from the one the edit was
+computed on.
 
 Undo order: handles are meant to be undone last-in, first-out. Undoing an older handle after a newer
 edit touched the same weights still restores exactly the tensors from before the older edit, which also
@@ -18,8 +20,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -114,12 +117,15 @@ class EditReport(BaseModel):
     seconds: float
 
 
-def as_edits(edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> list[WeightEdit]:
-    """One edit or many, as ``WeightEdit`` records (dicts are validated)."""
-    items = [edits] if isinstance(edits, WeightEdit | Mapping) else list(edits)
+Request = TypeVar("Request", bound=PromptedEdit)
+
+
+def as_edits(edits: Any, kind: type[Request] = WeightEdit) -> list[Request]:  # type: ignore[assignment]
+    """One edit or many, as ``kind`` records (``WeightEdit`` unless given; dicts are validated)."""
+    items = [edits] if isinstance(edits, PromptedEdit | Mapping) else list(edits)
     if not items:
-        raise EditError("edits: empty; pass at least one WeightEdit(prompt=..., subject=..., target=...)")
-    return [item if isinstance(item, WeightEdit) else WeightEdit.model_validate(item) for item in items]
+        raise EditError(f"edits: empty; pass at least one {kind.__name__}(prompt=..., subject=..., target=...)")
+    return [item if isinstance(item, kind) else kind.model_validate(item) for item in items]
 
 
 def model_fingerprint(model: nn.Module, arch: ModelArch | None = None) -> str:
@@ -161,6 +167,22 @@ def frozen(model: nn.Module) -> Iterator[None]:
         for param, flag in flags:
             param.requires_grad_(flag)
         model.train(training)
+
+
+@dataclass(frozen=True)
+class Deltas:
+    """What an edit adds to each weight, computed on the model with ``fingerprint`` but not written: an editor's
+    ``compute(edits)``. ``apply_deltas(model, deltas)`` writes them (``editor.apply(edits)`` computes and writes).
+
+    ``deltas``: weight name → new minus old in float64, in the weight's own layout, so that writing them gives
+    exactly the weights the editor computed. ``edits``: the short edits written (empty for AnyEdit's long ones).
+    """
+
+    method: str
+    fingerprint: str
+    edits: list[WeightEdit]
+    deltas: dict[str, torch.Tensor]
+    reports: list[EditReport] = field(default_factory=list)
 
 
 class AppliedEdit:
@@ -224,20 +246,31 @@ def _digest(param: torch.Tensor) -> tuple[float, float]:
 
 
 class WeightWriter:
-    """Adds updates to named weights, cloning each weight the first time it is touched (for undo)."""
+    """Adds updates to named weights, cloning each weight the first time it is touched (for undo): what an editor
+    writes while it computes (each update rounded to the weight's dtype, as it is used), and ``write``'s tool."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.params = dict(model.named_parameters())
         self.originals: dict[str, torch.Tensor] = {}
 
-    def add(self, name: str, delta: torch.Tensor) -> None:
+    def add(self, name: str, delta: torch.Tensor, *, exact: bool = False) -> None:
+        """Add ``delta`` to weight ``name``, cast to the weight's dtype first; ``exact``: summed in float64 and
+        rounded once, which gives exactly the weight a ``Deltas`` entry was measured to."""
         param = self.params[name]
         if name not in self.originals:
             self.originals[name] = param.detach().clone()
         with torch.no_grad():
-            param.add_(delta.to(device=param.device, dtype=param.dtype))
+            if exact:
+                param.copy_(param.double().add_(delta.to(device=param.device, dtype=torch.float64)))
+            else:
+                param.add_(delta.to(device=param.device, dtype=param.dtype))
         bump_weights_version(self.model)
+
+    def deltas(self) -> dict[str, torch.Tensor]:
+        """Every touched weight's change so far, float64: new minus original."""
+        return {name: self.params[name].detach().double() - original.double()
+                for name, original in self.originals.items()}
 
     def restore(self) -> None:
         """Undo everything written so far (used when an edit fails halfway)."""
@@ -252,7 +285,7 @@ class WeightWriter:
                            originals=self.originals, reports=reports)
 
 
-def _load_saved(saved: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+def _load_saved(saved: Mapping[str, Any] | str | Path) -> Deltas:
     if isinstance(saved, str | Path):
         saved = torch.load(saved, map_location="cpu", weights_only=True)
     if not isinstance(saved, Mapping) or saved.get("format") != SAVED_FORMAT:
@@ -260,25 +293,36 @@ def _load_saved(saved: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
                         "AppliedEdit.saved())")
     if not isinstance(saved.get("fingerprint"), str) or not isinstance(saved.get("deltas"), Mapping):
         raise EditError("saved: missing 'fingerprint' or 'deltas'; save edits with AppliedEdit.save(path)")
-    return saved
+    edits = [WeightEdit.model_validate(edit) for edit in saved.get("edits", [])]
+    return Deltas(str(saved.get("method", "saved")), saved["fingerprint"], edits, dict(saved["deltas"]))
 
 
-def apply_deltas(model: nn.Module, saved: Mapping[str, Any] | str | Path) -> AppliedEdit:
-    """Apply a saved edit (a dict from ``AppliedEdit.saved()`` or a path to one) to the model it was made for."""
-    saved = _load_saved(saved)
+def apply_deltas(model: nn.Module, saved: Deltas | Mapping[str, Any] | str | Path) -> AppliedEdit:
+    """Write ``Deltas``, or a saved edit (a dict from ``AppliedEdit.saved()`` or a path to one), into the model
+    they were computed for; ``handle.undo()`` takes them out again."""
+    deltas = saved if isinstance(saved, Deltas) else _load_saved(saved)
     arch = ModelArch(model)
     fingerprint = model_fingerprint(model, arch)
-    if saved["fingerprint"] != fingerprint:
+    if deltas.fingerprint != fingerprint:
         raise FingerprintMismatch(
-            f"saved: this edit was computed on model fingerprint {saved['fingerprint'][:16]}, but this "
+            f"saved: this edit was computed on model fingerprint {deltas.fingerprint[:16]}, but this "
             f"{arch.model_type} model's fingerprint is {fingerprint[:16]}; apply it only to the model it was made "
             "for (same architecture, config and weights), or recompute the edit on this model")
     params = dict(model.named_parameters())
-    for name, delta in saved["deltas"].items():
+    for name, delta in deltas.deltas.items():
         if name not in params or params[name].shape != delta.shape:
             raise EditError(f"saved: delta for {name!r} {tuple(delta.shape)} does not match this model's weights")
+    return write(model, deltas)
+
+
+def write(model: nn.Module, deltas: Deltas) -> AppliedEdit:
+    """Add ``deltas`` to ``model``'s weights (no checks: ``apply_deltas`` checks the fingerprint and shapes)."""
     writer = WeightWriter(model)
-    for name, delta in saved["deltas"].items():
-        writer.add(name, delta)
-    edits = [WeightEdit.model_validate(edit) for edit in saved.get("edits", [])]
-    return writer.finish(method=str(saved.get("method", "saved")), edits=edits, fingerprint=fingerprint)
+    try:
+        for name, delta in deltas.deltas.items():
+            writer.add(name, delta, exact=True)
+    except BaseException:
+        writer.restore()
+        raise
+    return writer.finish(method=deltas.method, edits=deltas.edits, fingerprint=deltas.fingerprint,
+                         reports=deltas.reports)

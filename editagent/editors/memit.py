@@ -4,7 +4,7 @@
    subject's last token with a δ_i optimised as in ROME (``value.optimise_values``) added at the block output,
    or, where the block normalises its MLP output, at the down projection's output (``MEMIT.value_site``).
 2. For each layer l of the range, bottom up, with the weights as updated so far: keys K (one column per
-   edit, averaged over context templates), the residual R = (Z − h_L) / (layers left, this one included)
+   edit and context template), the residual R = (Z − h_L) / (layers left, this one included)
    where h_L are the current top-layer hidden states, and
 
        ΔW_l = R Kᵀ (λ C_l + K Kᵀ)⁻¹
@@ -16,48 +16,39 @@
 Normalisation of λ (``mom2_update_weight``): C_l = E[k kᵀ] is a per-token mean, as in the MEMIT code,
 so λ weighs C like λ extra tokens. For a typical key kᵀC⁻¹k ≈ key_dim, so how much of R one layer
 writes depends on λ / key_dim; MEMIT's 15000 was set for GPT-J, whose keys are 16384 wide (0.92 · key_dim).
-The default is λ = 1.3 · key_dim (1997 for SmolLM2-135M's 1536-wide keys): with ``refits`` (step 3) making up
-what a stiffer write leaves short, a larger λ keeps more of the other keys' outputs. On 50 MQuAKE edits, one at
-a time, λ 1406 / 2000 / 2812 / 5000 gave reliability 0.96 / 0.96 / 0.90 / 0.88 and answer locality
-0.898 / 0.902 / 0.907 / 0.911.
+The default is λ = 1.3 · key_dim: with ``refits`` (step 3) making up what a stiffer write leaves short, a larger
+λ keeps more of the other keys' outputs (docs/decisions.md).
 
 ``passes`` > 1 runs step 2 again on what is still missing: λC keeps one pass short of Z, which matters when
 many positions must move together (AnyEdit's windows), not for one short fact.
 
 3. ``refits`` rounds: step 1 again on the written model, for every edit; an edit that already passes the stop
    test costs one forward pass and keeps its place, one that fell short (the write also moves the subject's other
-   tokens, which δ under the hook did not) gets a new δ, and step 2 writes the new goals. On SmolLM2-135M this
-   fixed 6 of the 7 edits out of 50 that one write left short (e.g. "National Aeronautics and Space
-   Administration" said as "National Historical Society").
+   tokens, which δ under the hook did not) gets a new δ, and step 2 writes the new goals.
+
+``compute`` leaves the model as it was (``Editor``); steps 2 and 3 write into the weights meanwhile, because each
+layer's keys and each refit are measured on the model as written so far.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 from tqdm.auto import tqdm
 
 from editagent.editors.arch import ModelArch
-from editagent.editors.base import AppliedEdit, WeightEdit, WeightWriter, as_edits, fill, model_fingerprint
+from editagent.editors.base import EditReport, WeightEdit, WeightWriter, fill
+from editagent.editors.capture import PositionDeltas, Probe, adder, capture
+from editagent.editors.config import MemitConfig
+from editagent.editors.editor import Editor
+from editagent.editors.prompts import PromptBatch, make_batch, subject_row
 from editagent.editors.stats import key_second_moments
-from editagent.editors.value import (
-    PrefixDeltas,
-    PromptBatch,
-    ValueConfig,
-    ValueFit,
-    capture_all_at_subject,
-    context_templates,
-    make_batch,
-    optimise_values,
-    subject_row,
-)
+from editagent.editors.value import ValueFit, optimise_values
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +83,10 @@ def through_output_norm(arch: ModelArch, layer: int, residual: torch.Tensor, key
 
     This is also exact, not just first order, for a goal the norm can reach: y + s · r / g = s · (N(y) + r) / g,
     whose normalised output is N(y) + r up to a scale factor, and exactly N(y) + r when that is itself a
-    normalised output (as MEMIT's goal N(y + δ) is; with ε negligible and no gain floored). Dropping the part of
-    r / g along y, which is first-order inert, under-rotated large changes: on Gemma-3-270M every one of 10 edits
-    then fell short after the write and needed a refit; without the drop none did, at the same locality (0.95 /
-    0.955).
+    normalised output (as MEMIT's goal N(y + δ) is; with ε negligible and no gain floored). So the part of r / g
+    along y is kept, although it is first-order inert: dropping it under-rotates large changes (docs/decisions.md).
 
-    |g| is floored at ``GAIN_FLOOR`` · its median (Gemma-3-270M has gains of 0 to about 800 in one layer):
+    |g| is floored at ``GAIN_FLOOR`` · its median (trained gains span orders of magnitude and include zeros):
     features the norm all but silences get less than asked, which the next layers and ``refits`` make up.
     """
     gain = arch.output_gain(layer).double()
@@ -106,52 +95,19 @@ def through_output_norm(arch: ModelArch, layer: int, residual: torch.Tensor, key
     return normalised_keys(arch, layer, keys), residual.double() / gain
 
 
-class MemitConfig(ValueConfig):
-    """MEMIT settings; ``layers`` None takes the architecture's default range of early-middle layers."""
+class MEMIT(Editor):
+    """Mass-editing of a layer range: ``MEMIT(model, tokenizer).compute(edits)`` gives the ``Deltas`` of all
+    ``edits`` written at once, ``.apply(edits)`` writes them and returns an ``AppliedEdit`` (see ``Editor``)."""
 
-    layers: list[int] | None = Field(None, description="blocks whose down projections are edited, low to high")
-    clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖, z the value site's output "
-                                                              "(``MEMIT.value_site``): the residual stream, or "
-                                                              "behind an MLP output norm the down projection's "
-                                                              "output; MEMIT's 0.75")
-    mom2_update_weight: float | None = Field(None, gt=0, description="λ; None: 1.3 · key_dim (module doc)")
-    passes: int = Field(1, ge=1, le=10, description="times the layer range is written, each pass aiming at "
-                                                    "what the earlier ones left of the goals")
-    stop_margin: float | None = Field(1.0, ge=0, description="as in ROME; 1 rather than 2 because each extra logit "
-                                                             "of δ is also written into every other key's output "
-                                                             "(50 edits: answer locality 0.894 → 0.898)")
-    value_batch: int = Field(1, ge=1, description="edits whose values are fitted together in one batch, each with "
-                                                  "its own δ and stop test; raise it on a GPU (on this CPU, one "
-                                                  "thread, 8 or 16 ran at 0.73x or 0.54x the speed of one at a time: "
-                                                  "each edit that stops rebuilds the batch and its replayed blocks)")
-    refits: int = Field(1, ge=0, le=5, description="rounds of: check every edit on the written model, find δ "
-                                                   "again for those short of the stop test, write again")
+    method = "memit"
+    config_type = MemitConfig
+    config: MemitConfig
 
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(layer < 0 for layer in value)):
-            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6, 7, 8], or None")
-        return sorted(set(value)) if value is not None else None
-
-
-class MEMIT:
-    """Mass-editing of a layer range: ``MEMIT(model, tokenizer).apply(edits)`` returns an ``AppliedEdit``."""
-
-    def __init__(self, model: nn.Module, tokenizer: Any, config: MemitConfig | Mapping[str, Any] | None = None, *,
-                 stats_texts: Sequence[str] | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.config = config if isinstance(config, MemitConfig) else MemitConfig.model_validate(config or {})
-        self.arch = ModelArch(model)
+    def __init__(self, model: nn.Module, tokenizer: Any, config: MemitConfig | dict[str, Any] | None = None,
+                 **options: Any) -> None:
+        super().__init__(model, tokenizer, config, **options)
         chosen = self.config.layers if self.config.layers is not None else self.arch.memit_layers
         self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
-        self.templates = context_templates(self.config.n_context_templates)
-        self.stats_texts = stats_texts
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self._fingerprint: str | None = None
         self._moments: dict[int, torch.Tensor] = {}
 
     @property
@@ -162,19 +118,12 @@ class MEMIT:
     @property
     def value_site(self) -> nn.Module:
         """Where δ is fitted: the top block's output, or, where the block normalises its MLP output, the top down
-        projection's own output (as in ROME). On Gemma-3-270M a δ fitted at the block output measured 0.2 to 0.5 of
-        the residual stream (which is large there), so each layer's normalised MLP output would have had to change
-        4 to 18 times its own size, far past what the linearised norm (``through_output_norm``) models: one edit
-        then changed every unrelated answer. Fitted behind the norm, δ is 0.4 to 0.7 of that output, and the
-        goal it gives (the top block's output with δ added) is one that MLP can reach."""
+        projection's own output (as in ROME). A δ sized for a large residual stream would ask each normalised MLP
+        output to change many times its own size, far past what the linearised norm (``through_output_norm``)
+        models; fitted behind the norm, its goal (the top block's output with δ added) is one that MLP can reach
+        (docs/decisions.md)."""
         top = self.layers[-1]
         return self.arch.mlp_out(top) if self.arch.mlp_output_norm(top) is not None else self.top
-
-    @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model, self.arch)
-        return self._fingerprint
 
     def update_weight(self, layer: int) -> float:
         """λ at ``layer`` (see the module doc for its normalisation)."""
@@ -190,6 +139,9 @@ class MEMIT:
                 self.model, self.tokenizer, missing, texts=self.stats_texts, n_tokens=self.config.stats_tokens,
                 cache_dir=self.cache_dir, progress=self.progress, fingerprint=self.fingerprint, normalised=True))
         return {layer: self._moments[layer] for layer in self.layers}
+
+    def load_statistics(self) -> None:
+        self.second_moments()
 
     def spread(self, goals: torch.Tensor, writer: WeightWriter, measure: Measure) -> None:
         """Step 2 of the module doc: write ``goals`` [n, hidden] (top-layer outputs wanted at n key positions) over
@@ -229,17 +181,14 @@ class MEMIT:
                 bar.update(len(chunk))
         return fits
 
-    def goals_with(self, batch: PromptBatch, deltas: PrefixDeltas) -> torch.Tensor:
+    def goals_with(self, batch: PromptBatch, deltas: PositionDeltas) -> torch.Tensor:
         """The top block's outputs [rows, hidden] at ``batch``'s subject columns with ``deltas`` added at the value
         site: what ``spread`` is to write. Without an output norm that is the outputs now plus δ."""
-        outputs = capture_all_at_subject(self.model, batch, [(self.top, False)], adding=(self.value_site, deltas))
+        outputs = capture(self.model, batch.inputs(), [Probe(self.top)], batch.at_subject,
+                          hooks=[(self.value_site, adder(batch.attention_mask, deltas))])
         return outputs[0].double()
 
-    def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
-        """Write all ``edits`` at once; ``handle.undo()`` takes them out again."""
-        items = as_edits(edits)
-        fingerprint = self.fingerprint
-        self.second_moments()
+    def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
         start = time.perf_counter()
         fits = self._values(items, "MEMIT target values")
         # One key column per (edit, template), each asked for the same δ on top of its own top-layer output:
@@ -253,8 +202,8 @@ class MEMIT:
             return self.goals_with(every, [(i, last, fits[i // per_row].delta) for i, (_, last) in enumerate(rows)])
 
         def measure(layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # one forward for both
-            keys, now = capture_all_at_subject(self.model, every,
-                                               [(self.arch.mlp_out(layer), True), (self.top, False)])
+            keys, now = capture(self.model, every.inputs(), [Probe(self.arch.mlp_out(layer), "input"), Probe(self.top)],
+                                every.at_subject)
             return keys, now
 
         # The write moves every position the subject's tokens reach, not just the one δ was fitted at, so an
@@ -265,12 +214,7 @@ class MEMIT:
             again = self._values(items, "MEMIT refit")
             return goals(again), sum(fit.report.steps > 0 for fit in again)
 
-        writer = WeightWriter(self.model)
-        try:
-            self.spread(goals(fits), writer, measure)
-            self.refit(writer, goals_again, measure, unit="edit")
-        except BaseException:
-            writer.restore()
-            raise
+        self.spread(goals(fits), writer, measure)
+        self.refit(writer, goals_again, measure, unit="edit")
         logger.info("MEMIT: %d edits into layers %s in %.1f s", len(items), self.layers, time.perf_counter() - start)
-        return writer.finish(method="memit", edits=items, fingerprint=fingerprint, reports=[f.report for f in fits])
+        return [fit.report for fit in fits]

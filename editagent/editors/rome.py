@@ -11,9 +11,8 @@ the update of least C-weighted size (least expected change on other keys, C = E[
 that adds exactly δ at every template's key: ΔW k_t = δ. With one key it is ROME's δ (C⁻¹k)ᵀ / (kᵀC⁻¹k).
 ROME instead takes the key averaged over templates (and, in its code, divides by the bare prompt's key).
 Both fail on models without a BOS token: there the bare prompt's subject sits at the first positions,
-whose keys differ from the prefixed ones, so the averaged key gave the bare prompt only 0.4 of δ on
-SmolLM2 (greedy still said the old object), and dividing by a position-0 key, which every prompt
-shares, changed 20 of 20 unrelated prompts.
+whose keys differ from the prefixed ones, so an averaged key leaves the bare prompt short of δ, and a
+position-0 key, which every prompt shares, carries the edit into unrelated prompts (docs/decisions.md).
 
 The value optimisation lives in ``value`` (shared with MEMIT, which adds δ to a block's output instead,
 and AnyEdit); C⁻¹ per layer is computed once per editor.
@@ -23,65 +22,54 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from editagent.editors.arch import ModelArch
-from editagent.editors.base import AppliedEdit, EditReport, WeightEdit, WeightWriter, as_edits, model_fingerprint
+from editagent.editors.base import EditReport, WeightEdit, WeightWriter, fill
+from editagent.editors.capture import Probe, capture
+from editagent.editors.config import RomeConfig
+from editagent.editors.editor import Editor
+from editagent.editors.prompts import device_of, make_batch, subject_row
 from editagent.editors.stats import key_second_moment
-from editagent.editors.value import ValueConfig, context_templates, optimise_values, template_keys
+from editagent.editors.value import optimise_values
 
 logger = logging.getLogger(__name__)
 
 
-class RomeConfig(ValueConfig):
-    """ROME settings; ``layer`` None takes the architecture's default (an early-middle layer)."""
-
-    layer: int | None = Field(None, ge=0, description="block whose down projection is edited")
-    mom2_ridge: float = Field(1e-2, ge=0, description="C + ridge·mean(diag C)·I before inverting: C from 30k "
-                                                      "tokens is noisy in its small directions (1e-5 → 1e-2 on "
-                                                      "SmolLM2: generalization 0.55 → 0.75, same locality)")
-    key_ridge: float = Field(1e-3, ge=0, description="KᵀC⁻¹K + ridge·mean(diag)·I: template keys can be near "
-                                                     "collinear")
+def template_keys(model: nn.Module, tokenizer: Any, arch: ModelArch, layer: int, edits: Sequence[WeightEdit],
+                  templates: Sequence[str]) -> torch.Tensor:
+    """The down projection's input at the subject's last token of each edit's prompt behind each context
+    template, [edits, templates, key_dim] in float64."""
+    rows = [subject_row(tokenizer, fill(t, edit.template), edit.subject) for edit in edits for t in templates]
+    batch = make_batch(tokenizer, rows, device_of(model))
+    keys = capture(model, batch.inputs(), [Probe(arch.mlp_out(layer), "input")], batch.at_subject)[0].double()
+    return keys.view(len(edits), len(templates), -1)
 
 
 # -- ROME ----------------------------------------------------------------------------------------------
 
 
-class ROME:
-    """Rank-one model editing of one layer: ``ROME(model, tokenizer).apply(edits)`` returns an ``AppliedEdit``.
+class ROME(Editor):
+    """Rank-one model editing of one layer: ``ROME(model, tokenizer).compute(edits)`` gives the ``Deltas``,
+    ``.apply(edits)`` writes them and returns an ``AppliedEdit`` (see ``Editor``).
 
     Several edits in one call are written one after another, each computed on the model as already edited.
-    ``stats_texts``: a corpus for the key statistics; by default the model samples its own text (offline).
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, config: RomeConfig | Mapping[str, Any] | None = None, *,
-                 stats_texts: Sequence[str] | None = None, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.config = config if isinstance(config, RomeConfig) else RomeConfig.model_validate(config or {})
-        self.arch = ModelArch(model)
+    method = "rome"
+    config_type = RomeConfig
+    config: RomeConfig
+
+    def __init__(self, model: nn.Module, tokenizer: Any, config: RomeConfig | dict[str, Any] | None = None,
+                 **options: Any) -> None:
+        super().__init__(model, tokenizer, config, **options)
         chosen = self.config.layer if self.config.layer is not None else self.arch.rome_layer
         self.layer = self.arch.check_layer(chosen, "layer")
-        self.templates = context_templates(self.config.n_context_templates)
-        self.stats_texts = stats_texts
-        self.cache_dir = cache_dir
-        self.progress = progress
-        self._fingerprint: str | None = None
         self._inverse: dict[int, torch.Tensor] = {}
-
-    @property
-    def fingerprint(self) -> str:
-        """The model's fingerprint (unchanged by edits, so computed once)."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model, self.arch)
-        return self._fingerprint
 
     def inverse_second_moment(self, layer: int) -> torch.Tensor:
         """C⁻¹ at ``layer`` (float64), from cached statistics; kept for later edits."""
@@ -94,22 +82,14 @@ class ROME:
             self._inverse[layer] = torch.linalg.inv(moment + ridge * eye)
         return self._inverse[layer]
 
-    def apply(self, edits: WeightEdit | Mapping[str, Any] | Sequence[WeightEdit | Mapping[str, Any]]) -> AppliedEdit:
-        """Write ``edits`` into the weights; ``handle.undo()`` takes them out again."""
-        items = as_edits(edits)
-        fingerprint = self.fingerprint
-        inverse = self.inverse_second_moment(self.layer)
-        writer = WeightWriter(self.model)
-        reports = []
-        try:
-            for edit in items:
-                reports.append(self._write(edit, inverse, writer))
-        except BaseException:
-            writer.restore()
-            raise
-        return writer.finish(method="rome", edits=items, fingerprint=fingerprint, reports=reports)
+    def load_statistics(self) -> None:
+        self.inverse_second_moment(self.layer)
 
-    def _write(self, edit: WeightEdit, inverse: torch.Tensor, writer: WeightWriter) -> EditReport:
+    def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
+        inverse = self.inverse_second_moment(self.layer)
+        return [self._write_one(edit, inverse, writer) for edit in items]
+
+    def _write_one(self, edit: WeightEdit, inverse: torch.Tensor, writer: WeightWriter) -> EditReport:
         start = time.perf_counter()
         keys = template_keys(self.model, self.tokenizer, self.arch, self.layer, [edit], self.templates)[0]  # [T, in]
         whitened = inverse @ keys.T  # C⁻¹K, [in, T]

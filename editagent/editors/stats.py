@@ -2,9 +2,9 @@
 
 ROME and MEMIT weigh an update by C⁻¹ so that it changes the output for the edited key while
 disturbing typical keys as little as possible. C is estimated from text the caller gives or, offline
-with no corpus, from text the model samples itself from a few neutral one-word starts. Keys are caught
-by a forward pre-hook on the down projection; the forward pass stops right after the deepest layer
-asked for, so statistics for early layers cost a fraction of a full pass.
+with no corpus, from text the model samples itself from a few neutral one-word starts. Keys are read at
+the down projection (``capture``); the forward pass stops right after the deepest layer asked for, so
+statistics for early layers cost a fraction of a full pass.
 
 C is normalised per token (a mean, as in the ROME/MEMIT code), accumulated in float64, and cached as
 ``<cache>/stats/<fingerprint>-layer<L>[-normed]-<source>-<tokens>.pt`` (written to a temporary file, then
@@ -13,7 +13,6 @@ renamed). Sampled token ids are cached too, so statistics for another layer reus
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -28,14 +27,13 @@ from tqdm.auto import tqdm
 
 from editagent.editors.arch import ModelArch
 from editagent.editors.base import model_fingerprint
+from editagent.editors.capture import Probe, capture
+from editagent.editors.config import DEFAULT_STATS_TOKENS
 from editagent.models import cache_dir as default_cache_dir
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
 
-# 30k tokens: C for a 1536-wide key is then estimated from ~20 tokens per dimension, which keeps the
-# update's direction stable, while sampling them from SmolLM2-135M takes a few minutes on one CPU core.
-DEFAULT_STATS_TOKENS = 30_000
 SAMPLE_STARTS = ("The", "In", "A", "It", "This", "When", "One", "There", "He", "She", "We", "Many", "After",
                  "For", "On", "I")
 _SAMPLE_LENGTH = 64
@@ -43,10 +41,6 @@ _SAMPLE_BATCH = 64
 _TEXT_LENGTH = 256
 _TEXT_BATCH = 16
 _SAMPLED_BATCH = 32  # rows of 64 sampled tokens per statistics pass
-
-
-class StopForward(Exception):
-    """Raised by a hook once the deepest needed layer has run: the rest of the model is not needed."""
 
 
 def stats_dir(cache_dir: str | Path | None = None) -> Path:
@@ -185,7 +179,7 @@ def sample_token_ids(model: nn.Module, tokenizer: Any, n_tokens: int, *, seed: i
         n = min(batch_size, rows - first)
         ids = torch.tensor([starts[(first + i) % len(starts)] for i in range(n)], device=device)
         logits_out = model(input_ids=ids, use_cache=True)
-        cache = logits_out.past_key_values
+        cache = logits_out.cache
         seq = [ids]
         for _ in range(length - ids.shape[1]):
             # Inverse-CDF sampling, one uniform number per row: multinomial over a large vocabulary is far slower.
@@ -193,8 +187,8 @@ def sample_token_ids(model: nn.Module, tokenizer: Any, n_tokens: int, *, seed: i
             draw = torch.rand((len(cdf), 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
             nxt = torch.searchsorted(cdf, draw).clamp(max=cdf.shape[1] - 1).to(device)
             seq.append(nxt)
-            logits_out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
-            cache = logits_out.past_key_values
+            logits_out = model(input_ids=nxt, cache=cache, use_cache=True)
+            cache = logits_out.cache
             bar.update(1)
         out.append(torch.cat(seq, dim=1)[:, :length].cpu())
     bar.close()
@@ -226,35 +220,21 @@ def _accumulate(model: nn.Module, arch: ModelArch, layers: Sequence[int],
     device = next(model.parameters()).device
     sums = {layer: torch.zeros(arch.key_dim(layer), arch.key_dim(layer), dtype=torch.float64, device=device)
             for layer in layers}
-    current: dict[str, torch.Tensor] = {}
-
-    def catch(layer: int) -> Any:
-        def hook(_module: nn.Module, inputs: tuple[Any, ...], output: Any = None) -> None:
-            keep = current["mask"].bool()
-            keys = inputs[0][keep].double()
-            if output is not None:
-                keys = keys / arch.output_divisor(layer, output[keep]).double()[:, None]
-            sums[layer].addmm_(keys.T, keys)
-        return hook
-
-    def stop(_module: nn.Module, _inputs: Any, _output: Any) -> None:
-        raise StopForward
-
-    handles = [arch.mlp_out(layer).register_forward_hook(catch(layer)) if layer in normed
-               else arch.mlp_out(layer).register_forward_pre_hook(catch(layer)) for layer in layers]
-    handles.append(arch.block(max(layers)).register_forward_hook(stop))
+    probes = [Probe(arch.mlp_out(layer), "input") for layer in layers]
+    probes += [Probe(arch.mlp_out(layer), "output") for layer in layers if layer in normed]
     count = 0
-    try:
-        for ids, mask in tqdm(batches, desc=f"key statistics, layers {list(layers)}", disable=not progress,
-                              unit="batch"):
-            if not mask.any():
-                continue
-            ids, mask = ids.to(device), mask.to(device)
-            current["mask"] = mask
-            with contextlib.suppress(StopForward):
-                model(input_ids=ids, attention_mask=mask, use_cache=False)
-            count += int(mask.sum())
-    finally:
-        for handle in handles:
-            handle.remove()
+    for ids, mask in tqdm(batches, desc=f"key statistics, layers {list(layers)}", disable=not progress, unit="batch"):
+        if not mask.any():
+            continue
+        ids, mask = ids.to(device), mask.to(device)
+        keep = mask.bool()
+        caught = capture(model, {"input_ids": ids, "attention_mask": mask}, probes,
+                         lambda tensor, _keep=keep: tensor[_keep])
+        outputs = iter(caught[len(layers):])  # of the normed layers, in order
+        for layer, inputs in zip(layers, caught[: len(layers)], strict=True):
+            keys = inputs.double()
+            if layer in normed:
+                keys = keys / arch.output_divisor(layer, next(outputs)).double()[:, None]
+            sums[layer].addmm_(keys.T, keys)
+        count += int(mask.sum())
     return sums, count

@@ -173,13 +173,6 @@ def token_recall(generated: Sequence[int], target: Sequence[int]) -> float:
     return previous[-1] / len(target)
 
 
-def long_target_recall(model: nn.Module, tokenizer: Any, prompt: str, target: str) -> float:
-    """``token_recall`` of ``len(target tokens)`` greedy tokens from ``prompt`` against ``target``."""
-    wanted = list(tokenizer(target, add_special_tokens=False)["input_ids"])
-    generated = greedy_ids(model, tokenizer, [prompt], len(wanted))[0]
-    return token_recall(generated, wanted)
-
-
 # -- MQuAKE probes -----------------------------------------------------------------------------------------
 
 

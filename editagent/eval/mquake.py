@@ -349,6 +349,17 @@ def load_mquake(source: str | Path = "MQuAKE-CF-3k", *, limit: int | None = None
     return cases
 
 
+def conflicted_case_ids(cases: list[MQuAKECase]) -> set[int]:
+    """Cases whose new chain another case's edit contradicts when all ``cases`` share one memory (k = all): that
+    case edits a (subject, relation) on this case's new chain to another object. From the Wikidata-id triples."""
+    edited: dict[tuple[str, str], set[tuple[str, int]]] = {}
+    for case in cases:
+        for subject, relation, obj in case.orig.edit_triples:
+            edited.setdefault((subject, relation), set()).add((obj, case.case_id))
+    return {case.case_id for case in cases for subject, relation, obj in case.orig.new_triples
+            if any(other != case.case_id and their != obj for their, other in edited.get((subject, relation), ()))}
+
+
 def load_conflicted_case_ids(path: str | Path) -> set[int]:
     """The case_ids listed in a JSON list, e.g. dev cases whose gold answer another case's edit contradicts."""
     raw = _read_json(Path(path))

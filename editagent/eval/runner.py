@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 PARAMETER_METHODS = ("rome", "memit")  # the edits go into the weights; the edited model answers directly
 DIRECT_METHODS = ("no-edit", *PARAMETER_METHODS)  # one answer per question, no decomposition to check
-METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", "agent", *PARAMETER_METHODS)
 Asker = Callable[[Sequence[str], Sequence[str]], list[Answer]]  # (questions, their namespaces) -> answers
 
 

@@ -156,9 +156,9 @@ class TransformersLLM:
             return self._prefixes[prefix]
         ids = self._encode(prefix, special=True)
         out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
-                         past_key_values=shared_prefix.full_cache(),  # every position, sliding layers too
+                         cache=shared_prefix.full_cache(),  # every position, sliding layers too
                          **self._last_logits_only())  # the prefix's logits are never read
-        self._prefixes[prefix] = (ids, out.past_key_values)
+        self._prefixes[prefix] = (ids, out.cache)
         if len(self._prefixes) > _PREFIX_CACHE_SLOTS:
             self._prefixes.popitem(last=False)
         logger.debug("cached a %d-token prefix", len(ids))
@@ -205,7 +205,7 @@ class TransformersLLM:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
         out = self._call(cache, input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          **(self._last_logits_only() if last_only else {}))
-        return out.logits, out.past_key_values, mask, positions
+        return out.logits, out.cache, mask, positions
 
     def _call(self, cache: Any, **inputs: Any) -> Any:
         """The model's forward over ``cache``; a shared-prefix cache is made visible to the attention function."""
@@ -213,7 +213,7 @@ class TransformersLLM:
         if shared:
             shared_prefix.set_positions(cache, inputs["attention_mask"], inputs["position_ids"])
         with shared_prefix.active(cache) if shared else contextlib.nullcontext():
-            return self.model(past_key_values=cache, use_cache=True, **inputs)
+            return self.model(cache=cache, use_cache=True, **inputs)
 
     def _reusable(self, ids: list[list[int]], prompts: Sequence[str], prefix: str | None) -> int:
         """How many leading tokens of every prompt the cached ``prefix`` covers (0: do not use it).
@@ -319,7 +319,7 @@ class TransformersLLM:
                 active = [active[slot] for slot in still]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long, device=device)], 1)
             out = self._call(cache, input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position)
-            cache, logits = out.past_key_values, out.logits[:, -1]
+            cache, logits = out.cache, out.logits[:, -1]
             next_position = next_position + 1
             for row in active:
                 fed[row] += 1
@@ -364,7 +364,7 @@ class TransformersLLM:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width_new:]
         out = self._call(cache, input_ids=input_ids, attention_mask=mask, position_ids=positions,
                          **self._last_logits_only())
-        return out.logits[:, -1], out.past_key_values, mask, positions[:, -1:] + 1
+        return out.logits[:, -1], out.cache, mask, positions[:, -1:] + 1
 
     def _keep_rows(self, context: tuple[str | None, int], cache: Any, mask: torch.Tensor, reuse: int,
                    slots: list[tuple[int, int]], suffixes: list[list[int]], generated: list[list[int]],

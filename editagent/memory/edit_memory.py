@@ -22,6 +22,7 @@ from editagent.memory.index import IndexKind, VectorIndex, resolve_kind
 from editagent.memory.sqlite_store import SQLiteEdits
 from editagent.schema import (
     DEFAULT_NAMESPACE,
+    MAX_SEARCH_LIMIT,
     Edit,
     EditError,
     SearchHit,
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 100_000
 MAX_QUERY_CHARS = 2_000
-MAX_LIMIT = 1_000
 _EMBED_CHUNK = 256
 
 
@@ -58,6 +58,22 @@ def resolve_store_path(store: str | Path) -> Path:
     return memory_root() / check_namespace(store, field="store")
 
 
+class SearchMany(Protocol):
+    def __call__(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]: ...
+
+
+def best_per_namespace(search_many: SearchMany, queries: Sequence[str],
+                       namespaces: Sequence[str]) -> list[SearchHit | None]:
+    """The top hit for each query in its own namespace (None where there is none): one search per namespace."""
+    best: list[SearchHit | None] = [None] * len(queries)
+    for namespace in dict.fromkeys(namespaces):
+        positions = [i for i, ns in enumerate(namespaces) if ns == namespace]
+        rows = search_many([queries[i] for i in positions], namespace=namespace, limit=1)
+        for position, row in zip(positions, rows, strict=True):
+            best[position] = row[0] if row else None
+    return best
+
+
 class EditMemory:
     """Edits as facts plus sentences; FAISS for search, SQLite as the source of truth.
 
@@ -80,6 +96,7 @@ class EditMemory:
             raise
         self._indexes: dict[str, VectorIndex] = {}
         self._seen_version = self._sql.data_version()
+        self._writes = 0  # this connection's own commits, which data_version does not count
         self._file_lock = FileLock(str(self.path / "index.lock"))
 
     def _check_embedder(self) -> None:
@@ -104,10 +121,10 @@ class EditMemory:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def add(self, edits: Edit | Iterable[Edit], *, progress: bool | None = None) -> list[Edit]:
+    def add(self, edits: Edit | Iterable[Edit], *, progress: bool | None = None) -> list[StoredEdit]:
         """Store one edit or a batch, atomically; a newer edit on a key supersedes the live one.
 
-        Returns the stored edits (with their ids). A rejected batch writes nothing.
+        Returns the stored rows (with their ids). A rejected batch writes nothing.
         """
         batch = [edits] if isinstance(edits, Edit) else list(edits)
         self._check_batch(batch)
@@ -117,8 +134,9 @@ class EditMemory:
         for namespace in {edit.namespace for edit in batch}:
             self._index(namespace)  # load (or rebuild) before writing, so a lost file is told apart from a new one
         self._sql.insert(batch, vectors)
+        self._writes += 1
         self._sync_and_save({edit.namespace for edit in batch})
-        return batch
+        return [StoredEdit.of(edit) for edit in batch]
 
     def _check_batch(self, batch: list[Any]) -> None:
         if len(batch) > MAX_BATCH:
@@ -144,6 +162,7 @@ class EditMemory:
     def delete(self, edit_id: str) -> StoredEdit:
         """Delete a live edit; it stays in history. Raises EditError for an unknown or ended edit."""
         found = self._sql.delete(edit_id)
+        self._writes += 1
         if found is None:
             stored = self._sql.get(edit_id)
             state = f"it is {stored.status}" if stored else "no edit has this id"
@@ -164,8 +183,8 @@ class EditMemory:
                     include_history: bool = False) -> list[list[SearchHit]]:
         """Batched ``search``: one embedding call and one FAISS call for all queries."""
         check_namespace(namespace)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
-            raise EditError(f"limit: {limit!r} is not allowed; use a whole number from 1 to {MAX_LIMIT}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEARCH_LIMIT:
+            raise EditError(f"limit: {limit!r} is not allowed; use a whole number from 1 to {MAX_SEARCH_LIMIT}")
         for query in queries:
             if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY_CHARS:
                 raise EditError(f"query: must be non-empty text of at most {MAX_QUERY_CHARS} characters")
@@ -180,8 +199,7 @@ class EditMemory:
                                     include_history=include_history)
         return [
             # float32 rounding can put a cosine a hair above 1 (a query equal to the sentence): clip it
-            [SearchHit(id=found[i].edit.id, memory=found[i].edit.sentence, score=min(float(s), 1.0),
-                       edit=found[i].edit, status=found[i].status)
+            [SearchHit(id=found[i].id, memory=found[i].sentence, score=min(float(s), 1.0), edit=found[i])
              for s, i in zip(row_scores, row_ids, strict=True) if int(i) in found]
             for row_scores, row_ids in zip(scores, rowids, strict=True)
         ]
@@ -191,15 +209,7 @@ class EditMemory:
 
         This is the retriever the reasoning loops call: one batched search per namespace.
         """
-        best: list[SearchHit | None] = [None] * len(queries)
-        by_namespace: dict[str, list[int]] = {}
-        for position, namespace in enumerate(namespaces):
-            by_namespace.setdefault(namespace, []).append(position)
-        for namespace, positions in by_namespace.items():
-            results = self.search_many([queries[i] for i in positions], namespace=namespace, limit=1)
-            for position, hits in zip(positions, results, strict=True):
-                best[position] = hits[0] if hits else None
-        return best
+        return best_per_namespace(self.search_many, queries, namespaces)
 
     def _exact_search(self, vectors: np.ndarray, namespace: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         rowids, matrix = self._sql.vectors(namespace, include_history=True, dim=self.embedder.dim)
@@ -229,18 +239,18 @@ class EditMemory:
         ``json.dumps`` per line for JSONL. Only ``namespace``'s edits, never another's.
         """
         check_namespace(namespace)
-        return [{**stored.edit.model_dump(mode="json"), "status": stored.status,
-                 "superseded_by": stored.superseded_by,
-                 "ended_at": stored.ended_at.isoformat() if stored.ended_at else None}
-                for stored in self._sql.rows(namespace, include_history=include_history)]
+        return [stored.model_dump(mode="json") for stored in self._sql.rows(namespace, include_history=include_history)]
 
     def history(self, edit_id: str) -> list[StoredEdit]:
         """Every edit ever made on the same (namespace, subject, relation) as ``edit_id``, oldest first."""
         stored = self._sql.get(edit_id)
         if stored is None:
             raise EditError(f"id: no edit has id {edit_id!r}")
-        edit = stored.edit
-        return self._sql.rows(edit.namespace, include_history=True, subject=edit.subject, relation=edit.relation)
+        return self._sql.rows(stored.namespace, include_history=True, subject=stored.subject, relation=stored.relation)
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever any process has written the store: what caches built from it are keyed by."""
+        return self._sql.data_version(), self._writes
 
     def namespaces(self) -> list[str]:
         return self._sql.namespaces()

@@ -2,15 +2,13 @@
 
 Three kinds:
 
-- ``flat``: exact; the default up to 100k vectors per namespace (~1 ms at 10k here).
+- ``flat``: exact; the default up to 100k vectors per namespace.
 - ``sketch``: a 256-bit sign-random-projection sketch (SimHash, FAISS ``IndexLSH``)
   scanned by Hamming distance, whose best ``SKETCH_RERANK`` candidates are re-ranked
   exactly against the stored float vectors (``IndexRefineFlat``). The automatic choice
-  for large namespaces: at 1M vectors it answers in 1.3 ms (p50) with recall@1 = 1.0
-  where exact search takes ~80 ms, and it builds in seconds. A question sits far closer to
-  its fact (cosine ~0.7) than unrelated facts do, and a Hamming scan keeps that
-  contrast; graph indexes (HNSW) have no near neighbours to walk through on such data
-  and reached recall@1 0.83 at 7.6 ms with efSearch=512 (benchmarks/results/memory_bench.md).
+  for large namespaces: a question sits far closer to its fact than unrelated facts do,
+  and a Hamming scan keeps that contrast where a graph index (HNSW) finds no near
+  neighbours to walk through (figures: benchmarks/results/memory_bench.md, docs/decisions.md).
 - ``hnsw``: kept for users whose data suits it.
 
 Sketch and HNSW indexes cannot remove vectors, so removed ids are kept as tombstones,
@@ -39,7 +37,7 @@ HNSW_EF_SEARCH = 64
 
 
 # A few queries gain nothing from OpenMP: FAISS opens a parallel region even to translate one id,
-# and on a busy machine its threads wait for cores (measured: 8 ms vs 0.9 ms p50 at 100k vectors).
+# and on a busy machine its threads wait for cores (docs/decisions.md).
 SMALL_BATCH = 8
 
 

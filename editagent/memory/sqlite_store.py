@@ -22,7 +22,7 @@ import numpy as np
 
 from editagent.schema import Edit, EditError, StoredEdit
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the aliases column
 _OPEN_TIMEOUT_S = 60.0  # how long a write or the switch to WAL waits for other processes
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS edits (
     status TEXT NOT NULL CHECK (status IN ('live', 'superseded', 'deleted')),
     superseded_by TEXT,
     ended_at TEXT,
-    embedding BLOB NOT NULL
+    embedding BLOB NOT NULL,
+    aliases TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS edits_namespace_status ON edits (namespace, status);
 CREATE INDEX IF NOT EXISTS edits_key ON edits (namespace, subject_key, relation_key);
@@ -54,8 +55,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS edits_one_live_per_key
     ON edits (namespace, subject_key, relation_key) WHERE status = 'live';
 """
 
-_COLUMNS = ("id, namespace, subject, relation, object, previous_object, sentence, created_at, source, metadata, "
-            "status, superseded_by, ended_at")
+_COLUMNS = ("id, namespace, subject, aliases, relation, object, previous_object, sentence, created_at, source, "
+            "metadata, status, superseded_by, ended_at")
 
 
 def _now() -> str:
@@ -80,16 +81,30 @@ def _where(namespace: str | None, include_history: bool, subject: str | None = N
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an older editagent to ``SCHEMA_VERSION`` (in the caller's transaction)."""
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    if int(version) > int(SCHEMA_VERSION):
+        raise EditError(f"store: schema version {version} is newer than this editagent's {SCHEMA_VERSION}; "
+                        "upgrade editagent to open it")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(edits)")}
+    if "aliases" not in columns:  # version 1
+        db.execute("ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'")
+    if version != SCHEMA_VERSION:
+        logger.info("store schema %s -> %s", version, SCHEMA_VERSION)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+
 def _row_to_stored(row: sqlite3.Row) -> StoredEdit:
-    edit = Edit.model_construct(  # rows were validated on the way in; re-validating 1M rows is wasted time
-        subject=row["subject"], relation=row["relation"], object=row["object"],
+    ended = row["ended_at"]
+    return StoredEdit.model_construct(  # rows were validated on the way in; re-validating 1M rows is wasted time
+        subject=row["subject"], aliases=tuple(json.loads(row["aliases"])), relation=row["relation"],
+        object=row["object"],
         previous_object=row["previous_object"], sentence=row["sentence"], namespace=row["namespace"],
         id=row["id"], created_at=datetime.fromisoformat(row["created_at"]), source=row["source"],
-        metadata=json.loads(row["metadata"]),
+        metadata=json.loads(row["metadata"]), status=row["status"], superseded_by=row["superseded_by"],
+        ended_at=datetime.fromisoformat(ended) if ended else None,
     )
-    ended = row["ended_at"]
-    return StoredEdit(edit=edit, status=row["status"], superseded_by=row["superseded_by"],
-                      ended_at=datetime.fromisoformat(ended) if ended else None)
 
 
 class SQLiteEdits:
@@ -109,6 +124,7 @@ class SQLiteEdits:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            _migrate(db)
 
     def _enable_wal(self, deadline: float) -> None:
         """Switch the file to WAL, retrying while another process holds it.
@@ -182,12 +198,12 @@ class SQLiteEdits:
                                (edit.id, _now(), old[0]))
                 try:
                     cursor = db.execute(
-                        "INSERT INTO edits (id, namespace, subject, subject_key, relation, relation_key, object, "
-                        "previous_object, sentence, created_at, source, metadata, status, embedding) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
-                        (edit.id, namespace, edit.subject, subject_key, edit.relation, relation_key, edit.object,
-                         edit.previous_object, edit.sentence, edit.created_at.isoformat(), edit.source,
-                         json.dumps(edit.metadata, sort_keys=True),
+                        "INSERT INTO edits (id, namespace, subject, subject_key, aliases, relation, relation_key, "
+                        "object, previous_object, sentence, created_at, source, metadata, status, embedding) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
+                        (edit.id, namespace, edit.subject, subject_key, json.dumps(list(edit.aliases)), edit.relation,
+                         relation_key, edit.object, edit.previous_object, edit.sentence, edit.created_at.isoformat(),
+                         edit.source, json.dumps(edit.metadata, sort_keys=True),
                          np.asarray(vector, dtype=np.float32).tobytes()),
                     )
                 except sqlite3.IntegrityError as error:

@@ -85,7 +85,7 @@ class ScopeModel(ABC):
             found: list[SearchHit | None] = [None] * len(questions)
             for namespace in dict.fromkeys(namespaces):
                 rows = [i for i, ns in enumerate(namespaces) if ns == namespace]
-                live = [stored.edit for stored in memory.edits(namespace)]
+                live = memory.edits(namespace)
                 if not live:
                     continue
                 known = cache.setdefault(namespace, {})

@@ -10,7 +10,6 @@ another object, are in scope of each other's questions and always go to the same
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -18,9 +17,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from editagent.relations import known_relations
+from editagent.eval.data import SCOPE_PAIRS, data_file
+from editagent.relations import mquake_relations
 
-DATA_FILE = "pokemqa/cls-filtered.json"
 # MQuAKE's own spellings of two cloze templates, which editagent's relation table corrects.
 _MQUAKE_TEMPLATES = ("The univeristy where {s} was educated is {o}", "The origianl broadcaster of {s} is {o}")
 
@@ -45,17 +44,13 @@ class Split:
     test: list[ScopeEdit]
 
 
-def default_data_dir() -> Path:
-    """``$EDITAGENT_DATA`` or ``../shared/data/mquake`` beside the repository (as the MQuAKE benchmark)."""
-    folder = os.environ.get("EDITAGENT_DATA")
-    return Path(folder) if folder else Path(__file__).resolve().parents[3] / "shared" / "data" / "mquake"
-
-
 def resolve_data_path(data: str | Path | None = None) -> Path:
-    """A folder holding ``pokemqa/cls-filtered.json`` (or the file itself); default ``default_data_dir()``."""
-    path = Path(data) if data is not None else default_data_dir()
+    """``data``: a folder holding ``pokemqa/cls-filtered.json``, or the file itself; None: ``data_file`` finds it."""
+    if data is None:
+        return data_file(SCOPE_PAIRS)
+    path = Path(data)
     if path.is_dir():
-        path = path / DATA_FILE
+        path = path / SCOPE_PAIRS
     if not path.is_file():
         raise FileNotFoundError(f"data: {path} not found; pass the MQuAKE data folder or set EDITAGENT_DATA")
     return path
@@ -63,7 +58,7 @@ def resolve_data_path(data: str | Path | None = None) -> Path:
 
 @cache
 def _templates() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    texts = {relation.sentence.rstrip(".") for relation in known_relations()} | set(_MQUAKE_TEMPLATES)
+    texts = {relation.sentence.rstrip(".") for relation in mquake_relations()} | set(_MQUAKE_TEMPLATES)
     # Most specific first: "{s} is located in the continent of {o}" before "{s} is located in {o}".
     ordered = sorted(texts, key=lambda t: -len(t.replace("{s}", "").replace("{o}", "")))
     return tuple((text, re.compile("^" + re.escape(text).replace(r"\{s\}", "(?P<s>.+?)")

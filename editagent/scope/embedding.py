@@ -26,11 +26,9 @@ from editagent.scope.data import ScopeEdit, in_scope_sets
 logger = logging.getLogger(__name__)
 
 # Cosine similarity (all-MiniLM-L6-v2) of the top-1 edit to the subquestion at or above which
-# ``threshold_scope`` keeps the edit: the plain detector PokeMQA and the MQuAKE benchmark use by default.
-# One data point (dev600, all edits in one memory, gold single-hop questions as subquestions): at 0.6, 95% of
-# edited hops find their edit and 20% of unedited hops (no dev edit on their subject and relation) get one;
-# at 0.65, 94% and 7%; at 0.7, 91% and 3%. The calibrated threshold (``CALIBRATION.threshold``) is the
-# p = 0.5 point of the fit below; benchmarks/results/scope_detector.md compares both on held-out edits.
+# ``threshold_scope`` keeps the edit: the plain detector PokeMQA and the MQuAKE benchmark use by default
+# (why 0.6: docs/decisions.md). The calibrated threshold (``CALIBRATION.threshold``) is the p = 0.5 point of the
+# fit below; benchmarks/results/scope_detector.md compares both on held-out edits.
 DEFAULT_SCOPE_THRESHOLD = 0.6
 
 

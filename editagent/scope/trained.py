@@ -8,10 +8,9 @@ applies. PokeMQA's script calls the disambiguator only when two or more candidat
 pre-detector (one candidate is taken as it is); here it judges every candidate, so one near miss
 is blocked too.
 
-Training (``train_detector``), sized for a 2-core CPU (20 minutes at most, shared with other jobs): one epoch
-each, ``max_seq_length`` 64, word embeddings frozen (half of MiniLM's weights, so each step is cheaper), one
-question per edit for the pre-detector (3,552 pairs) and 800 edits x (2 own + 3 hard negative) pairs for the
-disambiguator (4,000 pairs):
+Training (``train_detector``) is sized for a small CPU (see docs/decisions.md): one epoch each,
+``max_seq_length`` 64, word embeddings frozen (half of MiniLM's weights, so each step is cheaper), one question
+per edit for the pre-detector and a few hundred edits x (2 own + 3 hard negative) pairs for the disambiguator:
 
 * split: ``split_by_edit`` (80/20 by edit group, ``seed``); a further ``calibration_fraction`` of the
   training edits is kept out of the bi-encoder's training to set ``pre_threshold``;

@@ -1,0 +1,156 @@
+"""Typed settings of the weight editors, one config class per method; importing this module does not load torch.
+
+    from editagent.editors.config import MemitConfig, editor_config
+    MemitConfig(layers=[4, 5, 6])
+    editor_config("rome", layer=6)          # the same by method name, e.g. from a command line
+
+``editagent.editors.registry.make_editor(model, tokenizer, config)`` builds the editor a config belongs to. Why the
+defaults are what they are, with the runs that measured them: ``docs/decisions.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from editagent.schema import EditError
+
+# Fixed, neutral sentence prefixes (ROME samples its own from the model; fixed ones are deterministic and free).
+CONTEXT_PREFIXES = ("The following is true.", "Here is a fact.", "I read about this today.",
+                    "This is from a textbook.", "Let me tell you something.", "Remember this.", "Good question.",
+                    "Listen carefully.", "Facts matter.", "As noted before.")
+# 30k tokens: about 20 per dimension of a 1536-wide key, enough for a stable C, and minutes to sample on a CPU.
+DEFAULT_STATS_TOKENS = 30_000
+
+
+class EditorConfig(BaseModel):
+    """Base of every editor's settings: frozen, unknown fields refused; ``method`` names the editor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: ClassVar[str] = ""
+
+
+class ValueConfig(EditorConfig):
+    """Settings of the value optimisation every editor shares: a vector δ, added to one module's output v at one
+    token, is fitted so that the model continues each prompt with the target.
+
+    As in ROME, except that steps and the decay term are scale-free (in units of v, whose scale differs by orders
+    of magnitude between models), steps are normalised gradient steps rather than Adam's (which spread δ over
+    every direction, and so over unrelated prompts), and the loop stops once greedy decoding says the whole target
+    on every prompt by ``stop_margin`` logits, which is what reliability asks.
+    """
+
+    step_rule: Literal["adam", "gradient"] = Field(
+        "gradient", description="'gradient': each step moves δ by lr·‖v‖ along the loss gradient; 'adam': Adam, "
+                                "lr per coordinate in units of rms(v) (ROME's choice)")
+    lr: float = Field(0.1, gt=0, description="step length of δ in units of ‖v‖ (for 'adam': per coordinate, "
+                                             "in units of rms(v))")
+    steps: int = Field(60, ge=0, description="most optimisation steps; fewer once the stop test is met")
+    stop_margin: float = Field(2.0, ge=0, description="stop once every target token of every prompt is the greedy "
+                                                      "choice by this many logits")
+    kl_factor: float = Field(0.0625, ge=0, description="weight of KL(edited || original) on '{} is a'")
+    weight_decay: float = Field(0.1, ge=0, description="weight of ‖δ‖ / ‖v‖ in the loss")
+    clamp_norm_factor: float = Field(10.0, gt=0, description="‖δ‖ is clamped to this times ‖v‖")
+    n_context_templates: int = Field(4, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt, besides the bare prompt")
+    stats_tokens: int = Field(DEFAULT_STATS_TOKENS, ge=1, description="tokens behind the key statistics C")
+
+
+class RomeConfig(ValueConfig):
+    """ROME settings; ``layer`` None takes the architecture's default (an early-middle layer)."""
+
+    method: ClassVar[str] = "rome"
+
+    layer: int | None = Field(None, ge=0, description="block whose down projection is edited")
+    # C from 30k tokens is noisy in its small directions: a larger ridge generalises better at the same locality.
+    mom2_ridge: float = Field(1e-2, ge=0, description="C + ridge·mean(diag C)·I before inverting")
+    key_ridge: float = Field(1e-3, ge=0, description="KᵀC⁻¹K + ridge·mean(diag)·I: template keys can be near "
+                                                     "collinear")
+
+
+class MemitConfig(ValueConfig):
+    """MEMIT settings; ``layers`` None takes the architecture's default range of early-middle layers."""
+
+    method: ClassVar[str] = "memit"
+
+    layers: list[int] | None = Field(None, description="blocks whose down projections are edited, low to high")
+    clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖, z the value site's output "
+                                                              "(MEMIT.value_site); MEMIT's 0.75")
+    mom2_update_weight: float | None = Field(None, gt=0, description="λ, the weight of C against the edited keys; "
+                                                                     "None: 1.3 · key_dim")
+    passes: int = Field(1, ge=1, le=10, description="times the layer range is written, each pass aiming at "
+                                                    "what the earlier ones left of the goals")
+    # 1 rather than ROME's 2: each extra logit of δ is also written into every other key's output.
+    stop_margin: float = Field(1.0, ge=0, description="stop once every target token of every prompt is the greedy "
+                                                      "choice by this many logits")
+    # Kept for GPUs, where a batch should pay; on the CPUs we measure on it ran slower (docs/decisions.md).
+    value_batch: int = Field(1, ge=1, description="edits whose values are fitted together in one batch, each with "
+                                                  "its own δ and stop test")
+    refits: int = Field(1, ge=0, le=5, description="rounds of: check every edit on the written model, find δ "
+                                                   "again for those short of the stop test, write again")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(layer < 0 for layer in value)):
+            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6, 7, 8], or None")
+        return sorted(set(value)) if value is not None else None
+
+
+class AnyEditConfig(MemitConfig):
+    """AnyEdit settings: MEMIT's (layers, λ, value optimisation) plus the windows a long target is cut into.
+
+    A window's δ carries up to ``window_tokens`` tokens, far from the small δ of one short object: hence Adam steps
+    of 1·rms(v), a larger clamp, the bare prompt only, and two passes over the layer range (the second closes part
+    of what λC kept the first from writing).
+    """
+
+    method: ClassVar[str] = "anyedit"
+
+    window_tokens: int = Field(16, ge=1, le=512, description="most target tokens per window (one key/value each)")
+    window_slack: int = Field(6, ge=0, le=511, description="a window may end up to this many tokens early, where the "
+                                                          "next window's key is the most distinctive; 0: fixed windows")
+    step_rule: Literal["adam", "gradient"] = Field("adam", description="'adam': Adam, lr per coordinate in units of "
+                                                                       "rms(v); 'gradient': δ moves lr·‖v‖ a step")
+    lr: float = Field(1.0, gt=0, description="Adam's per-coordinate step in units of rms(v) (for 'gradient': δ's "
+                                             "step in units of ‖v‖)")
+    steps: int = Field(60, ge=0, description="most optimisation steps per window")
+    stop_margin: float = Field(1.0, ge=0, description="stop once every token of the window is the greedy choice by "
+                                                      "this many logits")
+    passes: int = Field(2, ge=1, le=10, description="times the layer range is written, each pass aiming at what the "
+                                                    "earlier ones left of the goals")
+    refits: int = Field(0, ge=0, le=5, description="rounds of: check every window on the written model, find δ again "
+                                                   "for those short of the stop test, write again")
+    clamp_norm_factor: float = Field(2.0, gt=0, description="‖δ‖ ≤ this · ‖z‖ per window")
+    n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt, besides the bare one")
+    # Without them the write disturbs the tokens between window sites, which the fits assumed unchanged.
+    hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
+                                                         "position as it was (extra zero-change keys)")
+
+
+CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig)}
+
+
+def editor_config(method: str, **fields: Any) -> EditorConfig:
+    """The config of editor ``method`` ("rome", "memit", "anyedit") with ``fields`` set; errors name the field."""
+    kind = CONFIGS.get(method)
+    if kind is None:
+        raise EditError(f"method: {method!r} is not a weight editor; use one of {', '.join(CONFIGS)}")
+    try:
+        return kind(**fields)
+    except ValidationError as error:
+        problems, unknown = [], False
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"]) or "config"
+            if item["type"] == "extra_forbidden":
+                unknown = True
+                problems.append(f"{field}: not a setting of {method}")
+            elif item["type"] == "value_error":  # this module's validators name their field
+                problems.append(str(item["ctx"]["error"]))
+            else:
+                problems.append(f"{field}: {item['msg']}")
+        known = f" (its settings: {', '.join(kind.model_fields)})" if unknown else ""
+        raise EditError("; ".join(problems) + known) from None

@@ -1,0 +1,35 @@
+"""One table from config type to editor, as peft maps its configs to methods: ``make_editor`` builds the editor a
+config belongs to.
+
+    make_editor(model, tokenizer)                                   # ROME with its defaults
+    make_editor(model, tokenizer, MemitConfig(layers=[4, 5, 6]))
+    make_editor(model, tokenizer, editor_config("anyedit"), progress=False)
+
+A new editor is one entry: ``EDITORS[MyConfig] = MyEditor`` (an ``Editor`` subclass taking ``MyConfig``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from editagent.editors.anyedit import AnyEdit
+from editagent.editors.config import AnyEditConfig, EditorConfig, MemitConfig, RomeConfig
+from editagent.editors.editor import Editor
+from editagent.editors.memit import MEMIT
+from editagent.editors.rome import ROME
+from editagent.schema import EditError
+
+EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit}
+
+
+def make_editor(model: nn.Module, tokenizer: Any, config: EditorConfig | None = None, **options: Any) -> Editor:
+    """The editor for ``config`` (None: ROME with its defaults) on ``model``; ``options`` go to its constructor
+    (``stats_texts``, ``cache_dir``, ``progress``)."""
+    config = config if config is not None else RomeConfig()
+    for kind in type(config).__mro__:  # a subclass of a registered config gets its parent's editor
+        if kind in EDITORS:
+            return EDITORS[kind](model, tokenizer, config, **options)
+    raise EditError(f"config: no editor is registered for {type(config).__name__}; add one to "
+                    "editagent.editors.registry.EDITORS")

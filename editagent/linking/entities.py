@@ -1,0 +1,131 @@
+"""Which stored entities a question names, however the user writes them: no model, no embedding.
+
+A name matches whole words of the question after both are normalised the same way (``normalise_name``): case,
+accents, punctuation and abbreviation dots do not count ("acme corp" = "Acme Corp.", "U.K." = "UK", "Malmo" =
+"Malmö"), a possessive is its own word ("Alice's" names "Alice"), and a leading "the" is optional. Besides each
+stored subject, its aliases (``Edit.aliases``) and, from the places table, the other names and the demonyms of a
+place ("British", "the UK" for a stored "United Kingdom") link to it. Places with no edit link to their own name,
+so a model hop can start from "the French president". Short all-capital abbreviations ("US", "LA") match only
+in capitals, so the words "us" and "la" do not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from editagent.linking.places import places
+
+_TOKEN = re.compile(r"(?:[^\W_]\. ?)+[^\W_]\.?(?![^\W_])|[^\W_]+")
+_ABBREVIATION = re.compile(r"[A-Z]{2,4}")
+Link = Literal["subject", "alias", "place"]
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def _tokens(text: str) -> list[tuple[str, int, int]]:
+    """(normalised word, start, end) for each word; initials are one word: "U.K." and "J. K." give "uk", "jk"."""
+    return [(_fold(re.sub(r"[.\s]", "", m.group())), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def normalise_name(name: str) -> str:
+    """The form names are compared in: folded words joined by one space, a leading "the" dropped."""
+    words = [word for word, _, _ in _tokens(name)]
+    if len(words) > 1 and words[0] == "the":
+        words = words[1:]
+    return " ".join(words)
+
+
+@dataclass(frozen=True)
+class EntityMention:
+    """A span of the question (``start``:``end``, as written in ``text``) that names ``name``: a stored subject, or a
+    place by its canonical name. ``how``: by the subject's own name, one of its aliases, or the places table."""
+
+    start: int
+    end: int
+    text: str
+    name: str
+    how: Link
+    stored: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    how: Link
+    stored: bool
+    exact_case: str | None  # the capitals an abbreviation must be written in
+
+
+class EntityLinker:
+    """Finds stored subjects (and places) in questions. Build one per namespace's live edits (``build``)."""
+
+    def __init__(self, entries: dict[tuple[str, ...], _Entry]) -> None:
+        self._entries = entries
+        self._by_first: dict[str, list[tuple[str, ...]]] = {}
+        for key in sorted(entries, key=len, reverse=True):  # longest first
+            self._by_first.setdefault(key[0], []).append(key)
+
+    @classmethod
+    def build(cls, subjects: Iterable[tuple[str, Sequence[str]]]) -> EntityLinker:
+        """``subjects``: (stored subject, its aliases). Places that a stored subject names link to that subject."""
+        entries: dict[tuple[str, ...], _Entry] = {}
+
+        def add(surface: str, entry: _Entry, *, overwrite: bool) -> None:
+            key = tuple(normalise_name(surface).split())
+            if key and (overwrite or key not in entries):
+                exact = surface if _ABBREVIATION.fullmatch(surface) else None
+                entries[key] = _Entry(entry.name, entry.how, entry.stored, exact)
+
+        stored: dict[str, str] = {}
+        for subject, aliases in subjects:
+            stored.setdefault(normalise_name(subject), subject)
+            for alias in aliases:
+                stored.setdefault(normalise_name(alias), subject)
+        for place in places():
+            target = next((stored[normalise_name(n)] for n in place.names if normalise_name(n) in stored), None)
+            entry = _Entry(target or place.name, "place", target is not None, None)
+            for surface in (*place.names, *place.demonyms):
+                add(surface, entry, overwrite=False)
+        # Stored names come last and win: a user's own "Georgia" is theirs, whatever the places table says.
+        for subject, aliases in subjects:
+            for surface, how in ((subject, "subject"), *((alias, "alias") for alias in aliases)):
+                add(surface, _Entry(subject, how, True, None), overwrite=True)  # type: ignore[arg-type]
+        return cls(entries)
+
+    def mentions(self, question: str) -> list[EntityMention]:
+        """Non-overlapping mentions, left to right; at each word the longest name that matches wins."""
+        words = _tokens(question)
+        found: list[EntityMention] = []
+        i = 0
+        while i < len(words):
+            match = self._longest_at(question, words, i)
+            if match is None:
+                i += 1
+                continue
+            key, entry = match
+            start, end = words[i][1], words[i + len(key) - 1][2]
+            found.append(EntityMention(start, end, question[start:end], entry.name, entry.how, entry.stored))
+            i += len(key)
+        return found
+
+    def _longest_at(self, question: str, words: list[tuple[str, int, int]],
+                    i: int) -> tuple[tuple[str, ...], _Entry] | None:
+        for key in self._by_first.get(words[i][0], ()):
+            if tuple(word for word, _, _ in words[i: i + len(key)]) != key:
+                continue
+            entry = self._entries[key]
+            written = question[words[i][1]: words[i + len(key) - 1][2]]
+            if entry.exact_case is not None and written.replace(".", "") != entry.exact_case.replace(".", ""):
+                continue
+            return key, entry
+        return None
+
+    def __len__(self) -> int:
+        return len(self._entries)
