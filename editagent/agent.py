@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from editagent.decompose.chain import Decomposer, check_decomposer
 from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reasoner
 from editagent.graph import EditGraph
 from editagent.llm import LLM, TransformersLLM
@@ -49,7 +50,9 @@ class EditAgent:
     walks the question's relation chain through the store and lets the model answer only the hops no edit
     covers; a question no edit touches gets the plain model's answer. ``"mello"``, ``"mello-guided"`` and
     ``"pokemqa"`` are the loops from the literature, kept for comparison; ``"no-edit"`` is the plain model.
-    ``max_hops``: the most hops one question may take, for every method.
+    ``max_hops``: the most hops one question may take, for every method. ``decomposer`` (the agent method):
+    ``"rules"`` reads questions with cue phrases and word order; ``"llm"`` asks the model for the chain (for capable
+    backends); ``"auto"`` asks the model only about what the rules left unanswered from the edits.
 
     ``policy``: where new edits go (memory by default; see ``editagent.policy`` for why). Edits
     written into the weights are recorded in the store with their saved deltas, undone by
@@ -60,10 +63,12 @@ class EditAgent:
     def __init__(self, *, store: str | Path = "default", namespace: str = DEFAULT_NAMESPACE,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
                  memory: EditMemory | None = None, max_hops: int = DEFAULT_MAX_HOPS, method: Method = "agent",
-                 policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
+                 decomposer: Decomposer = "rules", policy: EditPolicy | None = None,
+                 weight_editor: Any | None = None) -> None:
         if method not in REASONERS:
             raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
+        self.decomposer = check_decomposer(decomposer)
         self.namespace = check_namespace(namespace)
         if memory is None:
             if embedder is None or isinstance(embedder, str):
@@ -234,7 +239,8 @@ class EditAgent:
         # Every method reads the store without the edits that live only in the weights (the model answers
         # those), and gets the model through a function: a question answered from edits never loads it.
         if self._reasoner is None:  # kept: it caches the store's index and the relations' embeddings
-            parts = Parts(llm=lambda: self.llm, source=RecallableEdits(self.memory), max_hops=self.max_hops)
+            parts = Parts(llm=lambda: self.llm, source=RecallableEdits(self.memory), max_hops=self.max_hops,
+                          decomposer=self.decomposer)
             self._reasoner = build_reasoner(self.method, parts)
         return self._reasoner.answer_many(questions, [self.namespace] * len(questions))
 

@@ -29,7 +29,8 @@ def _print(text: str = "") -> None:
 def _agent(args: argparse.Namespace, *, with_llm: bool = False) -> Any:
     from editagent.agent import EditAgent  # noqa: PLC0415 - keeps `editagent --help` instant
 
-    return EditAgent(namespace=args.namespace, store=args.store, llm=args.model if with_llm else None)
+    return EditAgent(namespace=args.namespace, store=args.store, llm=args.model if with_llm else None,
+                     decomposer=getattr(args, "decomposer", "rules"))
 
 
 def _show_answer(answer: Answer, as_json: bool) -> None:
@@ -56,7 +57,7 @@ def _show_answer(answer: Answer, as_json: bool) -> None:
 def cmd_edit_add(args: argparse.Namespace) -> int:
     with _agent(args) as agent:
         stored = agent.edit(args.subject, args.relation, args.object, previous_object=args.previous,
-                            sentence=args.sentence or "", source=args.source)
+                            sentence=args.sentence or "", source=args.source, aliases=args.alias)
     _print(stored.model_dump_json() if args.json else f"stored {stored.id}: {stored.sentence}")
     return 0
 
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("relation", help='a label ("country of citizenship"), alias or Wikidata id ("P27")')
     add.add_argument("object")
     add.add_argument("--previous", help="the object this edit replaces")
+    add.add_argument("--alias", action="append", default=[], help="another name of the subject (repeatable)")
     add.add_argument("--sentence", help="retrieval sentence (default: from the relation's template)")
     add.add_argument("--source", default="cli")
     add.set_defaults(run=cmd_edit_add)
@@ -199,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", parents=[common, model], help="answer a question using the edits")
     ask.add_argument("question")
+    ask.add_argument("--decomposer", choices=["rules", "llm", "auto"], default="rules",
+                     help="how questions are read: rules, the model, or the model for what the rules leave")
     ask.set_defaults(run=cmd_ask)
 
     graph = commands.add_parser("graph", help="the edit graph").add_subparsers(dest="graph", required=True)

@@ -30,6 +30,8 @@ from editagent.editors.config import AnyEditConfig, MemitConfig, RomeConfig, edi
 from editagent.schema import DEFAULT_NAMESPACE, MAX_SEARCH_LIMIT, Edit, EditError, SearchHit, StoredEdit
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from editagent.memory import EditMemory
 
 EditTarget = Literal["memory", "weights", "both"]
@@ -89,12 +91,15 @@ class RecallableEdits:
         found = self.memory.lookup(subject, relation, namespace=namespace)
         return found if found is not None and in_memory(found) else None
 
-    def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE,
-                    limit: int = 5) -> list[list[SearchHit]]:
+    def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
+                    vectors: np.ndarray | None = None) -> list[list[SearchHit]]:
         """``EditMemory.search_many`` without weights-only edits: searched deeper until ``limit`` remain."""
         depth = limit
+        if vectors is None:  # embedded once, however deep the search goes
+            vectors = self.memory.embedder.encode(list(queries))
         while True:
-            rows = self.memory.search_many(queries, namespace=namespace, limit=min(depth, MAX_SEARCH_LIMIT))
+            rows = self.memory.search_many(queries, namespace=namespace, limit=min(depth, MAX_SEARCH_LIMIT),
+                                           vectors=vectors)
             kept = [[hit for hit in row if in_memory(hit.edit)][:limit] for row in rows]
             # a row is done when it has its hits, or when the search ran out of edits before ``depth``
             if depth >= MAX_SEARCH_LIMIT or all(len(k) == limit or len(r) < depth for k, r in zip(kept, rows,

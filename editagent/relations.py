@@ -243,6 +243,7 @@ _ASKED_AS: dict[str, tuple[str, ...]] = {
     "place of death": ("where did X die",),
     "spouse": ("husband", "wife", "who is X married to"),
     "author": ("writer", "who wrote X"),
+    "performer": ("actor", "who played X", "who portrayed X", "singer"),
     "creator": ("maker", "who made X"),
     "manufacturer": ("maker", "who makes X", "who builds X"),
     "employer": ("company", "who does X work for"),

@@ -50,7 +50,8 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 # What a client may set on an edit; namespace comes from the URL and created_at from the server.
-_EDIT_FIELDS = frozenset({"subject", "relation", "object", "previous_object", "sentence", "source", "metadata", "id"})
+_EDIT_FIELDS = frozenset({"subject", "aliases", "relation", "object", "previous_object", "sentence", "source",
+                          "metadata", "id"})
 
 
 class _BodyLimit:

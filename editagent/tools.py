@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from editagent.schema import (
+    MAX_ALIASES,
     MAX_SEARCH_HITS,
     MAX_TOOL_ARGUMENTS_CHARS,
     EditError,
@@ -59,6 +60,8 @@ class EditArguments(_Arguments):
     sentence: SentenceText = Field("", description="Optional: the fact as one sentence (default: written from "
                                                    "the relation).")
     previous_object: OptionalEntityText = Field(None, description="Optional: the value this edit replaces.")
+    aliases: list[EntityText] = Field([], max_length=MAX_ALIASES,
+                                      description="Optional: other names of the subject, e.g. ['UK', 'Britain'].")
 
 
 class AskArguments(_Arguments):
@@ -84,7 +87,7 @@ def hit_row(hit: SearchHit) -> dict[str, Any]:
 
 def _run_edit(agent: EditAgent, args: EditArguments) -> dict[str, Any]:
     stored = agent.edit(args.subject, args.relation, args.object, sentence=args.sentence,
-                        previous_object=args.previous_object, source="tool")
+                        previous_object=args.previous_object, aliases=args.aliases, source="tool")
     return {"edit": stored.model_dump(mode="json")}
 
 

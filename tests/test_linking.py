@@ -92,7 +92,7 @@ def relation_linker(embedder: Embedder) -> RelationLinker:
 def test_a_stored_relation_is_taken_only_when_it_is_what_the_question_asks(
         relation_linker: RelationLinker, question: str, entity: str, held: list[str], expected: str | None) -> None:
     start = question.index(entity)
-    vector = relation_linker.encode_question(question, (start, start + len(entity)))
+    vector = relation_linker.encode_question(question, (start, start + len(entity)))[0]
     alternatives = relation_linker.alternatives(["dentist", "doctor", "home city"], held)
     scores = relation_linker.score(vector, [], [*held, *alternatives])
     assert relation_linker.choose(scores, held, alternatives) == expected

@@ -17,6 +17,7 @@ from editagent.decompose import answer_directly
 from editagent.memory import EditMemory
 from editagent.models import Embedder
 from editagent.schema import (
+    MAX_ALIASES,
     MAX_ENTITY_CHARS,
     MAX_QUESTION_CHARS,
     MAX_RELATION_CHARS,
@@ -62,11 +63,14 @@ def test_tools_are_openai_function_definitions() -> None:
     edit = by_name["edit"]
     assert edit["required"] == ["subject", "relation", "object"]
     def max_length(spec: dict[str, Any]) -> int:  # an optional field's limit sits in its non-null branch
+        if spec.get("type") == "array":  # a list of names: each name's limit
+            assert spec["maxItems"] == MAX_ALIASES
+            return spec["items"]["maxLength"]
         return spec.get("maxLength") or next(branch["maxLength"] for branch in spec["anyOf"] if "maxLength" in branch)
 
     assert {name: max_length(spec) for name, spec in edit["properties"].items()} == {
         "subject": MAX_ENTITY_CHARS, "relation": MAX_RELATION_CHARS, "object": MAX_ENTITY_CHARS,
-        "sentence": MAX_SENTENCE_CHARS, "previous_object": MAX_ENTITY_CHARS}
+        "sentence": MAX_SENTENCE_CHARS, "previous_object": MAX_ENTITY_CHARS, "aliases": MAX_ENTITY_CHARS}
     assert by_name["ask"]["properties"]["question"]["maxLength"] == MAX_QUESTION_CHARS
     assert by_name["forget"]["required"] == ["edit_id"]
     limit = by_name["search_edits"]["properties"]["limit"]
@@ -74,8 +78,9 @@ def test_tools_are_openai_function_definitions() -> None:
 
 
 def test_edit_search_forget_round_trip(agent: EditAgent) -> None:
-    stored = dispatch(agent, call("edit", {**FACT, "previous_object": "United States"}))["edit"]
+    stored = dispatch(agent, call("edit", {**FACT, "previous_object": "United States", "aliases": ["Doug"]}))["edit"]
     assert stored["relation"] == "country of citizenship" and stored["previous_object"] == "United States"
+    assert stored["aliases"] == ["Doug"]
     assert stored["namespace"] == "alice" and stored["source"] == "tool" and stored["status"] == "live"
     assert stored["sentence"] == "Doug TenNapel is a citizen of United Kingdom."
     assert [row.id for row in agent.edits()] == [stored["id"]]

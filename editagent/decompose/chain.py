@@ -35,12 +35,13 @@ from typing import Literal, Protocol
 import numpy as np
 
 from editagent.decompose.direct import answer_directly, as_data, clean_answer
+from editagent.decompose.llm_decompose import LLMDecomposer
 from editagent.decompose.question_parse import RelationMention, parse_question
 from editagent.decompose.store_view import StoreView, ViewCache, match_key, same_entity
 from editagent.linking import RelationLinker, RelationScores, normalise_name
 from editagent.llm.base import LLM
 from editagent.relations import fact_question, find_relation
-from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, Hop, SearchHit, StoredEdit
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit, StoredEdit
 from editagent.scope.embedding import CALIBRATION
 
 __all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "match_key", "relation_prompts", "same_entity"]
@@ -65,6 +66,13 @@ _FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 Tier = Literal["exact", "meaning", "retrieval", "model"]
+Decomposer = Literal["rules", "llm", "auto"]
+
+
+def check_decomposer(value: str) -> Decomposer:
+    if value not in ("rules", "llm", "auto"):
+        raise EditError(f"decomposer: {value!r} is not one of 'rules', 'llm', 'auto'")
+    return value  # type: ignore[return-value]
 
 
 class EditSource(Protocol):
@@ -106,7 +114,7 @@ class _Walk:
     llm_calls: int = 0
     failure: str | None = None
     settled: bool = False  # nothing more to take: the cues are used and the question says no more
-    vector: np.ndarray | None = None
+    vectors: np.ndarray | None = None  # the question with its entity masked, and as asked (one embedding call)
 
     @property
     def active(self) -> bool:
@@ -141,10 +149,11 @@ class ChainReasoner:
     """
 
     def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = DEFAULT_MAX_HOPS,
-                 linker: RelationLinker | None = None) -> None:
+                 linker: RelationLinker | None = None, decomposer: Decomposer = "rules") -> None:
         self._llm = llm
         self.memory = memory
         self.max_hops = max_hops
+        self.decomposer = check_decomposer(decomposer)
         self._linker = linker
         self._views = ViewCache(memory.edits, getattr(memory, "version", None))
 
@@ -168,6 +177,22 @@ class ChainReasoner:
         namespaces = list(namespaces) if namespaces is not None else [DEFAULT_NAMESPACE] * len(questions)
         views = {ns: self._views.get(ns) for ns in dict.fromkeys(namespaces)}
         walks = [self._start(q, ns, views[ns]) for q, ns in zip(questions, namespaces, strict=True)]
+        if self.decomposer == "llm":
+            walks = [read or walk for walk, read in zip(walks, self._read_by_llm(walks, views), strict=True)]
+        self._run(walks, views)
+        if self.decomposer == "auto":  # the model reads only what the rules left to it
+            left = [i for i, walk in enumerate(walks) if not (walk.failure is None and walk.used_edits)]
+            reads = self._read_by_llm([walks[i] for i in left], views)
+            self._run([read for read in reads if read is not None], views)
+            for i, read in zip(left, reads, strict=True):
+                if read is not None and read.failure is None and read.used_edits:
+                    read.llm_calls += walks[i].llm_calls
+                    walks[i] = read
+                else:
+                    walks[i].llm_calls += 1
+        return self._finish(walks, time.perf_counter() - started)
+
+    def _run(self, walks: list[_Walk], views: dict[str, StoreView]) -> None:
         for _ in range(2 * self.max_hops + len(VIA) + 1):
             active = [w for w in walks if w.active]
             if not active:
@@ -176,7 +201,22 @@ class ChainReasoner:
         for walk in walks:
             if walk.active:
                 walk.failure = "too many hops"
-        return self._finish(walks, time.perf_counter() - started)
+
+    def _read_by_llm(self, walks: list[_Walk], views: dict[str, StoreView]) -> list[_Walk | None]:
+        """Each question read by the model (``LLMDecomposer``) as a fresh walk, or None where it gave no valid
+        chain. Its relation phrases become cues: a stored relation of that wording first, then a built-in one."""
+        chains = LLMDecomposer(self.llm, max_hops=self.max_hops).decompose([w.question for w in walks])
+        reads: list[_Walk | None] = []
+        for walk, chain in zip(walks, chains, strict=True):
+            if chain is None:
+                reads.append(None)
+                continue
+            view = views[walk.namespace]
+            linked = view.linker.mentions(chain.entity)
+            entity = linked[0].name if len(linked) == 1 and linked[0].text == chain.entity else chain.entity
+            cues = [RelationMention(-1, -1, _phrase_relations(phrase, view)) for phrase in chain.relations]
+            reads.append(_Walk(walk.question, walk.namespace, entity, chain.span, cues, llm_calls=1))
+        return reads
 
     # -- reading the question ----------------------------------------------------------------------------
 
@@ -204,7 +244,9 @@ class ChainReasoner:
         if walk.pending:
             return self._cued_hop(walk, view)
         held = view.held(walk.entity) if walk.entity else {}
-        if len(walk.walked) >= self.max_hops or not walk.uncovered:
+        if not walk.hops and not walk.uncovered and "officeholder" in held:  # "Who is the Prime Minister of X?"
+            self._take_edit(walk, held["officeholder"], "officeholder", "exact")
+        elif len(walk.walked) >= self.max_hops or not walk.uncovered:
             walk.settled = True
         elif not walk.hops:  # no cue names a relation: what the question asks, by meaning, or a search
             self._first_uncued_hop(walk, view, held)
@@ -241,7 +283,12 @@ class ChainReasoner:
             walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
             self._take_edit(walk, held[relation], relation, "meaning")
             return True
-        subject = self._retrieve(walk, fact_question(walk.entity, mention.relations[0]))
+        if walk.used_edits and walk.hops[-1].source != "model" and self._answered(walk, mention.relations):
+            walk.pending.clear()  # "What position does X hold in the sport?": the cue only qualified the last hop
+            walk.settled = True
+            return True
+        subject = self._retrieve(walk, walk.question if not walk.hops else fact_question(walk.entity,
+                                                                                       mention.relations[0]))
         if subject is not None:  # the entity is a stored one, named unlike it: read it as that one
             found = next((view.find(subject, r) for r in mention.relations if view.find(subject, r)), None)
             held = view.held(subject)
@@ -276,10 +323,25 @@ class ChainReasoner:
         best = max(through, key=lambda r: through[r])
         return best if through[best] >= direct + EXTEND_MARGIN else None
 
+    def _answered(self, walk: _Walk, cue: Sequence[str]) -> bool:
+        """Whether the hops so far already read as the whole question, better than going on to the cued relation
+        (which the store cannot give here, so the model would have to)."""
+        vector, walked = self._vector(walk), walk.walked
+        stop = self.linker.score(vector, walked[:-1], walked[-1:]).scores[walked[-1]]
+        onward = self.linker.score(vector, walked, cue).best(cue)[1]
+        return stop >= onward
+
     def _vector(self, walk: _Walk) -> np.ndarray:
-        if walk.vector is None:
-            walk.vector = self.linker.encode_question(walk.question, walk.span)
-        return walk.vector
+        """The question with its entity replaced by "X", as relations are judged against it."""
+        if walk.vectors is None:
+            walk.vectors = self.linker.encode_question(walk.question, walk.span)
+        return walk.vectors[0]
+
+    def _plain_vector(self, walk: _Walk) -> np.ndarray:
+        """The question as it was asked, as it is searched."""
+        self._vector(walk)
+        assert walk.vectors is not None
+        return walk.vectors[1]
 
     def _link(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], *, cue: Sequence[str] = (),
               extending: bool = False) -> str | None:
@@ -307,7 +369,10 @@ class ChainReasoner:
     def _retrieve(self, walk: _Walk, query: str) -> str | None:
         """The stored subject a search for ``query`` finds, when the scope detector passes the hit and the walk's
         entity (or, on the first hop, the question) names it, however spelt: a name no exact link matched."""
-        hits = self.memory.search_many([query], namespace=walk.namespace, limit=RETRIEVAL_HITS)[0]
+        # The whole question's vector comes with the one the meaning tier uses, in one call.
+        vectors = self._plain_vector(walk)[None, :] if query == walk.question else \
+            self.linker.embedder.encode([query])
+        hits = self.memory.search_many([query], namespace=walk.namespace, limit=RETRIEVAL_HITS, vectors=vectors)[0]
         for hit in hits:
             if hit.score < CALIBRATION.threshold:
                 break
@@ -368,6 +433,15 @@ class ChainReasoner:
         for answer in result:
             answer.seconds = per_question
         return result
+
+
+def _phrase_relations(phrase: str, view: StoreView) -> tuple[str, ...]:
+    """The relations a model's phrase may name: the namespace's relation of that wording, the built-in one it is an
+    alias of, and the phrase itself (a relation the store may hold under that label)."""
+    key = normalise_name(phrase)
+    own = [relation for relation in view.relations if normalise_name(relation) == key]
+    known = find_relation(phrase)
+    return tuple(dict.fromkeys([*own, *([known.label] if known else []), " ".join(phrase.split())]))
 
 
 def _named_in(question: str, edit: StoredEdit) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from editagent.decompose.chain import ChainReasoner
+from editagent.decompose.chain import ChainReasoner, Decomposer
 from editagent.decompose.direct import answer_directly
 from editagent.decompose.mello import MeLLo
 from editagent.decompose.pokemqa import PokeMQA
@@ -41,6 +41,7 @@ class Parts:
     llm: Callable[[], LLM]
     source: EditSource
     max_hops: int = DEFAULT_MAX_HOPS
+    decomposer: Decomposer = "rules"  # the agent method's: see ChainReasoner
 
 
 class PlainModel:
@@ -67,7 +68,8 @@ def _mello(parts: Parts, *, guided: bool, name: str) -> MeLLo:
 
 
 REASONERS: dict[str, Callable[[Parts], Reasoner]] = {
-    "agent": lambda parts: ChainReasoner(parts.llm, parts.source, max_hops=parts.max_hops),
+    "agent": lambda parts: ChainReasoner(parts.llm, parts.source, max_hops=parts.max_hops,
+                                         decomposer=parts.decomposer),
     "mello": lambda parts: _mello(parts, guided=False, name="mello"),
     "mello-guided": lambda parts: _mello(parts, guided=True, name="mello-guided"),
     "pokemqa": lambda parts: PokeMQA(parts.llm(), threshold_scope(parts.source.top1), max_hops=parts.max_hops),

@@ -27,7 +27,7 @@ _CUES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     (r"head of state|head-of-state|chief of state|highest (?:political |government )?(?:office|position)",
      ("P35",), False),
     (r"head of (?:the )?government|prime minister|premier", ("P6",), False),
-    (r"leader\w*|ruler\w*|leads|led by", ("P35", "P6"), False),
+    (r"leader\w*|ruler\w*|leads|led by", ("P35", "P6", "P488"), False),
     (r"chief executive officer|ceo|chief executive", ("P169",), False),
     (r"chair\w*|president", ("P488", "P35"), False),
     (r"official language", ("P37",), False),
@@ -77,6 +77,7 @@ _WH_HEAD = re.compile(r"\s*(?:(?:in|on|from|at|to|for|by|with) )?(?:what|which|w
                       r"(?: the)?\s*")
 _POSSESSIVE = ("'s", "\u2019s", "'", "\u2019")  # "Dessalines'" too
 _QUOTED = re.compile(r'"([^"]+)"|\u201c([^\u201d]+)\u201d')
+_ADJUNCT = re.compile(r"\b(?:in|on|at) (?:the|a|his|her|its|their|this|that) $", re.IGNORECASE)
 _MERGE_DISTANCE = 40  # characters: two cues of one relation this close are one mention
 
 
@@ -116,6 +117,9 @@ def parse_question(question: str, *, known_entities: Iterable[str] = (),
     if span is None:
         return ParsedQuestion(question, None, [])
     mentions = _mentions(question, span, extra_relations)
+    if len(mentions) > 1:  # "What position does X hold in the sport?": a closing "in the sport" qualifies, no hop
+        mentions = [m for m in mentions if not (_ADJUNCT.search(question[: m.start]) and
+                                                not question[m.end:].strip(" ?.!"))]
     return ParsedQuestion(question, question[span[0]: span[1]], _order(question, span, mentions), span)
 
 

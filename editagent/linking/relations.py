@@ -94,11 +94,10 @@ class RelationLinker:
         self._vectors: dict[str, np.ndarray] = {}
 
     def encode_question(self, question: str, mention: tuple[int, int] | None) -> np.ndarray:
-        """The question's vector with the entity at ``mention`` (start, end) replaced by "X"."""
-        if mention is not None:
-            start, end = mention
-            question = question[:start] + MASK + question[end:]
-        return self.embedder.encode([question])[0]
+        """Two vectors in one call: the question with the entity at ``mention`` (start, end) replaced by "X", and
+        the question as it is (what a search of the edits uses)."""
+        masked = question if mention is None else question[: mention[0]] + MASK + question[mention[1]:]
+        return self.embedder.encode([masked, question])
 
     def score(self, question: np.ndarray, walked: Sequence[str], relations: Iterable[str]) -> RelationScores:
         """Each relation's best cosine with the question, as the next step after ``walked``."""

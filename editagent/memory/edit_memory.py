@@ -180,8 +180,9 @@ class EditMemory:
         return self.search_many([query], namespace=namespace, limit=limit, include_history=include_history)[0]
 
     def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
-                    include_history: bool = False) -> list[list[SearchHit]]:
-        """Batched ``search``: one embedding call and one FAISS call for all queries."""
+                    include_history: bool = False, vectors: np.ndarray | None = None) -> list[list[SearchHit]]:
+        """Batched ``search``: one embedding call and one FAISS call for all queries. ``vectors``: the queries'
+        embeddings when the caller already has them (no embedding call then)."""
         check_namespace(namespace)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise EditError(f"limit: {limit!r} is not allowed; use a whole number from 1 to {MAX_SEARCH_LIMIT}")
@@ -190,7 +191,8 @@ class EditMemory:
                 raise EditError(f"query: must be non-empty text of at most {MAX_QUERY_CHARS} characters")
         if not queries:
             return []
-        vectors = self.embedder.encode(list(queries))
+        if vectors is None:
+            vectors = self.embedder.encode(list(queries))
         if include_history:
             scores, rowids = self._exact_search(vectors, namespace, limit)
         else:
