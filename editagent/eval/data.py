@@ -62,7 +62,7 @@ def data_file(name: str) -> Path:
     except (ConnectionError, OSError) as error:
         raise DataUnavailable(f"data: {name} is neither in {where}, and fetching it failed ({error}); set "
                               f"{DATA_ENV} to a folder that holds it, or go online once") from None
-    _write_atomically(target, payload)
+    write_atomically(target, payload)
     logger.info("data: fetched %s into %s", name, target)
     return target
 
@@ -114,7 +114,8 @@ _FETCHERS: dict[str, Callable[[str], bytes]] = {MQUAKE_DEV: _dev_cases, CONFLICT
                                                  SCOPE_PAIRS: _scope_pairs}
 
 
-def _write_atomically(target: Path, payload: bytes) -> None:
+def write_atomically(target: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``target`` through a temporary file renamed over it: a reader never sees half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:

@@ -13,10 +13,8 @@ import hashlib
 import http.client
 import json
 import logging
-import os
 import re
 import string
-import tempfile
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
+from editagent.eval.data import write_atomically
 from editagent.models import cache_dir
 from editagent.schema import DEFAULT_NAMESPACE, Edit
 
@@ -305,15 +304,7 @@ def download_dataset(name: str, cache_dir: Path | None = None) -> Path:
     if (blob := _git_blob_sha1(data)) != KNOWN_DATASETS[name]:
         logger.warning("MQuAKE: %s has git blob %s, not the known %s; upstream may have changed it",
                        name, blob, KNOWN_DATASETS[name])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    write_atomically(target, data)
     return target
 
 
