@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     llm = TransformersLLM.load(args.model, batch_size=8)
     memory = EditMemory(fresh_dir(args.out.parent / ".work" / "ripple"), embedder=load_embedder())
     memory.add([edit for case in every_case for edit in case.edits(NAMESPACE)], progress=True)
-    agent = EditAgent(NAMESPACE, memory=memory, llm=llm)
+    agent = EditAgent(namespace=NAMESPACE, memory=memory, llm=llm)
     change, keep = collect(cases, agent.graph(include_history=False))
     logger.info("%d questions should change, %d single-hop questions should not", len(change), len(keep))
 

@@ -30,6 +30,7 @@ from editagent.schema import (
     check_namespace,
     check_question,
 )
+from editagent.scope.base import ScopeModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class EditAgent:
     ``"pokemqa"`` are the loops from the literature, kept for comparison; ``"no-edit"`` is the plain model.
     ``max_hops``: the most hops one question may take, for every method. ``decomposer`` (the agent method):
     ``"rules"`` reads questions with cue phrases and word order; ``"llm"`` asks the model for the chain (for capable
-    backends); ``"auto"`` asks the model only about what the rules left unanswered from the edits.
+    backends); ``"auto"`` asks the model only about what the rules left unanswered from the edits. ``scope``: what
+    judges the agent method's search hits: the calibrated embedding threshold, ``"trained"`` (the PokeMQA-style
+    detector, trained once by ``editagent scope train``), or any ``ScopeModel``.
 
     ``policy``: where new edits go (memory by default; see ``editagent.policy`` for why). Edits
     written into the weights are recorded in the store with their saved deltas, undone by
@@ -63,12 +66,13 @@ class EditAgent:
     def __init__(self, *, store: str | Path = "default", namespace: str = DEFAULT_NAMESPACE,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
                  memory: EditMemory | None = None, max_hops: int = DEFAULT_MAX_HOPS, method: Method = "agent",
-                 decomposer: Decomposer = "rules", policy: EditPolicy | None = None,
-                 weight_editor: Any | None = None) -> None:
+                 decomposer: Decomposer = "rules", scope: ScopeModel | Literal["embedding", "trained"] = "embedding",
+                 policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
         if method not in REASONERS:
             raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
         self.decomposer = check_decomposer(decomposer)
+        self.scope = _scope_detector(scope)
         self.namespace = check_namespace(namespace)
         if memory is None:
             if embedder is None or isinstance(embedder, str):
@@ -240,7 +244,7 @@ class EditAgent:
         # those), and gets the model through a function: a question answered from edits never loads it.
         if self._reasoner is None:  # kept: it caches the store's index and the relations' embeddings
             parts = Parts(llm=lambda: self.llm, source=RecallableEdits(self.memory), max_hops=self.max_hops,
-                          decomposer=self.decomposer)
+                          decomposer=self.decomposer, scope=self.scope)
             self._reasoner = build_reasoner(self.method, parts)
         return self._reasoner.answer_many(questions, [self.namespace] * len(questions))
 
@@ -252,3 +256,18 @@ class EditAgent:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+def _scope_detector(scope: ScopeModel | str) -> ScopeModel | None:
+    if isinstance(scope, ScopeModel):
+        return scope
+    if scope == "embedding":
+        return None  # the reasoner's own threshold on the search's cosine
+    if scope == "trained":
+        from editagent.scope import load_cached  # noqa: PLC0415 - loads sentence-transformers
+
+        detector = load_cached()
+        if detector is None:
+            raise EditError("scope: no trained scope detector is cached; train it once with `editagent scope train`")
+        return detector
+    raise EditError(f"scope: {scope!r} is not one of 'embedding', 'trained' (or a ScopeModel)")

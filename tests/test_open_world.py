@@ -145,3 +145,20 @@ def test_the_packaged_model_decomposes_or_is_refused(agent: EditAgent) -> None:
     reader = EditAgent(memory=agent.memory, llm=real_llm(), decomposer="llm")
     answer = reader.ask("How old is Lionel Messi?")
     assert answer.route == "model"  # no reading makes an edit answer what the store lacks
+
+
+def test_the_retrieval_tier_takes_any_scope_detector(tmp_path: Path, embedder: Embedder,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from editagent import EditError
+    from editagent.scope import EmbeddingScopeDetector
+
+    agent = EditAgent(store=tmp_path / "store", embedder=embedder, llm=real_llm(),
+                      scope=EmbeddingScopeDetector(embedder))
+    agent.edit_many(FACTS)
+    answer = agent.ask("When is the Falcon project due?")
+    assert path(answer) == [("retrieval", "deadline", "March 14")]
+    strict = EditAgent(memory=agent.memory, llm=real_llm(), scope=EmbeddingScopeDetector(embedder, threshold=0.99))
+    assert strict.ask("When is the Falcon project due?").route == "model"  # the detector refused every hit
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(EditError, match="editagent scope train"):
+        EditAgent(memory=agent.memory, scope="trained")

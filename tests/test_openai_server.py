@@ -160,3 +160,26 @@ def test_stock_server_scores_match_transformers(llm: OpenAICompatibleLLM) -> Non
     local = real_llm().score(CAPITAL, [" Paris", " Tokyo", " London"])
     print(f"stock server scores {[round(x, 3) for x in scores]}; TransformersLLM {[round(x, 3) for x in local]}")
     assert scores == pytest.approx(local, abs=0.5)
+
+
+def test_the_models_decomposition_through_the_server_walks_the_store(llm: OpenAICompatibleLLM, tmp_path: Path,
+                                                                     embedder: object) -> None:
+    """EditAgent(decomposer="llm"/"auto") over a served model: its reading is parsed strictly and walked like the
+    rules' (SmolLM2 is a weak decomposer; the check is that every answer is either from the edits or the plain
+    model's own, never an edit taken for a question it does not answer)."""
+    from editagent import Edit, EditAgent
+    from editagent.decompose.llm_decompose import LLMDecomposer
+
+    questions = ["Where does Alice's manager live?", "How many legs does a spider have?"]
+    for question, chain in zip(questions, LLMDecomposer(llm, max_hops=4).decompose(questions), strict=True):
+        assert chain is None or chain.entity.casefold() in question.casefold()
+    for decomposer in ("llm", "auto"):
+        agent = EditAgent(store=tmp_path / decomposer, llm=llm, embedder=embedder, decomposer=decomposer)
+        agent.edit_many([Edit(subject="Alice", relation="manager", object="Bob Tanaka"),
+                         Edit(subject="Bob Tanaka", relation="home city", object="Porto")])
+        edited, unrelated = agent.ask_many(questions)
+        if decomposer == "auto":  # the rules read it: the model is not asked
+            assert (edited.text, [hop.tier for hop in edited.trace]) == ("Porto", ["exact", "meaning"])
+        else:  # the model's reading, whatever it is, either reaches the edits or leaves the plain model to answer
+            assert edited.text == "Porto" or edited.route == "model"
+        assert unrelated.route == "model"

@@ -42,6 +42,7 @@ from editagent.linking import RelationLinker, RelationScores, normalise_name
 from editagent.llm.base import LLM
 from editagent.relations import fact_question, find_relation
 from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit, StoredEdit
+from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import CALIBRATION
 
 __all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "match_key", "relation_prompts", "same_entity"]
@@ -145,15 +146,18 @@ class ChainReasoner:
     >>> reasoner.answer("What is the capital of the country of citizenship of Doug TenNapel?").trace
 
     ``llm``: the model or a function giving it, called only when a hop needs it. ``linker``: judges relations by
-    meaning; by default one over the memory's embedder, made when first needed.
+    meaning; by default one over the memory's embedder, made when first needed. ``scope``: the scope detector that
+    judges a search's hits in the retrieval tier (default: the calibrated embedding threshold on the hit's score).
     """
 
     def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = DEFAULT_MAX_HOPS,
-                 linker: RelationLinker | None = None, decomposer: Decomposer = "rules") -> None:
+                 linker: RelationLinker | None = None, decomposer: Decomposer = "rules",
+                 scope: ScopeModel | None = None) -> None:
         self._llm = llm
         self.memory = memory
         self.max_hops = max_hops
         self.decomposer = check_decomposer(decomposer)
+        self.scope = scope
         self._linker = linker
         self._views = ViewCache(memory.edits, getattr(memory, "version", None))
 
@@ -373,8 +377,11 @@ class ChainReasoner:
         vectors = self._plain_vector(walk)[None, :] if query == walk.question else \
             self.linker.embedder.encode([query])
         hits = self.memory.search_many([query], namespace=walk.namespace, limit=RETRIEVAL_HITS, vectors=vectors)[0]
+        if self.scope is not None:  # e.g. the trained detector: it judges the candidates, at most one passes
+            verdict = self.scope.judge([query], [hit.memory for hit in hits])[0] if hits else None
+            hits = [hits[verdict.index]] if verdict is not None and verdict.index is not None else []
         for hit in hits:
-            if hit.score < CALIBRATION.threshold:
+            if self.scope is None and hit.score < CALIBRATION.threshold:
                 break
             names = (hit.edit.subject, *hit.edit.aliases)
             if walk.entity and any(_names_overlap(walk.entity, name) for name in names):

@@ -18,6 +18,7 @@ from editagent.decompose.mello import MeLLo
 from editagent.decompose.pokemqa import PokeMQA
 from editagent.llm.base import LLM
 from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, SearchHit, StoredEdit
+from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import threshold_scope
 
 
@@ -42,6 +43,7 @@ class Parts:
     source: EditSource
     max_hops: int = DEFAULT_MAX_HOPS
     decomposer: Decomposer = "rules"  # the agent method's: see ChainReasoner
+    scope: ScopeModel | None = None  # the retrieval tier's detector (agent method); None: the embedding threshold
 
 
 class PlainModel:
@@ -69,7 +71,7 @@ def _mello(parts: Parts, *, guided: bool, name: str) -> MeLLo:
 
 REASONERS: dict[str, Callable[[Parts], Reasoner]] = {
     "agent": lambda parts: ChainReasoner(parts.llm, parts.source, max_hops=parts.max_hops,
-                                         decomposer=parts.decomposer),
+                                         decomposer=parts.decomposer, scope=parts.scope),
     "mello": lambda parts: _mello(parts, guided=False, name="mello"),
     "mello-guided": lambda parts: _mello(parts, guided=True, name="mello-guided"),
     "pokemqa": lambda parts: PokeMQA(parts.llm(), threshold_scope(parts.source.top1), max_hops=parts.max_hops),

@@ -59,6 +59,9 @@ def data_file(name: str) -> Path:
     target = cache_dir() / "data" / name
     try:
         payload = fetch(name)
+    except DataUnavailable as error:  # a derived file whose source is missing too
+        raise DataUnavailable(f"data: {name} is neither in {where}, and it is derived from a file that is not at "
+                              f"hand either ({error})") from None
     except (ConnectionError, OSError) as error:
         raise DataUnavailable(f"data: {name} is neither in {where}, and fetching it failed ({error}); set "
                               f"{DATA_ENV} to a folder that holds it, or go online once") from None

@@ -21,7 +21,7 @@ from editagent.scope.embedding import (
     threshold_scope,
 )
 from editagent.scope.evaluate import ScopeMetrics, evaluate
-from editagent.scope.trained import TrainConfig, TrainedScopeDetector, load_or_train, training_split
+from editagent.scope.trained import TrainConfig, TrainedScopeDetector, load_cached, load_or_train, training_split
 
 __all__ = [
     "CALIBRATION",
@@ -39,6 +39,7 @@ __all__ = [
     "TrainedScopeDetector",
     "Verdict",
     "evaluate",
+    "load_cached",
     "load_or_train",
     "load_scope_edits",
     "resolve_data_path",

@@ -125,6 +125,14 @@ def load_or_train(data: str | Path | None = None, config: TrainConfig | None = N
     return TrainedScopeDetector.load(folder, device=device)
 
 
+def load_cached(data: str | Path | None = None, config: TrainConfig | None = None, *,
+                cache: str | Path | None = None, device: str | None = None) -> TrainedScopeDetector | None:
+    """The trained detector if one is cached for ``data`` and ``config`` (None otherwise: nothing is trained)."""
+    config = config or TrainConfig()
+    folder = Path(cache or scope_cache_root()) / fingerprint(resolve_data_path(data), config)
+    return TrainedScopeDetector.load(folder, device=device) if (folder / INFO_FILE).is_file() else None
+
+
 def train_detector(data: str | Path, config: TrainConfig, folder: Path, *, device: str | None = None) -> dict[str, Any]:
     """Train both models into ``folder`` (atomically, via a sibling ``.partial`` folder); return its info."""
     started = time.perf_counter()
