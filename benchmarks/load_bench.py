@@ -22,16 +22,24 @@ extra), ``count`` equals SQLite, each namespace's FAISS file and the freshly loa
 live rowids, and exact-sentence searches find their edits. It writes ``<out>/load_bench.json`` and
 ``<out>/load_bench.md``.
 
+With ``--http`` the store is served by a real ``editagent serve`` subprocess (one process, worker threads) and
+the workers are HTTP clients with a write API key: ``add`` is ``POST /{ns}/edits``, ``search`` is
+``GET /{ns}/edits/search``, and ``ask`` is ``POST /{ns}/ask`` of a two-hop question the seeded edits answer (each
+answer is checked). Latencies are seen by the client, HTTP included. The server's log must not hold the key, and
+the language model must not have loaded. It writes ``<out>/http_load.{json,md}``; the same check follows.
+
 Run from the repository root::
 
     OMP_NUM_THREADS=1 python benchmarks/load_bench.py --seconds 60            # 4 workers, retrieval-path ask
     OMP_NUM_THREADS=1 python benchmarks/load_bench.py --seconds 120 --with-llm  # real EditAgent.ask
+    OMP_NUM_THREADS=1 python benchmarks/load_bench.py --seconds 60 --http      # through `editagent serve`
     python benchmarks/load_bench.py --seconds 5 --workers 2 --out /tmp/lb      # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -41,13 +49,16 @@ import platform
 import random
 import shlex
 import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,30 +114,95 @@ def seed_edits(namespaces: list[str], per_namespace: int) -> list[Edit]:
     return edits
 
 
-# -- workers -----------------------------------------------------------------------------------------
+# -- workers ------------------------------------------------------------------------------------------
 
 
-def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: Any) -> None:
-    """One process: load models, wait for the others, then run the mix until the shared deadline."""
-    record: dict[str, Any] = {"worker": index, "latencies_ms": {op: [] for op in OPS}, "added": [],
-                              "failed_adds": [], "errors": [], "read_your_writes": [0, 0], "llm_asks": 0,
-                              "llm_calls": 0}
-    try:
+def expected_answer(args: argparse.Namespace, namespace: str, n: int, second: str) -> str:
+    """The seeded answer of "What is the <second> of the country of citizenship of person(s<pos>, n)?"."""
+    position = args.namespace_names.index(namespace)
+    country = OBJECTS["country of citizenship"][n % len(OBJECTS["country of citizenship"])]
+    return f"{country}-{second}-{position}-{COUNTRY_FACTS.index(second)}"
+
+
+class MemoryClient:
+    """The operations on an ``EditMemory`` in this process (and ``EditAgent.ask`` with ``--with-llm``)."""
+
+    def __init__(self, args: argparse.Namespace, store: str) -> None:
         import torch
 
         from editagent.models import load_embedder
 
         torch.set_num_threads(1)
-        rng = random.Random(args.seed * 1000 + index)
-        memory = EditMemory(store, embedder=load_embedder())
-        agents: dict[str, Any] = {}
+        self.memory = EditMemory(store, embedder=load_embedder())
+        self.agents: dict[str, Any] = {}
         if args.with_llm:
             from editagent.agent import EditAgent
             from editagent.llm import TransformersLLM
 
             llm = TransformersLLM.load()
-            agents = {ns: EditAgent(namespace=ns, memory=memory, llm=llm, method=args.ask_method)
-                      for ns in args.namespace_names}
+            self.agents = {ns: EditAgent(namespace=ns, memory=self.memory, llm=llm, method=args.ask_method)
+                           for ns in args.namespace_names}
+
+    def add(self, namespace: str, batch: list[Edit]) -> None:
+        self.memory.add(batch, progress=False)
+
+    def search(self, namespace: str, query: str) -> str | None:
+        hits = self.memory.search(query, namespace=namespace, limit=5)
+        return hits[0].id if hits else None
+
+    def ask(self, namespace: str, question: str, subject: str, second: str) -> tuple[str | None, int]:
+        if self.agents:
+            answer = self.agents[namespace].ask(question)
+            return answer.text, answer.llm_calls
+        self.memory.edits(namespace)  # the default method's chain walk reads the live edits
+        hop1 = self.memory.top1([fact_question(subject, "country of citizenship")], [namespace])[0]
+        if hop1 is not None:
+            self.memory.top1([fact_question(hop1.edit.object, second)], [namespace])
+        return None, 0  # the retrieval path has no answer text to check
+
+    def close(self) -> None:
+        self.memory.close()
+
+
+class HttpClient:
+    """The same operations through a running ``editagent serve``, with an API key, on one kept-alive connection."""
+
+    def __init__(self, base: str, key: str) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+    def _ok(self, reply: Any) -> Any:
+        if reply.status_code >= 300:
+            raise RuntimeError(f"HTTP {reply.status_code}: {reply.text[:300]}")
+        return reply.json()
+
+    def add(self, namespace: str, batch: list[Edit]) -> None:
+        body = [edit.model_dump(mode="json", include={"id", "subject", "relation", "object", "source"})
+                for edit in batch]
+        self._ok(self.http.post(f"/{namespace}/edits", json=body))
+
+    def search(self, namespace: str, query: str) -> str | None:
+        hits = self._ok(self.http.get(f"/{namespace}/edits/search", params={"q": query, "limit": 5}))["hits"]
+        return hits[0]["id"] if hits else None
+
+    def ask(self, namespace: str, question: str, subject: str, second: str) -> tuple[str | None, int]:
+        answer = self._ok(self.http.post(f"/{namespace}/ask", json={"question": question}))
+        return answer["text"], answer["llm_calls"]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: Any, base: str = "",
+           key: str = "") -> None:
+    """One process: load models (or connect), wait for the others, then run the mix until the shared deadline."""
+    record: dict[str, Any] = {"worker": index, "latencies_ms": {op: [] for op in OPS}, "added": [],
+                              "failed_adds": [], "errors": [], "read_your_writes": [0, 0], "llm_asks": 0,
+                              "llm_calls": 0, "answers_checked": [0, 0]}
+    try:
+        rng = random.Random(args.seed * 1000 + index)
+        client: Any = HttpClient(base, key) if args.http else MemoryClient(args, store)
         barrier.wait()
         began = time.monotonic()
         deadline = began + args.seconds
@@ -150,7 +226,7 @@ def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: 
                                           namespace=namespace, source=f"load_bench worker {index}"))
                     started = time.perf_counter()
                     try:
-                        memory.add(batch, progress=False)
+                        client.add(namespace, batch)
                     except Exception as error:
                         record["failed_adds"].append({"ids": [e.id for e in batch], "error": repr(error)})
                         raise
@@ -176,32 +252,29 @@ def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: 
                         query = fact_question(person(f"s{args.namespace_names.index(namespace)}", n),
                                               PERSON_RELATIONS[n % len(PERSON_RELATIONS)])
                     started = time.perf_counter()
-                    hits = memory.search(query, namespace=namespace, limit=5)
+                    top = client.search(namespace, query)
                     record["latencies_ms"]["search"].append((time.perf_counter() - started) * 1000)
                     if check:
                         record["read_your_writes"][0] += 1
-                        record["read_your_writes"][1] += int(bool(hits) and hits[0].id == expected)
+                        record["read_your_writes"][1] += int(top == expected)
                 else:
                     n = rng.randrange(args.seed_edits) // len(PERSON_RELATIONS) * len(PERSON_RELATIONS)
                     subject = person(f"s{args.namespace_names.index(namespace)}", n)  # n % 4 == 0: citizenship
                     # with the model, half the questions end in a hop no edit covers (the model answers it)
                     second = "head of state" if args.with_llm and rng.random() < 0.5 else rng.choice(COUNTRY_FACTS)
+                    question = f"What is the {second} of the country of citizenship of {subject}?"
                     started = time.perf_counter()
-                    if args.with_llm:
-                        answer = agents[namespace].ask(f"What is the {second} of the country of citizenship of "
-                                                       f"{subject}?")
-                        record["llm_asks"] += 1
-                        record["llm_calls"] += answer.llm_calls
-                    else:
-                        memory.edits(namespace)  # the default method's chain walk reads the live edits
-                        hop1 = memory.top1([fact_question(subject, "country of citizenship")], [namespace])[0]
-                        if hop1 is not None:
-                            memory.top1([fact_question(hop1.edit.object, second)], [namespace])
+                    text, llm_calls = client.ask(namespace, question, subject, second)
                     record["latencies_ms"]["ask"].append((time.perf_counter() - started) * 1000)
+                    record["llm_asks"] += int(args.with_llm)
+                    record["llm_calls"] += llm_calls
+                    if text is not None and second in COUNTRY_FACTS:
+                        record["answers_checked"][0] += 1
+                        record["answers_checked"][1] += int(text == expected_answer(args, namespace, n, second))
             except Exception:
                 record["errors"].append(traceback.format_exc(limit=3))
         record["ran_seconds"] = time.monotonic() - began  # to the end of the last operation, just past the deadline
-        memory.close()
+        client.close()
     except Exception:
         record["errors"].append(traceback.format_exc())
         barrier.abort()  # the others must not wait for a worker that will never arrive
@@ -274,8 +347,10 @@ def command() -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    server = report.get("server")
     lines = [
-        "# Load benchmark: several processes on one edit store", "",
+        "# Load benchmark: " + ("HTTP clients against `editagent serve`" if server else
+                                "several processes on one edit store"), "",
         f"`{report['command']}` on {report['date']}: {report['workers']} worker processes for "
         f"{report['seconds']} s on one store, namespaces {', '.join(report['namespaces'])}, add batches of "
         f"{report['batch']} ({int(report['update_share'] * 100)}% re-edits), mix {report['mix']}, "
@@ -284,6 +359,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['machine']['load_average_at_start'][0]:.1f} at the start and "
         f"{report['machine']['load_average_at_end'][0]:.1f} at the end (shared with other work, so absolute "
         "numbers are pessimistic).", "",
+        *([f"Server: `{server['command']}`; {server['auth']}. Key in the server's log: {server['key_in_log']}; "
+           f"language model loaded: {server['language_model_loaded']}. Latencies are the client's, HTTP "
+           f"included. Answers checked against the seeded edits: {report['totals']['answers_right']} right.", ""]
+          if server else []),
         "| operation | count | throughput (ops/s) | p50 ms | p99 ms | max ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -326,17 +405,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mix", default="add=0.2,search=0.5,ask=0.3", help="relative weights of the operations")
     parser.add_argument("--seed-edits", type=int, default=200, help="people seeded per namespace before the run")
     parser.add_argument("--with-llm", action="store_true", help="ask with a real EditAgent.ask (SmolLM2; slow)")
+    parser.add_argument("--http", action="store_true",
+                        help="drive a real `editagent serve` subprocess over HTTP with an API key instead of "
+                        "opening the store in each worker; writes http_load.{json,md}")
     parser.add_argument("--ask-method", choices=["agent", "mello", "pokemqa"], default="agent",
                         help="EditAgent method with --with-llm")
     parser.add_argument("--store", type=Path, default=None,
                         help="store folder, kept after the run (default: a fresh temporary one, removed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", help="result files' name (default: load_bench, or http_load with --http)")
     args = parser.parse_args(argv)
     mix = dict(part.split("=") for part in args.mix.split(","))
     if set(mix) - set(OPS) or not mix:
         parser.error(f"--mix: use weights for {', '.join(OPS)}, e.g. add=0.2,search=0.5,ask=0.3")
     args.mix = {op: float(mix.get(op, 0)) for op in OPS}
+    if args.http and args.with_llm:
+        parser.error("--http asks questions the edits answer; --with-llm is for the in-process run")
     args.namespace_names = [f"tenant-{i}" for i in range(args.namespaces)]
     return args
 
@@ -359,21 +444,16 @@ def main(argv: list[str] | None = None) -> int:
         memory.add(seeded, progress=False)
     logger.info("seeded %d edits in %s; starting %d workers", len(seeded), store, args.workers)
 
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(args.workers + 1)
-    workers = [context.Process(target=worker, args=(i, args, str(store), str(scratch), barrier))
-               for i in range(args.workers)]
-    for process in workers:
-        process.start()
-    try:
-        barrier.wait()  # every worker has loaded its models: the timed run starts now
-    except threading.BrokenBarrierError:
-        logger.error("a worker failed while loading; see errors in the report")
-    started = time.perf_counter()
-    for process in workers:
-        process.join()
-    run_seconds = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        base, key, log = stack.enter_context(http_server(args, store, scratch)) if args.http else ("", "", None)
+        run_seconds = run_workers(args, store, scratch, base, key)
     records = [json.loads((scratch / f"worker-{i}.json").read_text()) for i in range(args.workers)]
+    server = None
+    if log is not None:  # what the server wrote: requests, never the key; the model loaded only if asked for
+        text = log.read_text(errors="replace")
+        server = {"command": "editagent serve --store STORE --port PORT (uvicorn: one process, worker threads)",
+                  "auth": "every request carries a write key (Authorization: Bearer)",
+                  "key_in_log": key in text, "language_model_loaded": "loading the language model" in text}
     load_at_end = list(os.getloadavg())
     logger.info("workers done in %.1f s; checking the store", run_seconds)
     check = check_store(store, embedder, records, seeded, args.namespace_names)
@@ -398,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         "mix": args.mix, "seed_edits_per_namespace": args.seed_edits, "seeded_edits": len(seeded),
         "ask": (f"EditAgent.ask (packaged SmolLM2-135M-Instruct, method {args.ask_method!r}; half the questions "
                 "end in a hop no edit covers)" if args.with_llm else
+                "POST /{ns}/ask of a two-hop question answered from the seeded edits (the answer is checked)"
+                if args.http else
                 "retrieval path only: EditMemory.edits(namespace) + EditMemory.top1 for each of two hops"),
+        "server": server,
         "operations": operations,
         "measured_seconds": round(window, 2),
         "totals": {"ops": total_ops, "ops_per_second": round(total_ops / window, 2), "edits_added": added,
@@ -406,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                    "read_your_writes": f"{ryw[1]}/{ryw[0]}", "errors": len(errors),
                    "failed_adds": sum(len(r["failed_adds"]) for r in records),
                    "llm_asks": sum(r["llm_asks"] for r in records),
+                   "answers_right": "{1}/{0}".format(*(sum(r["answers_checked"][k] for r in records)
+                                                       for k in (0, 1))),
                    "llm_calls": sum(r["llm_calls"] for r in records)},
         "errors_sample": errors[:5],
         "check": check,
@@ -416,10 +501,68 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - wall, 1),
     }
     shutil.rmtree(scratch)  # worker logs and the temporary store; pass --store to keep a store
-    (out / "load_bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "load_bench.md").write_text(markdown(report))
+    name = args.name or ("http_load" if args.http else "load_bench")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
     print(markdown(report))
-    return 0 if check["consistent"] and not errors else 1
+    healthy = server is None or not (server["key_in_log"] or server["language_model_loaded"])
+    return 0 if check["consistent"] and not errors and healthy else 1
+
+
+def run_workers(args: argparse.Namespace, store: Path, scratch: Path, base: str, key: str) -> float:
+    """Start the worker processes, release them together, wait for them; the seconds from release to the end."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(args.workers + 1)
+    workers = [context.Process(target=worker, args=(i, args, str(store), str(scratch), barrier, base, key))
+               for i in range(args.workers)]
+    for process in workers:
+        process.start()
+    try:
+        barrier.wait()  # every worker has loaded its models: the timed run starts now
+    except threading.BrokenBarrierError:
+        logger.error("a worker failed while loading; see errors in the report")
+    started = time.perf_counter()
+    for process in workers:
+        process.join()
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def http_server(args: argparse.Namespace, store: Path, scratch: Path) -> Iterator[tuple[str, str, Path]]:
+    """``editagent serve`` over the store on a free port of 127.0.0.1, with a fresh write key for every namespace;
+    warmed up (embedder loaded, each namespace asked once) before the run. Yields (base URL, key, its log)."""
+    import httpx
+
+    from editagent.keys import KeyRing
+
+    with KeyRing(store) as ring:
+        _, key = ring.create(args.namespace_names, label="load_bench")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base, log = f"http://127.0.0.1:{port}", scratch / "server.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen([sys.executable, "-m", "editagent.cli", "serve", "--store", str(store), "--port",
+                                   str(port)], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
+            for _ in range(600):
+                if server.poll() is not None:
+                    raise RuntimeError(f"editagent serve exited: {log.read_text(errors='replace')[-2000:]}")
+                try:
+                    client.get("/health")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            for position, namespace in enumerate(args.namespace_names):  # questions the edits answer
+                question = f"What is the capital of the country of citizenship of {person(f's{position}', 0)}?"
+                client.get(f"/{namespace}/edits/search", params={"q": question}).raise_for_status()
+                client.post(f"/{namespace}/ask", json={"question": question}).raise_for_status()
+        logger.info("editagent serve is up at %s", base)
+        yield base, key, log
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def cpu_model() -> str:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from editagent.decompose.chain import Decomposer, check_decomposer
 from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reasoner
 from editagent.graph import EditGraph
-from editagent.llm import LLM, TransformersLLM
+from editagent.llm.base import LLM
 from editagent.memory import EditMemory
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
 from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, RecallableEdits, weight_prompt
@@ -89,6 +89,8 @@ class EditAgent:
     @property
     def llm(self) -> LLM:
         if self._llm is None or isinstance(self._llm, str):
+            from editagent.llm.transformers_llm import TransformersLLM  # noqa: PLC0415 - torch loads with the model
+
             self._llm = TransformersLLM.load(self._llm or DEFAULT_LLM)
         return self._llm
 

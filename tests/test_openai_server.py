@@ -24,6 +24,7 @@ pytest.importorskip(
            "backend's real-server test is recorded in benchmarks/results/openai_server_check.md")
 
 from _models import real_llm
+from _servers import stop
 
 from editagent.llm import LLM, OpenAICompatibleLLM, cut_at_stop
 from editagent.models import _smollm2_gguf
@@ -71,21 +72,12 @@ def _start_server(log_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], 
             break
         except OSError:
             if time.monotonic() > deadline:
-                _stop(process)
+                stop(process)
                 pytest.fail(f"no answer from {url}/v1/models within {STARTUP_TIMEOUT_S} s:\n"
                             f"{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
     assert any(entry["id"] == MODEL for entry in models["data"])
     return process, url
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +97,7 @@ def bos_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

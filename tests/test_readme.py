@@ -2,7 +2,9 @@
 
 A Python block's `print(EXPR)  # -> EXPECTED` lines are checked after the block ran: `str(EXPR)` must be EXPECTED.
 The command-line block runs line by line through the real `editagent` command (`<id>` is an edit's id from the
-listing before it). Each block runs in a fresh folder with `./memory` there, as on a new machine.
+listing before it), the HTTP block through bash (with curl) against a real `editagent serve`, and the MCP
+configuration's command is started and driven with the MCP SDK. Each block runs in a fresh folder with `./memory`
+there, as on a new machine.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +68,65 @@ def test_command_line_example_runs_with_the_real_command(tmp_path: Path) -> None
         if args[0] == "ask":
             assert "Answer: United Kingdom" in result.stdout, result.stdout
     assert (tmp_path / "graph.png").stat().st_size > 0
+
+
+def _json_documents(text: str) -> list[Any]:
+    """The JSON objects curl printed, among the server's access log lines (uvicorn logs requests to stdout)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) >= 0:
+        try:
+            document, at = decoder.raw_decode(text, at)
+            found.append(document)
+        except json.JSONDecodeError:
+            at += 1
+    return found
+
+
+def test_http_example_runs_with_a_key(tmp_path: Path) -> None:
+    """The HTTP block, run by bash as written; the harness only picks a free port, waits for the server to listen
+    before the first curl, and stops the server at the end."""
+    (body,) = [b for b in blocks("bash") if b.startswith("KEY=$(editagent keys create")]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    lines = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"]
+    for line in body.replace("8000", port).splitlines():
+        lines.append(line)
+        if line.startswith("editagent serve"):
+            lines.append(f"for _ in $(seq 600); do curl -sf http://127.0.0.1:{port}/health >/dev/null && break; "
+                         "sleep 0.5; done")
+    env = {**os.environ, "EDITAGENT_MEMORY": str(tmp_path / "memory"), "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", "\n".join(lines)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    added, answer = _json_documents(result.stdout)
+    assert added["edits"][0]["object"] == "Bob Tanaka" and added["edits"][0]["namespace"] == "alice"
+    assert (answer["text"], answer["route"], answer["llm_calls"]) == ("Bob Tanaka", "memory", 0)
+    assert (tmp_path / "memory" / "team" / "edits.sqlite3").is_file()
+
+
+def test_mcp_config_starts_the_server(tmp_path: Path) -> None:
+    """The MCP configuration's exact command, started as a desktop host would, answers the SDK's client."""
+    pytest.importorskip("mcp")
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    (config,) = [json.loads(b) for b in blocks("json") if "mcpServers" in b]
+    server = config["mcpServers"]["editagent"]
+    assert server["command"] == "editagent"
+    args = list(server["args"])
+    args[args.index("--store") + 1] = str(tmp_path / "store")  # the user's path, here a temporary one
+    parameters = StdioServerParameters(command=str(Path(sys.executable).parent / server["command"]), args=args,
+                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    async def session() -> dict[str, Any]:
+        async with Client(parameters, read_timeout_seconds=300) as client:
+            names = [tool.name for tool in (await client.list_tools()).tools]
+            assert "edit" in names and "ask" in names
+            reply = await client.call_tool("edit", {"subject": "Alice", "relation": "manager", "object": "Bob"})
+            assert not reply.is_error, reply.content
+            return reply.structured_content["edit"]
+
+    stored = anyio.run(session)
+    assert stored["namespace"] == args[args.index("--namespace") + 1] == "me"

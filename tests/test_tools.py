@@ -1,8 +1,10 @@
-"""The agent tool interface: OpenAI function-calling definitions and the dispatcher, on a real store."""
+"""The agent tool interface: definitions for OpenAI (Chat Completions, Responses) and Anthropic, and the dispatcher
+of their calls, on a real store."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,18 @@ from editagent.schema import (
     MAX_SENTENCE_CHARS,
     MAX_TOOL_ARGUMENTS_CHARS,
 )
-from editagent.tools import TOOLS, ToolError, dispatch, tool_message
+from editagent.tools import (
+    ANTHROPIC_TOOLS,
+    RESPONSES_TOOLS,
+    TOOL_TABLE,
+    TOOLS,
+    NotFound,
+    ToolError,
+    dispatch,
+    tool_message,
+)
+
+NAMES = ["edit", "ask", "forget", "search_edits", "edit_many", "list_edits", "get_edit", "edit_history", "graph"]
 
 FACT = {"subject": "Doug TenNapel", "relation": "P27", "object": "United Kingdom"}
 
@@ -48,13 +61,13 @@ def agent(memory: EditMemory) -> EditAgent:
 
 
 def test_tools_are_openai_function_definitions() -> None:
-    assert [tool["function"]["name"] for tool in TOOLS] == ["edit", "ask", "forget", "search_edits"]
+    assert [tool["function"]["name"] for tool in TOOLS] == NAMES == list(TOOL_TABLE)
     for tool in TOOLS:
         assert set(tool) == {"type", "function"} and tool["type"] == "function"
         assert set(tool["function"]) == {"name", "description", "parameters"}
         parameters = tool["function"]["parameters"]
         assert parameters["type"] == "object" and parameters["additionalProperties"] is False
-        assert set(parameters["required"]) <= set(parameters["properties"])
+        assert set(parameters.get("required", [])) <= set(parameters["properties"])
         assert "title" not in json.dumps(parameters)  # pydantic's titles only repeat the names
         for spec in parameters["properties"].values():
             assert spec["description"]
@@ -92,8 +105,9 @@ def test_edit_search_forget_round_trip(agent: EditAgent) -> None:
 
     forgotten = dispatch(agent, call("forget", {"edit_id": stored["id"]}))
     assert forgotten["edit"]["status"] == "deleted" and agent.edits() == []
-    with pytest.raises(EditError, match="cannot delete"):
+    with pytest.raises(ToolError, match=r"id: cannot delete .*: it is deleted") as caught:  # refused by the store
         dispatch(agent, call("forget", {"edit_id": stored["id"]}))
+    assert isinstance(caught.value, EditError)  # a ToolError is an EditError, as before
 
 
 class SDKFunction(BaseModel):
@@ -206,8 +220,15 @@ def test_namespaces_are_isolated_through_tools(memory: EditMemory) -> None:
     bob = EditAgent(namespace="bob", memory=memory)
     secret = dispatch(alice, call("edit", FACT))["edit"]
     assert dispatch(bob, call("search_edits", {"query": "Doug TenNapel"}))["hits"] == []
-    with pytest.raises(EditError, match=r"no edit .* in namespace 'bob'"):
+    with pytest.raises(NotFound, match=r"edit_id: no edit .* in namespace 'bob'"):
         dispatch(bob, call("forget", {"edit_id": secret["id"]}))
+    with pytest.raises(NotFound):
+        dispatch(bob, call("get_edit", {"edit_id": secret["id"]}))
+    with pytest.raises(NotFound):
+        dispatch(bob, call("edit_history", {"edit_id": secret["id"]}))
+    assert dispatch(bob, call("list_edits", {}))["total"] == 0
+    with pytest.raises(NotFound):
+        dispatch(bob, call("graph", {"entity": "Doug TenNapel"}))
     assert alice.get(secret["id"]).status == "live"
 
 
@@ -215,6 +236,82 @@ def test_tool_message_carries_the_result(agent: EditAgent) -> None:
     message = tool_message(agent, call("edit", FACT, call_id="call_7"))
     assert message["tool_call_id"] == "call_7"
     assert json.loads(message["content"])["edit"]["object"] == "United Kingdom"
+
+
+@pytest.mark.parametrize("tool_call", [
+    {"type": "function", "function": {"name": "list_edits", "arguments": "{}"}},
+    {"id": None, "function": {"name": "list_edits", "arguments": "{}"}},
+    {"id": "", "name": "list_edits", "arguments": {}},
+], ids=["no-id", "null-id", "empty-id"])
+def test_tool_message_without_an_id_gets_one(agent: EditAgent, tool_call: dict[str, Any]) -> None:
+    first, second = tool_message(agent, tool_call), tool_message(agent, tool_call)
+    assert set(first) == {"role", "tool_call_id", "content"}
+    assert re.fullmatch(r"call_[0-9a-f]{32}", first["tool_call_id"]) and first["tool_call_id"] != second["tool_call_id"]
+    assert json.loads(first["content"]) == {"edits": [], "total": 0}
+
+
+def test_definitions_for_every_api_come_from_one_table() -> None:
+    assert [tool["name"] for tool in RESPONSES_TOOLS] == [tool["name"] for tool in ANTHROPIC_TOOLS] == NAMES
+    for chat, responses, anthropic in zip(TOOLS, RESPONSES_TOOLS, ANTHROPIC_TOOLS, strict=True):
+        function = chat["function"]
+        assert responses == {"type": "function", "name": function["name"], "description": function["description"],
+                             "parameters": function["parameters"], "strict": False}
+        assert anthropic == {"name": function["name"], "description": function["description"],
+                             "input_schema": function["parameters"]}
+        assert "$ref" not in json.dumps(function["parameters"])  # nested models are written out
+    items = TOOL_TABLE["edit_many"].schema()["properties"]["edits"]["items"]
+    assert items == TOOL_TABLE["edit"].schema()
+
+
+def test_anthropic_and_responses_calls_are_dispatched(agent: EditAgent) -> None:
+    tool_use = {"type": "tool_use", "id": "toolu_01", "name": "edit", "input": FACT}
+    reply = tool_message(agent, tool_use)
+    assert set(reply) == {"type", "tool_use_id", "content", "is_error"}
+    assert (reply["type"], reply["tool_use_id"], reply["is_error"]) == ("tool_result", "toolu_01", False)
+    stored = json.loads(reply["content"])["edit"]
+
+    function_call = {"type": "function_call", "id": "fc_1", "call_id": "call_42", "name": "get_edit",
+                     "arguments": json.dumps({"edit_id": stored["id"]})}
+    output = tool_message(agent, function_call)
+    assert set(output) == {"type", "call_id", "output"}
+    assert (output["type"], output["call_id"]) == ("function_call_output", "call_42")
+    assert json.loads(output["output"])["edit"] == stored
+    assert dispatch(agent, function_call)["edit"]["id"] == stored["id"]
+
+    failed = tool_message(agent, {**tool_use, "input": {**FACT, "subject": ""}})
+    assert failed["is_error"] is True and "subject: must not be empty" in json.loads(failed["content"])["error"]
+    missing = tool_message(agent, {**function_call, "arguments": json.dumps({"edit_id": "nope"})})
+    assert "edit_id: no edit 'nope'" in json.loads(missing["output"])["error"]
+    with pytest.raises(ToolError, match="arguments: expected a JSON object, got list"):
+        dispatch(agent, {**tool_use, "input": [1]})
+
+
+def test_edit_many_list_get_history_graph(agent: EditAgent, memory: EditMemory) -> None:
+    batch = [FACT, {"subject": "Marge Simpson", "relation": "creator", "object": "Doug TenNapel"}]
+    with pytest.raises(ToolError, match=r"edits\[1\]\.subject: must not be empty"):
+        dispatch(agent, call("edit_many", {"edits": [FACT, {**batch[1], "subject": ""}]}))
+    with pytest.raises(ToolError, match=r"edits: .*at least 1"):
+        dispatch(agent, call("edit_many", {"edits": []}))
+    assert memory.edits(None, include_history=True) == []  # all or nothing
+    stored = dispatch(agent, call("edit_many", {"edits": batch}))["edits"]
+    assert [row["source"] for row in stored] == ["tool", "tool"] and stored[0]["relation"] == "country of citizenship"
+
+    newer = dispatch(agent, call("edit", {**FACT, "object": "France"}))["edit"]
+    listed = dispatch(agent, call("list_edits", {"include_history": True, "limit": 2, "offset": 1}))
+    assert listed["total"] == 3 and [row["id"] for row in listed["edits"]] == [stored[1]["id"], newer["id"]]
+    assert dispatch(agent, call("list_edits", {}))["total"] == 2
+    assert dispatch(agent, call("get_edit", {"edit_id": stored[0]["id"]}))["edit"]["status"] == "superseded"
+    history = dispatch(agent, call("edit_history", {"edit_id": newer["id"]}))["edits"]
+    assert [(row["object"], row["status"]) for row in history] == [("United Kingdom", "superseded"),
+                                                                   ("France", "live")]
+    graph = dispatch(agent, call("graph", {"entity": "marge simpson", "radius": 2}))
+    assert {node["id"] for node in graph["nodes"]} == {"marge simpson", "doug tennapel", "france", "united kingdom"}
+    near = dispatch(agent, call("graph", {"entity": "Marge Simpson"}))
+    assert {node["id"] for node in near["nodes"]} == {"marge simpson", "doug tennapel"}
+    with pytest.raises(ToolError, match="radius:"):
+        dispatch(agent, call("graph", {"entity": "Marge Simpson", "radius": 4}))
+    with pytest.raises(ToolError, match="limit:"):
+        dispatch(agent, call("list_edits", {"limit": 0}))
 
 
 @pytest.mark.slow

@@ -231,8 +231,7 @@ class ChainReasoner:
         parsed = parse_question(question, known_entities=known, extra_relations=view.relations)
         walk = _Walk(question, namespace, parsed.entity or "", parsed.span, list(parsed.chain))
         if parsed.span is not None:
-            linked = next((m for m in mentions if m.start <= parsed.span[0] < m.end or
-                           parsed.span[0] <= m.start < parsed.span[1]), None)
+            linked = next((m for m in mentions if m.start <= parsed.span[0] and parsed.span[1] <= m.end), None)
             if linked is not None:
                 walk.entity, walk.span = linked.name, (linked.start, linked.end)
         if len(walk.pending) > self.max_hops:
@@ -283,8 +282,11 @@ class ChainReasoner:
             self._take_edit(walk, held[bridge], bridge, "meaning")
             return True
         relation = self._link(walk, view, held, cue=mention.relations) if held else None
-        if relation is not None:  # the entity's edit is what the cue meant (a "preferred language" for "language")
-            walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
+        if relation is not None:
+            # A later cue that names this hop came first in the words, not in the chain: that one is used up. Else
+            # the entity's edit is what this cue meant (a stored "preferred language" for the cue "language").
+            later = next((m for m in walk.pending[1:] if relation in m.relations), None)
+            walk.pending.remove(later if later is not None else mention)
             self._take_edit(walk, held[relation], relation, "meaning")
             return True
         if walk.used_edits and walk.hops[-1].source != "model" and self._answered(walk, mention.relations):
@@ -319,7 +321,7 @@ class ChainReasoner:
         """An edit of the entity whose object holds the cued relation, when the question reads better as that edit
         and then the cued relation than as the cued relation of the entity itself."""
         bridges = [r for r in held if r not in cue and any(view.find(held[r].object, c) for c in cue)]
-        if not bridges or not walk.uncovered:
+        if not bridges:
             return None
         vector = self._vector(walk)
         direct = self.linker.score(vector, walk.walked, cue).best(cue)[1]
@@ -386,7 +388,11 @@ class ChainReasoner:
             names = (hit.edit.subject, *hit.edit.aliases)
             if walk.entity and any(_names_overlap(walk.entity, name) for name in names):
                 return hit.edit.subject
-            if not walk.hops and _named_in(walk.question, hit.edit):
+            # the question's own entity, spelt unlike any stored name; not a stored name inside a longer one the
+            # question uses ("Germany" in "West Germany" names another entity)
+            inside = walk.entity and set(normalise_name(hit.edit.subject).split()) < set(
+                normalise_name(walk.entity).split())
+            if not walk.hops and not inside and _named_in(walk.question, hit.edit):
                 return hit.edit.subject
         return None
 

@@ -135,7 +135,11 @@ def _entity_span(question: str, known_entities: Iterable[str]) -> tuple[int, int
         if at >= 0 and (known is None or len(name) > known[1] - known[0]):
             known = (at, at + len(name))
     spans = _capitalised_spans(question)
-    inside = known is not None and any(s <= known[0] and known[1] <= e for s, e in spans)  # "CEO of Acme Corp"
+    # A known name inside a capitalised run whose other words are cues or connectors ("CEO of Acme Corp") is the
+    # entity; inside a longer name ("West Germany") it is not.
+    inside = known is not None and any(s <= known[0] and known[1] <= e and _only_cues(question[s:known[0]] + " " +
+                                                                                     question[known[1]:e])
+                                       for s, e in spans)
     if known and (not spans or inside or known[1] - known[0] >= max(e - s for s, e in spans) - 2):
         return known
     if not spans:
@@ -181,6 +185,11 @@ def _capitalised_spans(question: str) -> list[tuple[int, int]]:
             close()
     close()
     return spans
+
+
+def _only_cues(text: str) -> bool:
+    return all(_is_cue(word) or word.casefold() in _CONNECTORS for word in re.findall(r"[^\s,;:]+", text)
+               if word.strip(_POSSESSIVE[0] + _POSSESSIVE[1]))
 
 
 def _is_cue(word: str) -> bool:

@@ -22,16 +22,17 @@ def match_key(name: str) -> str:
 
 
 def same_entity(a: str, b: str) -> bool:
-    """Whether two names plausibly denote one entity: equal keys, or one a whole-word part of the other
-    ("United States" / "United States of America"), the part at least two words (one word alone is too
-    weak a clue: "Paris" / "Paris Hilton")."""
+    """Whether two names plausibly denote one entity: equal keys, or one the whole-word start or end of the other
+    ("United States" / "United States of America"), that part at least two words (one word alone is too weak a clue:
+    "Paris" / "Paris Hilton"; and inside a name, "Great Britain" / "United Kingdom of Great Britain and Ireland", the
+    part names something else)."""
     ka, kb = match_key(a), match_key(b)
     if not ka or not kb:
         return False
     if ka == kb:
         return True
     short, long = sorted((ka, kb), key=len)
-    return " " in short and re.search(rf"(?<!\w){re.escape(short)}(?!\w)", long) is not None
+    return " " in short and (long.startswith(short + " ") or long.endswith(" " + short))
 
 
 @dataclass

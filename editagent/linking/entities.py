@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from editagent.linking.places import places
@@ -40,6 +41,18 @@ def normalise_name(name: str) -> str:
     if len(words) > 1 and words[0] == "the":
         words = words[1:]
     return " ".join(words)
+
+
+@cache
+def _place_surfaces() -> tuple[tuple[str, tuple[str, ...], tuple[tuple[tuple[str, ...], str | None], ...]], ...]:
+    """Per place: its name, its normalised names, and each surface form (names and demonyms) as a word tuple with the
+    capitals an abbreviation must be written in; normalised once per process, since linkers are rebuilt after every
+    write."""
+    return tuple((place.name, tuple(normalise_name(n) for n in place.names),
+                  tuple((key, surface if _ABBREVIATION.fullmatch(surface) else None)
+                        for surface in (*place.names, *place.demonyms)
+                        if (key := tuple(normalise_name(surface).split()))))
+                 for place in places())
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,10 @@ class EntityLinker:
             stored.setdefault(normalise_name(subject), subject)
             for alias in aliases:
                 stored.setdefault(normalise_name(alias), subject)
-        for place in places():
-            target = next((stored[normalise_name(n)] for n in place.names if normalise_name(n) in stored), None)
-            entry = _Entry(target or place.name, "place", target is not None, None)
-            for surface in (*place.names, *place.demonyms):
-                add(surface, entry, overwrite=False)
+        for name, names, surfaces in _place_surfaces():
+            target = next((stored[n] for n in names if n in stored), None)
+            for key, exact in surfaces:
+                entries.setdefault(key, _Entry(target or name, "place", target is not None, exact))
         # Stored names come last and win: a user's own "Georgia" is theirs, whatever the places table says.
         for subject, aliases in subjects:
             for surface, how in ((subject, "subject"), *((alias, "alias") for alias in aliases)):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +45,53 @@ class SupportsEncode(Protocol):
     dim: int
 
     def encode(self, texts: Sequence[str], *, batch_size: int = ..., progress: bool = ...) -> np.ndarray: ...
+
+
+class LazyEmbedder:
+    """An embedder loaded on first use: opening a store, listing and forgetting edits never load the model.
+
+    ``load`` makes the real embedder. Its dimension is taken from the store it opens (``EditMemory`` reads it
+    from the store's meta when the store was embedded with ``name``), so only embedding or searching loads the
+    model, and a model that then turns out to make another dimension is refused. ``encode`` runs one call at a
+    time, so threads may share it (tokenizers are not safe to call from several threads at once).
+    """
+
+    def __init__(self, name: str, load: Callable[[], SupportsEncode]) -> None:
+        self.name = name
+        self._load = load
+        self._dim: int | None = None
+        self._model: SupportsEncode | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def expect(self, name: str | None, dim: str | int | None) -> None:
+        """Take the dimension a store recorded, when it was embedded with this embedder's name."""
+        if self._model is None and name == self.name and dim is not None:
+            self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim if self._dim is not None else self.model.dim
+
+    @property
+    def model(self) -> SupportsEncode:
+        with self._lock:
+            if self._model is None:
+                logger.info("loading the embedder %s", self.name)
+                model = self._load()
+                if self._dim is not None and model.dim != self._dim:
+                    raise EditError(f"embedder: this store holds {self._dim}-dimensional embeddings from "
+                                    f"{self.name!r}, but the loaded model makes {model.dim}")
+                self._model, self._dim = model, model.dim
+            return self._model
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        model = self.model
+        with self._lock:
+            return model.encode(texts, batch_size=batch_size, progress=progress)
 
 
 def memory_root() -> Path:
@@ -94,12 +142,18 @@ class EditMemory:
         except BaseException:
             self._sql.close()  # a refused open must not leak the SQLite connection
             raise
+        # Threads may share one memory (the HTTP service does): this lock guards the FAISS indexes, which must
+        # not be searched while another thread patches them, and the bookkeeping below. SQLite has its own.
+        self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
         self._seen_version = self._sql.data_version()
         self._writes = 0  # this connection's own commits, which data_version does not count
+        self._namespace_writes: dict[str, int] = {}  # the same, per namespace
         self._file_lock = FileLock(str(self.path / "index.lock"))
 
     def _check_embedder(self) -> None:
+        if isinstance(self.embedder, LazyEmbedder):  # its dimension, known from the store, saves loading it
+            self.embedder.expect(self._sql.meta("embedder"), self._sql.meta("embedding_dim"))
         stored_dim = int(self._sql.set_meta_once("embedding_dim", str(self.embedder.dim)))
         stored_name = self._sql.set_meta_once("embedder", self.embedder.name)
         if stored_dim != self.embedder.dim:
@@ -131,11 +185,12 @@ class EditMemory:
         if not batch:
             return []
         vectors = self._embed([edit.sentence for edit in batch], progress)
-        for namespace in {edit.namespace for edit in batch}:
-            self._index(namespace)  # load (or rebuild) before writing, so a lost file is told apart from a new one
-        self._sql.insert(batch, vectors)
-        self._writes += 1
-        self._sync_and_save({edit.namespace for edit in batch})
+        with self._lock:
+            for namespace in {edit.namespace for edit in batch}:
+                self._index(namespace)  # load (or rebuild) before writing: a lost file is told apart from a new one
+            self._sql.insert(batch, vectors)
+            self._count_write({edit.namespace for edit in batch})
+            self._sync_and_save({edit.namespace for edit in batch})
         return [StoredEdit.of(edit) for edit in batch]
 
     def _check_batch(self, batch: list[Any]) -> None:
@@ -161,13 +216,14 @@ class EditMemory:
 
     def delete(self, edit_id: str) -> StoredEdit:
         """Delete a live edit; it stays in history. Raises EditError for an unknown or ended edit."""
-        found = self._sql.delete(edit_id)
-        self._writes += 1
-        if found is None:
-            stored = self._sql.get(edit_id)
-            state = f"it is {stored.status}" if stored else "no edit has this id"
-            raise EditError(f"id: cannot delete {edit_id!r}: {state}")
-        self._sync_and_save({found[1]})
+        with self._lock:
+            found = self._sql.delete(edit_id)
+            self._count_write({found[1]} if found else set())
+            if found is None:
+                stored = self._sql.get(edit_id)
+                state = f"it is {stored.status}" if stored else "no edit has this id"
+                raise EditError(f"id: cannot delete {edit_id!r}: {state}")
+            self._sync_and_save({found[1]})
         stored = self._sql.get(edit_id)
         assert stored is not None
         return stored
@@ -193,10 +249,11 @@ class EditMemory:
             return []
         if vectors is None:
             vectors = self.embedder.encode(list(queries))
-        if include_history:
-            scores, rowids = self._exact_search(vectors, namespace, limit)
-        else:
-            scores, rowids = self._index(namespace).search(vectors, limit)
+        with self._lock:
+            if include_history:
+                scores, rowids = self._exact_search(vectors, namespace, limit)
+            else:
+                scores, rowids = self._index(namespace).search(vectors, limit)
         found = self._sql.by_rowids({int(i) for i in rowids.ravel() if i >= 0}, namespace,
                                     include_history=include_history)
         return [
@@ -250,9 +307,17 @@ class EditMemory:
             raise EditError(f"id: no edit has id {edit_id!r}")
         return self._sql.rows(stored.namespace, include_history=True, subject=stored.subject, relation=stored.relation)
 
-    def version(self) -> tuple[int, int]:
-        """Changes whenever any process has written the store: what caches built from it are keyed by."""
-        return self._sql.data_version(), self._writes
+    def _count_write(self, namespaces: set[str]) -> None:
+        self._writes += 1
+        for namespace in namespaces:
+            self._namespace_writes[namespace] = self._namespace_writes.get(namespace, 0) + 1
+
+    def version(self, namespace: str | None = None) -> tuple[int, int]:
+        """Changes whenever any process has written the store: what caches built from it are keyed by.
+        ``namespace``: changes with this process's writes to that namespace only (and any other process's)."""
+        with self._lock:
+            writes = self._writes if namespace is None else self._namespace_writes.get(namespace, 0)
+            return self._sql.data_version(), writes
 
     def namespaces(self) -> list[str]:
         return self._sql.namespaces()
@@ -335,7 +400,7 @@ class EditMemory:
     def rebuild_index(self, namespace: str = DEFAULT_NAMESPACE) -> None:
         """Rebuild a namespace's FAISS file from SQLite (what opening does by itself when it must)."""
         check_namespace(namespace)  # it names a file: "../x" must not write outside index/
-        with self._file_lock:
+        with self._lock, self._file_lock:
             self._indexes[namespace] = index = self._rebuilt(
                 namespace, resolve_kind(self.index_kind, self._sql.count(namespace)))
             index.save(self._index_file(namespace))

@@ -22,7 +22,7 @@ import numpy as np
 
 from editagent.schema import Edit, EditError, StoredEdit
 
-SCHEMA_VERSION = "2"  # 2: the aliases column
+SCHEMA_VERSION = "3"  # 2: the aliases column; 3: the api_keys table
 _OPEN_TIMEOUT_S = 60.0  # how long a write or the switch to WAL waits for other processes
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,15 @@ CREATE INDEX IF NOT EXISTS edits_namespace_status ON edits (namespace, status);
 CREATE INDEX IF NOT EXISTS edits_key ON edits (namespace, subject_key, relation_key);
 CREATE UNIQUE INDEX IF NOT EXISTS edits_one_live_per_key
     ON edits (namespace, subject_key, relation_key) WHERE status = 'live';
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    namespaces TEXT NOT NULL,
+    scope TEXT NOT NULL CHECK (scope IN ('read', 'write')),
+    label TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
 """
 
 _COLUMNS = ("id, namespace, subject, aliases, relation, object, previous_object, sentence, created_at, source, "
@@ -90,6 +99,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(edits)")}
     if "aliases" not in columns:  # version 1
         db.execute("ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'")
+    # version 2 lacks api_keys: the schema's CREATE TABLE IF NOT EXISTS, run just before this, has added it
     if version != SCHEMA_VERSION:
         logger.info("store schema %s -> %s", version, SCHEMA_VERSION)
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
@@ -279,3 +289,26 @@ class SQLiteEdits:
         where, params = _where(namespace, include_history)
         with self._lock:
             return int(self._db.execute(f"SELECT count(*) FROM edits {where}", params).fetchone()[0])
+
+    # -- API keys (editagent.keys): only their hashes are stored ----------------------------------
+
+    def insert_key(self, key_id: str, key_hash: str, namespaces: Sequence[str], scope: str, label: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO api_keys (id, key_hash, namespaces, scope, label, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (key_id, key_hash, json.dumps(list(namespaces)), scope, label,
+                                                     _now()))
+
+    def key_rows(self, key_id: str | None = None) -> list[dict[str, object]]:
+        """API key rows (all, or the one with ``key_id``), oldest first; ``namespaces`` decoded."""
+        where, params = ("WHERE id = ?", [key_id]) if key_id is not None else ("", [])
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, key_hash, namespaces, scope, label, created_at, revoked_at "
+                                    f"FROM api_keys {where} ORDER BY created_at, id", params).fetchall()
+        return [{**dict(row), "namespaces": json.loads(row["namespaces"])} for row in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Mark a key revoked; False when there is no such unrevoked key."""
+        with self.transaction() as db:
+            cursor = db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                (_now(), key_id))
+        return cursor.rowcount == 1
