@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/editagent demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	EDITAGENT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check .

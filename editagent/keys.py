@@ -1,9 +1,9 @@
 """API keys for the HTTP service and the MCP server: who may read or write which namespaces of a store.
 
 A key is shown once, when it is made (``editagent keys create --namespace alice``); the store keeps only its
-SHA-256 (table ``api_keys`` in ``edits.sqlite3``). A key is ``ea_<id>_<secret>``: the id is public (it names the
-key in ``keys list`` and ``keys revoke``), the secret is 256 random bits, so one unsalted hash suffices, and the
-hash is compared in constant time. Nothing here logs a key.
+SHA-256 (table ``api_keys`` in ``edits.sqlite3``, ``editagent_api_keys`` in PostgreSQL). A key is
+``ea_<id>_<secret>``: the id is public (it names the key in ``keys list`` and ``keys revoke``), the secret is 256
+random bits, so one unsalted hash suffices, and the hash is compared in constant time. Nothing here logs a key.
 
 >>> ring = KeyRing("./memory/team")
 >>> key, secret = ring.create(["alice"], read_only=True)
@@ -25,8 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editagent.memory.edit_memory import resolve_store_path
-from editagent.memory.sqlite_store import SQLiteEdits
+from editagent.memory.backend import EditBackend, open_backend
 from editagent.schema import EditError, Namespace, check_namespace
 
 logger = logging.getLogger(__name__)
@@ -79,12 +78,11 @@ def _from_row(row: dict[str, Any]) -> ApiKey:
 
 
 class KeyRing:
-    """The API keys of one store. Opens the store's SQLite file itself: no embedder, no model."""
+    """The API keys of one store (a folder or a ``postgresql://`` URL). Opens the store itself: no embedder."""
 
     def __init__(self, store: str | Path) -> None:
-        self.path = resolve_store_path(store)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._sql = SQLiteEdits(self.path / "edits.sqlite3")
+        self._sql: EditBackend = open_backend(store)
+        self.location = self._sql.location
 
     def create(self, namespaces: Sequence[str], *, read_only: bool = False, label: str = "") -> tuple[ApiKey, str]:
         """Make a key for ``namespaces``; returns its record and the key, which is not stored and not shown again."""

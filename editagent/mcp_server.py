@@ -130,7 +130,7 @@ async def _serve_stdio(server: Server[Any]) -> None:
 
 def run_stdio(service: Service, *, namespace: str) -> None:
     """Speak MCP on stdin/stdout until the host closes them."""
-    logger.info("MCP over stdio: store %s, namespace %s", service.memory.path, namespace)
+    logger.info("MCP over stdio: store %s, namespace %s", service.memory.location, namespace)
     anyio.run(_serve_stdio, build_server(service, namespace=namespace))
 
 
@@ -150,6 +150,6 @@ def http_app(service: Service, *, host: str = "127.0.0.1", port: int = 8765, nam
 def run_http(service: Service, *, host: str, port: int, namespace: str | None, keys: KeyRing | None) -> None:
     import uvicorn  # noqa: PLC0415 - only the HTTP transport needs it
 
-    logger.info("MCP over streamable HTTP: store %s on http://%s:%d/mcp", service.memory.path, host, port)
+    logger.info("MCP over streamable HTTP: store %s on http://%s:%d/mcp", service.memory.location, host, port)
     app = http_app(service, host=host, port=port, namespace=namespace, keys=keys)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from editagent.memory import EditMemory, resolve_store_path
+from editagent.memory import EditMemory, is_postgres_url, resolve_store_path
 from editagent.memory.edit_memory import LazyEmbedder
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
 from editagent.schema import Answer, EditError, check_namespace
@@ -33,11 +33,15 @@ INSECURE_WARNING = ("authentication is OFF (--insecure-no-auth): anyone who can 
 
 
 def is_store(store: str | Path) -> bool:
-    return (resolve_store_path(store) / "edits.sqlite3").is_file()
+    """A folder holding an embedded store, or a database URL (whose tables are made on first use)."""
+    return is_postgres_url(store) or (resolve_store_path(store) / "edits.sqlite3").is_file()
 
 
-def check_store(store: str | Path, *, create: bool) -> Path:
-    """The store's folder, refusing one that is not a store unless ``create``; never a file or a foreign folder."""
+def check_store(store: str | Path, *, create: bool) -> str | Path:
+    """The store's folder (or its database URL), refusing a folder that is not a store unless ``create``; never a
+    file or a foreign folder."""
+    if is_postgres_url(store):
+        return store
     path = resolve_store_path(store)
     if is_store(path):
         return path
@@ -55,7 +59,7 @@ def warn_without_keys(ring: KeyRing) -> None:
     """A server whose store holds no live key refuses every request: say so at start-up."""
     if not any(not key.revoked for key in ring.list()):
         logger.warning("store %s holds no API key: every request will get 401; make one with "
-                       "`editagent keys create --namespace NAME --store %s`", ring.path, ring.path)
+                       "`editagent keys create --namespace NAME --store %s`", ring.location, ring.location)
 
 
 def open_store(store: str | Path, *, embedder: Embedder | LazyEmbedder | str | None = None) -> EditMemory:

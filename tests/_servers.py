@@ -34,7 +34,7 @@ def editagent(args: Sequence[str], cwd: Path | None = None, check: bool = True) 
     return result
 
 
-def new_key(store: Path, *namespaces: str, read_only: bool = False) -> str:
+def new_key(store: str | Path, *namespaces: str, read_only: bool = False) -> str:
     args = ["keys", "create", "--store", str(store), "--quiet", *(f"--namespace={n}" for n in namespaces)]
     return editagent([*args, *(["--read-only"] if read_only else [])]).stdout.strip()
 

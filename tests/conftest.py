@@ -35,3 +35,38 @@ def embedder() -> Any:
 def store_path(tmp_path: Path) -> Path:
     """A fresh folder for one EditMemory store."""
     return tmp_path / "store"
+
+
+# -- PostgreSQL with pgvector, a real server (the PyPI package pgserver ships both) --------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A throwaway PostgreSQL server with pgvector for the session. Without pgserver the tests that need it are
+    skipped saying so, except where ``EDITAGENT_REQUIRE_POSTGRES`` is set (``make test`` and CI): then they fail."""
+    try:
+        import pgserver
+    except ImportError:
+        reason = "PostgreSQL tests need pgserver and psycopg: pip install -e '.[dev]'"
+        if os.environ.get("EDITAGENT_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh, empty database on the session's server, as a postgresql:// URL."""
+    from _postgres import new_database
+
+    return new_database(postgres_server)
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def store(request: pytest.FixtureRequest, store_path: Path) -> str | Path:
+    """A fresh store on each backend: a folder (SQLite + FAISS), then a PostgreSQL database."""
+    if request.param == "embedded":
+        return store_path
+    return request.getfixturevalue("postgres_url")

@@ -247,9 +247,9 @@ def assert_store_is_whole(store: Path, embedder: Any, committed_ids: set[str], b
     return set(live)
 
 
-def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path, embedder: Any,
-                                                                children: list[Child]) -> None:
-    child = Child(_writer, str(store_path), 0, 1000, BATCH, False)
+def write_and_kill_mid_batch(store: str, children: list[Child]) -> int:
+    """Start a writer of 1,000 edits, SIGKILL it about halfway through its fifth batch; what it reported committed."""
+    child = Child(_writer, store, 0, 1000, BATCH, False)
     children.append(child)
     child.wait_for(lambda: child.committed() >= 3 * BATCH, "three committed batches")
     started = time.monotonic()
@@ -259,6 +259,12 @@ def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path
     assert child.process.exitcode == -signal.SIGKILL, "the child finished before it could be killed"
     reported = child.committed()
     assert 4 * BATCH <= reported < 1000
+    return reported
+
+
+def test_sigkill_during_a_1000_edit_run_loses_no_committed_edit(store_path: Path, embedder: Any,
+                                                                children: list[Child]) -> None:
+    reported = write_and_kill_mid_batch(str(store_path), children)
     assert_store_is_whole(store_path, embedder, {make_edit(i).id for i in range(reported)})
 
 
@@ -308,8 +314,8 @@ def test_sigkill_while_the_index_file_is_written(store_path: Path, embedder: Any
     assert assert_store_is_whole(store_path, embedder, live) == live
 
 
-def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children: list[Child]) -> None:
-    writers = [Child(_writer, str(store_path), start, 500, 25, True) for start in (0, 500)]
+def test_two_processes_adding_500_each(store: Any, embedder: Any, children: list[Child]) -> None:
+    writers = [Child(_writer, str(store), start, 500, 25, True) for start in (0, 500)]
     children.extend(writers)
     for writer in writers:
         writer.wait_for(lambda w=writer: w.has("ready"), "ready")
@@ -327,21 +333,102 @@ def test_two_processes_adding_500_each(store_path: Path, embedder: Any, children
         view = writer.view()
         assert view["count"] == 1000 and set(view["live"]) == expected and set(view["served"]) == expected
 
-    live = sqlite_live(store_path)
+    live = stored_live(store)
     assert set(live) == expected
-    assert file_ids(store_path) == set(live.values())
-    with EditMemory(store_path, embedder=embedder) as memory:
+    if isinstance(store, Path):
+        assert file_ids(store) == set(live.values())
+    with EditMemory(store, embedder=embedder) as memory:
         assert memory.count() == 1000
         assert set(_view(memory)["served"]) == expected
         for i in (0, 250, 500, 999):
             assert memory.search(make_edit(i).sentence, limit=1)[0].id == make_edit(i).id
 
-    fresh = Child(_checker, str(store_path))
+    fresh = Child(_checker, str(store))
     children.append(fresh)
     assert fresh.finish() == 0
     view = fresh.view()
     assert view["count"] == 1000 and set(view["served"]) == set(view["live"]) == expected
     assert view["top1"] == {make_edit(i).id: make_edit(i).id for i in (0, 499, 500, 999)}
+
+
+# -- PostgreSQL: the same promises from a database several hosts share -------------------------------------
+
+
+def postgres_live(url: str, namespace: str = "default") -> dict[str, int]:
+    """id -> seq of live edits, read with a connection of our own."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        rows = connection.execute("SELECT id, seq FROM editagent_edits WHERE namespace = %s AND status = 'live'",
+                                  (namespace,)).fetchall()
+    return {edit_id: int(seq) for edit_id, seq in rows}
+
+
+def stored_live(store: str | Path, namespace: str = "default") -> dict[str, int]:
+    return sqlite_live(store, namespace) if isinstance(store, Path) else postgres_live(store, namespace)
+
+
+def test_postgres_sigkill_mid_batch_loses_nothing_and_half_writes_nothing(postgres_url: str, embedder: Any,
+                                                                          children: list[Child]) -> None:
+    reported = write_and_kill_mid_batch(postgres_url, children)
+    live = postgres_live(postgres_url)
+    committed = {make_edit(i).id for i in range(reported)}
+    assert committed <= set(live), f"lost committed edits: {sorted(committed - set(live))[:5]}"
+    assert len(live) % BATCH == 0, f"{len(live)} live edits: a batch was half written"
+    assert len(live) <= reported + BATCH, "more edits than were ever in flight"
+    with EditMemory(postgres_url, embedder=embedder) as memory:
+        assert memory.count() == len(live) and set(_view(memory)["served"]) == set(live)
+        numbers = sorted(int(i[1:]) for i in live)
+        for i in {numbers[0], numbers[len(numbers) // 2], numbers[-1]}:
+            hit = memory.search(make_edit(i).sentence, limit=1)[0]
+            assert (hit.id, hit.edit.object) == (make_edit(i).id, make_edit(i).object)
+        memory.add(make_edit(5000))  # the store takes writes again at once: no lock was left behind
+        assert memory.search(make_edit(5000).sentence, limit=1)[0].id == "e05000"
+
+
+KEYS = [("Ada Abernathy", "employer"), ("Boris Brennan", "employer"), ("Chiara Castellano", "sport")]
+
+
+def _superseder(conn: Connection, store: str, writer: int, rounds: int) -> None:
+    """Supersede the same few facts over and over, racing the other writers; report the ids it stored."""
+    try:
+        with EditMemory(store, embedder=_load_embedder()) as memory:
+            conn.send(("ready", 0))
+            conn.recv()
+            stored = []
+            for round_ in range(rounds):
+                batch = [Edit(subject=subject, relation=relation, object=OBJECTS[(writer + round_) % len(OBJECTS)],
+                              id=f"w{writer}r{round_}k{k}") for k, (subject, relation) in enumerate(KEYS)]
+                memory.add(batch[::-1] if writer % 2 else batch, progress=False)  # opposite key orders
+                stored.extend(edit.id for edit in batch)
+            conn.send(("view", stored))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+
+
+def test_writers_superseding_the_same_facts_at_once_leave_one_live_edit_each(store: Any, embedder: Any,
+                                                                               children: list[Child]) -> None:
+    writers = [Child(_superseder, str(store), writer, 20) for writer in range(4)]
+    children.extend(writers)
+    for writer in writers:
+        writer.wait_for(lambda w=writer: w.has("ready"), "ready")
+    for writer in writers:
+        writer.send("go")
+    for writer in writers:
+        assert writer.finish() == 0
+    stored = {edit_id for writer in writers for edit_id in writer.view()}
+    assert len(stored) == 4 * 20 * len(KEYS)
+    with EditMemory(store, embedder=embedder) as memory:
+        rows = memory.edits(include_history=True)
+        assert {row.id for row in rows} == stored, "every reported edit is kept"
+        for subject, relation in KEYS:
+            chain = memory.history(memory.lookup(subject, relation).id)
+            assert len(chain) == 4 * 20 and [row.status for row in chain].count("live") == 1
+            assert chain[-1].status == "live", "the live edit is the newest one"
+            # one line of history: each edit is superseded by the next one written on its key
+            assert [row.superseded_by for row in chain[:-1]] == [row.id for row in chain[1:]]
+        assert len(stored_live(store)) == len(KEYS)
 
 
 OPEN_RACE = """

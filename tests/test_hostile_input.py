@@ -42,14 +42,14 @@ LINE_BREAKS = ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "
 
 
 @pytest.fixture
-def memory(store_path: Path, embedder: Embedder) -> Iterator[EditMemory]:
-    """A store holding two edits in "default", one superseded edit, and one edit in "bob"."""
-    with EditMemory(store_path, embedder=embedder) as store:
-        store.add([Edit(subject="Doug TenNapel", relation="P27", object="Canada", id="doug-old"),
+def memory(store: Any, embedder: Embedder) -> Iterator[EditMemory]:
+    """A store (on each backend) holding two edits in "default", one superseded edit, and one edit in "bob"."""
+    with EditMemory(store, embedder=embedder) as opened:
+        opened.add([Edit(subject="Doug TenNapel", relation="P27", object="Canada", id="doug-old"),
                    Edit(subject="Paris", relation="capital", object="Lyon", id="paris"),
                    Edit(subject="Secret", relation="P27", object="Norway", namespace="bob", id="bob-secret")])
-        store.add(Edit(subject="Doug TenNapel", relation="P27", object="United Kingdom", id="doug"))
-        yield store
+        opened.add(Edit(subject="Doug TenNapel", relation="P27", object="United Kingdom", id="doug"))
+        yield opened
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Hypothesis draws valid namespace names (including ones differing only in case, which name
 different index files), edits that share subjects and relations across namespaces (so the same
 supersession key exists in several), deletions, and free-text queries. Each example runs on a
-fresh real store with the real packaged embedder, and checks every read API against a plain
+fresh real store (embedded, then PostgreSQL) with the real packaged embedder, and checks every read API against a plain
 model of what each namespace should hold: not only that nothing foreign comes back, but that
 what should come back does (an empty answer would pass a "nothing foreign" check trivially).
 """
@@ -11,13 +11,14 @@ what should come back does (an empty answer would pass a "nothing foreign" check
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from _postgres import new_database
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from editagent.agent import EditAgent
@@ -202,14 +203,25 @@ EXPLICIT = Scenario(  # always run: names equal but for case, one key in three n
 )
 
 
-@settings(max_examples=25, deadline=None)
+@pytest.fixture(params=["embedded", "postgres"])
+def new_store(request: pytest.FixtureRequest) -> Callable[[str], str | Path]:
+    """Makes a fresh store per example (hypothesis runs many in one test): a folder, or a new database."""
+    if request.param == "embedded":
+        return lambda folder: Path(folder) / "store"
+    server = request.getfixturevalue("postgres_server")
+    return lambda _: new_database(server)
+
+
+# new_store is a factory: each example makes its own store with it, so nothing is shared between examples
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios())
 @example(scenario=EXPLICIT)
-def test_no_api_ever_returns_another_namespaces_edit(embedder: Any, scenario: Scenario) -> None:
+def test_no_api_ever_returns_another_namespaces_edit(embedder: Any, new_store: Callable[[str], str | Path],
+                                                      scenario: Scenario) -> None:
     for namespace in scenario.namespaces:
         check_namespace(namespace)
     with tempfile.TemporaryDirectory() as folder:
-        store = Path(folder) / "store"
+        store = new_store(folder)
         with EditMemory(store, embedder=embedder) as memory:
             model = build(memory, scenario)
             for namespace in scenario.namespaces:
@@ -226,7 +238,7 @@ def test_no_api_ever_returns_another_namespaces_edit(embedder: Any, scenario: Sc
                 assert (hit is None) == (not live)
                 assert hit is None or (hit.edit.namespace == namespace and hit.id in live)
 
-        # reopened: each namespace's FAISS file holds its own live edits and nothing else
+        # reopened: each namespace's index holds its own live edits and nothing else
         with EditMemory(store, embedder=embedder) as reopened:
             for namespace in scenario.namespaces:
                 served = reopened.search(scenario.queries[0], namespace=namespace, limit=MAX_EDITS + 1)

@@ -1,7 +1,8 @@
 """EditMemory with the real packaged embedder and real SQLite and FAISS files.
 
 Covers adding (single, batch, atomic), search, supersession, deletion, namespaces,
-durability (reopen, lost / corrupt / stale index files) and argument validation.
+durability (reopen, lost / corrupt / stale index files) and argument validation. The behaviour tests run on both
+backends: the embedded store and PostgreSQL with pgvector (a real server, from pgserver).
 """
 
 from __future__ import annotations
@@ -67,7 +68,15 @@ def index_file(store: Path, namespace: str = "default") -> Path:
 
 
 @pytest.fixture
-def memory(store_path: Path, embedder: Any) -> Iterator[EditMemory]:
+def memory(store: Any, embedder: Any) -> Iterator[EditMemory]:
+    """A fresh memory on each backend (embedded, PostgreSQL)."""
+    with EditMemory(store, embedder=embedder) as opened:
+        yield opened
+
+
+@pytest.fixture
+def embedded_memory(store_path: Path, embedder: Any) -> Iterator[EditMemory]:
+    """For what only the embedded store has: its SQLite file and FAISS index files."""
     with EditMemory(store_path, embedder=embedder) as opened:
         yield opened
 
@@ -193,7 +202,7 @@ def test_same_key_in_two_namespaces_does_not_supersede(memory: EditMemory) -> No
 # -- deletion -------------------------------------------------------------------------------------------
 
 
-def test_delete(memory: EditMemory, store_path: Path, embedder: Any) -> None:
+def test_delete(memory: EditMemory, store: Any, embedder: Any) -> None:
     batch = facts()
     memory.add(batch)
     gone = batch[2]
@@ -229,7 +238,7 @@ def test_delete(memory: EditMemory, store_path: Path, embedder: Any) -> None:
     assert [(s.id, s.status) for s in memory.history(gone.id)] == [(gone.id, "deleted"), (again.id, "live")]
 
     memory.close()
-    with EditMemory(store_path, embedder=embedder) as reopened:  # the deletion is durable
+    with EditMemory(store, embedder=embedder) as reopened:  # the deletion is durable
         assert gone.id not in {h.id for h in reopened.search(question(gone), limit=1000)}
         assert reopened.search(question(gone), limit=1)[0].id == again.id
 
@@ -270,20 +279,21 @@ def test_namespaces_are_isolated(memory: EditMemory) -> None:
 # -- durability -----------------------------------------------------------------------------------------
 
 
-def test_reopen_gives_identical_results(memory: EditMemory, store_path: Path, embedder: Any) -> None:
+def test_reopen_gives_identical_results(memory: EditMemory, store: Any, embedder: Any) -> None:
     memory.add(facts())
     memory.add(Edit(subject="Doug TenNapel", relation="P27", object="Canada"))  # one superseded edit too
     before = snapshot(memory)
     before_history = [[(h.id, h.status) for h in memory.search(q, limit=10, include_history=True)] for q in QUERIES]
     memory.close()
-    with EditMemory(store_path, embedder=embedder) as reopened:
+    with EditMemory(store, embedder=embedder) as reopened:
         assert_same_results(snapshot(reopened), before)
         assert [[(h.id, h.status) for h in reopened.search(q, limit=10, include_history=True)]
                 for q in QUERIES] == before_history
         assert reopened.count() == 5 and reopened.count(include_history=True) == 6
 
 
-def test_sqlite_file_is_in_wal_mode(memory: EditMemory, store_path: Path) -> None:
+def test_sqlite_file_is_in_wal_mode(embedded_memory: EditMemory, store_path: Path) -> None:
+    memory = embedded_memory
     memory.add(facts()[:1])
     connection = sqlite3.connect(store_path / "edits.sqlite3")
     try:
@@ -293,8 +303,9 @@ def test_sqlite_file_is_in_wal_mode(memory: EditMemory, store_path: Path) -> Non
         connection.close()
 
 
-def test_lost_index_file_is_rebuilt_with_a_warning(memory: EditMemory, store_path: Path, embedder: Any,
+def test_lost_index_file_is_rebuilt_with_a_warning(embedded_memory: EditMemory, store_path: Path, embedder: Any,
                                                    caplog: pytest.LogCaptureFixture) -> None:
+    memory = embedded_memory
     memory.add(facts())
     before = snapshot(memory)
     memory.close()
@@ -306,8 +317,9 @@ def test_lost_index_file_is_rebuilt_with_a_warning(memory: EditMemory, store_pat
     assert any("missing" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
-def test_corrupt_index_file_is_rebuilt_with_a_warning(memory: EditMemory, store_path: Path, embedder: Any,
+def test_corrupt_index_file_is_rebuilt_with_a_warning(embedded_memory: EditMemory, store_path: Path, embedder: Any,
                                                       caplog: pytest.LogCaptureFixture) -> None:
+    memory = embedded_memory
     memory.add(facts())
     before = snapshot(memory)
     memory.close()
@@ -323,8 +335,9 @@ def test_corrupt_index_file_is_rebuilt_with_a_warning(memory: EditMemory, store_
     assert not caplog.records
 
 
-def test_stale_index_file_is_patched_on_open(memory: EditMemory, store_path: Path, embedder: Any,
+def test_stale_index_file_is_patched_on_open(embedded_memory: EditMemory, store_path: Path, embedder: Any,
                                              tmp_path: Path) -> None:
+    memory = embedded_memory
     batch = facts()
     memory.add(batch[:3])
     path = index_file(store_path)
@@ -348,7 +361,8 @@ def test_stale_index_file_is_patched_on_open(memory: EditMemory, store_path: Pat
         assert_same_results(snapshot(reopened), expected)
 
 
-def test_rebuild_index_keeps_results(memory: EditMemory, store_path: Path) -> None:
+def test_rebuild_index_keeps_results(embedded_memory: EditMemory, store_path: Path) -> None:
+    memory = embedded_memory
     memory.add(facts())
     before = snapshot(memory)
     index_file(store_path).unlink()
@@ -360,10 +374,10 @@ def test_rebuild_index_keeps_results(memory: EditMemory, store_path: Path) -> No
     assert not (store_path / "escape.faiss").exists()
 
 
-def test_two_open_memories_see_each_others_writes(memory: EditMemory, store_path: Path, embedder: Any) -> None:
+def test_two_open_memories_see_each_others_writes(memory: EditMemory, store: Any, embedder: Any) -> None:
     batch = facts()
     memory.add(batch[:2])
-    with EditMemory(store_path, embedder=embedder) as other:
+    with EditMemory(store, embedder=embedder) as other:
         assert other.search(question(batch[1]), limit=1)[0].id == batch[1].id
         other.add(batch[2:])
         assert memory.search(question(batch[4]), limit=1)[0].id == batch[4].id
@@ -391,12 +405,13 @@ def _bad_batches(stored: list[Edit]) -> dict[str, list[Any]]:
 
 
 @pytest.mark.parametrize("case", ["id already stored", "id twice in the batch", "not an Edit"])
-def test_a_bad_batch_writes_nothing(memory: EditMemory, store_path: Path, case: str) -> None:
+def test_a_bad_batch_writes_nothing(memory: EditMemory, store: Any, case: str) -> None:
     stored = facts()
     memory.add(stored)
     before = snapshot(memory)
     total = memory.count(None, include_history=True)
-    file_before = index_file(store_path).read_bytes()
+    embedded = isinstance(store, Path)
+    file_before = index_file(store).read_bytes() if embedded else b""
 
     with pytest.raises(EditError, match=r"id|edits\[2\]"):
         memory.add(_bad_batches(stored)[case])
@@ -407,7 +422,8 @@ def test_a_bad_batch_writes_nothing(memory: EditMemory, store_path: Path, case: 
     first = memory.get(stored[0].id)
     assert first is not None and first.status == "live"
     assert memory.lookup("Mount Fuji", "country") is None
-    assert index_file(store_path).read_bytes() == file_before
+    if embedded:
+        assert index_file(store).read_bytes() == file_before
     # the store is still usable
     memory.add(Edit(subject="Mount Fuji", relation="country", object="Chile"))
     assert memory.count() == len(stored) + 1
@@ -442,23 +458,24 @@ def _open_handles(path: Path) -> int:
     return count
 
 
-def test_embedder_mismatch(memory: EditMemory, store_path: Path, embedder: Any,
+def test_embedder_mismatch(memory: EditMemory, store: Any, embedder: Any,
                            caplog: pytest.LogCaptureFixture) -> None:
     batch = facts()
     memory.add(batch)
     memory.close()
-    database = store_path / "edits.sqlite3"
-    open_before = _open_handles(database)
+    database = store / "edits.sqlite3" if isinstance(store, Path) else None
+    open_before = _open_handles(database) if database else 0
     with pytest.raises(EditError, match=r"embedder: this store holds 384-dimensional embeddings") as refused:
-        EditMemory(store_path, embedder=_FakeEmbedder("other-model", 8))
-    assert _open_handles(database) == open_before, "a refused open must close its SQLite connection"
+        EditMemory(store, embedder=_FakeEmbedder("other-model", 8))
+    if database:
+        assert _open_handles(database) == open_before, "a refused open must close its SQLite connection"
     del refused
     # same dimension, other name: allowed, with a warning
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        EditMemory(store_path, embedder=_FakeEmbedder("other-model", embedder.dim)).close()
+        EditMemory(store, embedder=_FakeEmbedder("other-model", embedder.dim)).close()
     assert any("other-model" in r.getMessage() for r in caplog.records)
     # the refused opens changed nothing
-    with EditMemory(store_path, embedder=embedder) as reopened:
+    with EditMemory(store, embedder=embedder) as reopened:
         assert reopened.count() == len(batch)
         assert reopened.search(question(batch[0]), limit=1)[0].id == batch[0].id
 
@@ -511,3 +528,40 @@ def test_search_many_equals_single_searches(memory: EditMemory) -> None:
                             [[(h.id, h.score) for h in row] for row in single], tolerance=1e-5)
         assert [[(h.memory, h.status) for h in row] for row in many] == [
             [(h.memory, h.status) for h in row] for row in single]
+
+
+# -- what only the PostgreSQL store has -------------------------------------------------------------------
+
+
+def test_postgres_schema_is_versioned_and_a_newer_one_refused(postgres_url: str, embedder: Any) -> None:
+    import psycopg
+
+    with EditMemory(postgres_url, embedder=embedder) as memory:
+        memory.add(facts()[:1])
+        assert memory.location == postgres_url and memory.path.is_absolute()
+        with pytest.raises(EditError, match="keeps its vector index in the database"):
+            memory.rebuild_index("default")
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        assert connection.execute("SELECT version FROM editagent_schema_version").fetchall() == [(1,)]
+        connection.execute("UPDATE editagent_schema_version SET version = 99")
+    with pytest.raises(EditError, match="schema version 99 is newer"):
+        EditMemory(postgres_url, embedder=embedder)
+
+
+def test_postgres_url_password_never_shows(postgres_server: Any, embedder: Any) -> None:
+    url = "postgresql://editor:hunter2@127.0.0.1:1/nowhere"
+    with pytest.raises(EditError, match="cannot connect") as refused:
+        EditMemory(url, embedder=embedder)
+    assert "hunter2" not in str(refused.value) and "editor:***@" in str(refused.value)
+
+
+def test_postgres_large_namespace_uses_the_hnsw_index(postgres_url: str, embedder: Any) -> None:
+    """Past the exact-scan size the search goes through pgvector's HNSW index and still finds each fact."""
+    with EditMemory(postgres_url, embedder=embedder, index="hnsw") as memory:
+        memory.add(facts())
+        for edit in facts():
+            assert memory.search(question(edit), limit=1)[0].edit.object == edit.object
+        plan = memory.backend._query(  # type: ignore[attr-defined]
+            "EXPLAIN SELECT id FROM editagent_edits WHERE namespace = 'default' AND status = 'live' "
+            "ORDER BY embedding <=> (SELECT embedding FROM editagent_edits LIMIT 1) LIMIT 1")
+        assert "editagent_edits_embedding" in " ".join(row[0] for row in plan)

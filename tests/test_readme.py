@@ -33,10 +33,13 @@ def blocks(language: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
 def test_python_example_runs_and_prints_what_the_readme_says(index: int, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             request: pytest.FixtureRequest) -> None:
     code = blocks("python")[index]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("EDITAGENT_MEMORY", str(tmp_path / "memory"))
+    if "DATABASE_URL" in code:  # the PostgreSQL example: a throwaway database stands for the user's
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
     checked, lines = 0, []
     for line in code.splitlines():  # each "print(EXPR)  # -> EXPECTED" becomes a check at that point of the block
         match = _EXPECT.match(line)
@@ -104,6 +107,36 @@ def test_http_example_runs_with_a_key(tmp_path: Path) -> None:
     assert added["edits"][0]["object"] == "Bob Tanaka" and added["edits"][0]["namespace"] == "alice"
     assert (answer["text"], answer["route"], answer["llm_calls"]) == ("Bob Tanaka", "memory", 0)
     assert (tmp_path / "memory" / "team" / "edits.sqlite3").is_file()
+
+
+def test_more_than_one_machine_example_runs_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+    """The block as written, by bash, on a throwaway database; the harness picks free ports and waits for each
+    server to listen, then asks both hosts for the copied edit with the copied key."""
+    (body,) = [b for b in blocks("bash") if "store copy" in b]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(str(probe.getsockname()[1]))
+    # a key made in the embedded store before the block: the copy takes it along, and both hosts accept it
+    lines = ["set -euo pipefail", "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT",
+             "KEY=$(editagent keys create --namespace alice --store team --quiet)"]
+    for line in body.replace("8000", ports[0]).replace("8001", ports[1]).splitlines():
+        lines.append(line)
+        if line.startswith("editagent serve"):
+            port = ports[0] if ports[0] in line else ports[1]
+            lines.append(f"for _ in $(seq 600); do curl -sf http://127.0.0.1:{port}/health >/dev/null && break; "
+                         "sleep 0.5; done")
+    lines += [f"curl -sf http://127.0.0.1:{port}/alice/edits -H \"Authorization: Bearer $KEY\"" for port in ports]
+    env = {**os.environ, "EDITAGENT_MEMORY": str(tmp_path / "memory"), "HF_HUB_OFFLINE": "1",
+           "DATABASE_URL": postgres_url, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", "\n".join(lines)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Answer: Bob Tanaka" in result.stdout, result.stdout[-2000:]
+    assert "counts and checksums verified" in result.stdout
+    listed = [doc for doc in _json_documents(result.stdout) if "edits" in doc]
+    assert len(listed) == 2 and all([e["object"] for e in doc["edits"]] == ["Bob Tanaka"] for doc in listed)
 
 
 def test_mcp_config_starts_the_server(tmp_path: Path) -> None:

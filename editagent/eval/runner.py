@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,17 @@ class RunConfig:
     conflicted: str | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None  # (index, count): evaluate every count-th selected case from index
 
     @property
     def run_id(self) -> str:
         model = re.sub(r"[^A-Za-z0-9.-]+", "-", self.model)
         return f"mquake_{model}_{self.method}_k{self.k}_n{self.n_cases}_s{self.seed}"
+
+    @property
+    def checkpoint(self) -> Path:
+        shard = f".shard{self.shard[0]}of{self.shard[1]}" if self.shard else ""
+        return self.out / f"{self.run_id}{shard}.ckpt.jsonl"
 
 
 def select_cases(cases: Sequence[MQuAKECase], n_cases: int, seed: int) -> list[MQuAKECase]:
@@ -150,9 +156,12 @@ def run(config: RunConfig, ask: Asker, add_edits: Callable[[list[MQuAKECase], st
     started = time.time()
     every_case = load_mquake(config.dataset)
     selected = select_cases(every_case, config.n_cases, config.seed)
+    if config.shard is not None:  # a worker's share; the memory still holds every group's edits
+        index, count = config.shard
+        selected = selected[index::count]
     conflicted = load_conflicted_case_ids(config.conflicted) if config.conflicted else set()
     config.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = config.out / f"{config.run_id}.ckpt.jsonl"
+    checkpoint = config.checkpoint
     done = _read_checkpoint(checkpoint)
     todo = sum(1 for case in selected if case.case_id not in done)
     logger.info("%s: %d cases selected, %d already in %s", config.run_id, len(selected), len(done), checkpoint)
@@ -193,8 +202,27 @@ def run(config: RunConfig, ask: Asker, add_edits: Callable[[list[MQuAKECase], st
     bar.close()
     rows = [done[case.case_id] for case in selected]
     result = {"summary": summarise(config, rows, time.time() - started), "cases": rows}
-    write_reports(config, result)
+    if config.shard is None:
+        write_reports(config, result)
     return result
+
+
+def merge_shards(config: RunConfig, count: int) -> int:
+    """Append the workers' checkpoints (``config.shard`` = (i, count)) to the run's own, case by case, and remove
+    them; the run's next invocation then finds every case done. Returns how many cases were merged."""
+    main = replace(config, shard=None).checkpoint
+    done = _read_checkpoint(main)
+    merged = 0
+    with main.open("a") as handle:
+        for index in range(count):
+            shard = replace(config, shard=(index, count)).checkpoint
+            for case_id, row in _read_checkpoint(shard).items():
+                if case_id not in done:
+                    handle.write(json.dumps(row) + "\n")
+                    done[case_id] = row
+                    merged += 1
+            shard.unlink(missing_ok=True)
+    return merged
 
 
 def rate(values: list[bool]) -> float | None:

@@ -1,6 +1,7 @@
-"""The edit memory: SQLite as the source of truth, FAISS for search."""
+"""The edit memory: an embedded store (SQLite + FAISS) by default, PostgreSQL + pgvector for several hosts."""
 
-from editagent.memory.edit_memory import EditMemory, memory_root, resolve_store_path
+from editagent.memory.backend import is_postgres_url, memory_root, resolve_store_path
+from editagent.memory.edit_memory import EditMemory
 from editagent.memory.index import VectorIndex
 
-__all__ = ["EditMemory", "VectorIndex", "memory_root", "resolve_store_path"]
+__all__ = ["EditMemory", "VectorIndex", "is_postgres_url", "memory_root", "resolve_store_path"]

@@ -1,26 +1,20 @@
-"""EditMemory: durable, searchable, namespaced edits.
-
-Write order is the durability contract: an edit is committed to SQLite first,
-then the FAISS index of its namespace is patched and saved atomically under a
-file lock. If a process dies in between, the next reader notices that the
-index disagrees with SQLite and patches it from the stored embeddings.
-"""
+"""EditMemory: durable, searchable, namespaced edits, on an embedded store (SQLite + FAISS, the default) or on
+PostgreSQL with pgvector (a ``postgresql://`` URL). Checking input, embedding and bookkeeping live here; storing and
+searching live in the backend (``editagent.memory.backend``)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from filelock import FileLock
 from tqdm.auto import tqdm
 
-from editagent.memory.index import IndexKind, VectorIndex, resolve_kind
-from editagent.memory.sqlite_store import SQLiteEdits
+from editagent.memory.backend import EditBackend, is_postgres_url, open_backend, resolve_store_path
+from editagent.memory.index import IndexKind
 from editagent.schema import (
     DEFAULT_NAMESPACE,
     MAX_SEARCH_LIMIT,
@@ -94,18 +88,6 @@ class LazyEmbedder:
             return model.encode(texts, batch_size=batch_size, progress=progress)
 
 
-def memory_root() -> Path:
-    """Where named stores live: ``$EDITAGENT_MEMORY`` or ``./memory``."""
-    return Path(os.environ.get("EDITAGENT_MEMORY", "memory"))
-
-
-def resolve_store_path(store: str | Path) -> Path:
-    """A plain name ("default", "alice") lives under ``memory_root()``; anything path-like is used as given."""
-    if isinstance(store, Path) or os.sep in store or "/" in store or store.startswith("."):
-        return Path(store)
-    return memory_root() / check_namespace(store, field="store")
-
-
 class SearchMany(Protocol):
     def __call__(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]: ...
 
@@ -123,7 +105,10 @@ def best_per_namespace(search_many: SearchMany, queries: Sequence[str],
 
 
 class EditMemory:
-    """Edits as facts plus sentences; FAISS for search, SQLite as the source of truth.
+    """Edits as facts plus sentences, searched by meaning; one store holds every namespace.
+
+    ``store``: a name under ./memory ("default"), a folder, or ``postgresql://user@host/db`` (pgvector; pip install
+    'editagent[postgres]') for a store several hosts share.
 
     >>> memory = EditMemory("default", embedder=load_embedder())
     >>> memory.add(Edit(subject="Doug TenNapel", relation="country of citizenship", object="United Kingdom"))
@@ -131,41 +116,46 @@ class EditMemory:
     """
 
     def __init__(self, store: str | Path = "default", *, embedder: SupportsEncode, index: IndexKind = "auto") -> None:
-        self.path = resolve_store_path(store)
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "index").mkdir(exist_ok=True)
+        self.store: str | Path = store if is_postgres_url(store) else resolve_store_path(store)
         self.embedder = embedder
         self.index_kind = index
-        self._sql = SQLiteEdits(self.path / "edits.sqlite3")
+        self.backend: EditBackend = open_backend(self.store)
         try:
             self._check_embedder()
+            self.backend.open_edits(self.embedder.dim, index)
         except BaseException:
-            self._sql.close()  # a refused open must not leak the SQLite connection
+            self.backend.close()  # a refused open must not leak the connection
             raise
-        # Threads may share one memory (the HTTP service does): this lock guards the FAISS indexes, which must
-        # not be searched while another thread patches them, and the bookkeeping below. SQLite has its own.
-        self._lock = threading.RLock()
-        self._indexes: dict[str, VectorIndex] = {}
-        self._seen_version = self._sql.data_version()
-        self._writes = 0  # this connection's own commits, which data_version does not count
+        self._lock = threading.RLock()  # guards the write counters below
+        self._writes = 0  # this process's own commits, which the embedded store's data_version does not count
         self._namespace_writes: dict[str, int] = {}  # the same, per namespace
-        self._file_lock = FileLock(str(self.path / "index.lock"))
+
+    @property
+    def path(self) -> Path:
+        """A local folder for the store's own files (weight deltas): the store's folder, or one under the cache
+        for a database store."""
+        return self.backend.home
+
+    @property
+    def location(self) -> str:
+        """The store, for messages and logs (a URL without its password)."""
+        return self.backend.location
 
     def _check_embedder(self) -> None:
         if isinstance(self.embedder, LazyEmbedder):  # its dimension, known from the store, saves loading it
-            self.embedder.expect(self._sql.meta("embedder"), self._sql.meta("embedding_dim"))
-        stored_dim = int(self._sql.set_meta_once("embedding_dim", str(self.embedder.dim)))
-        stored_name = self._sql.set_meta_once("embedder", self.embedder.name)
+            self.embedder.expect(self.backend.meta("embedder"), self.backend.meta("embedding_dim"))
+        stored_dim = int(self.backend.set_meta_once("embedding_dim", str(self.embedder.dim)))
+        stored_name = self.backend.set_meta_once("embedder", self.embedder.name)
         if stored_dim != self.embedder.dim:
             raise EditError(f"embedder: this store holds {stored_dim}-dimensional embeddings from {stored_name!r}, "
                             f"but the given embedder {self.embedder.name!r} makes {self.embedder.dim}; "
                             f"open it with {stored_name!r}")
         if stored_name != self.embedder.name:
-            logger.warning("store %s was embedded with %r, searching it with %r", self.path, stored_name,
+            logger.warning("store %s was embedded with %r, searching it with %r", self.location, stored_name,
                            self.embedder.name)
 
     def close(self) -> None:
-        self._sql.close()
+        self.backend.close()
 
     def __enter__(self) -> EditMemory:
         return self
@@ -185,12 +175,8 @@ class EditMemory:
         if not batch:
             return []
         vectors = self._embed([edit.sentence for edit in batch], progress)
-        with self._lock:
-            for namespace in {edit.namespace for edit in batch}:
-                self._index(namespace)  # load (or rebuild) before writing: a lost file is told apart from a new one
-            self._sql.insert(batch, vectors)
-            self._count_write({edit.namespace for edit in batch})
-            self._sync_and_save({edit.namespace for edit in batch})
+        self.backend.insert(batch, vectors)
+        self._count_write({edit.namespace for edit in batch})
         return [StoredEdit.of(edit) for edit in batch]
 
     def _check_batch(self, batch: list[Any]) -> None:
@@ -216,15 +202,13 @@ class EditMemory:
 
     def delete(self, edit_id: str) -> StoredEdit:
         """Delete a live edit; it stays in history. Raises EditError for an unknown or ended edit."""
-        with self._lock:
-            found = self._sql.delete(edit_id)
-            self._count_write({found[1]} if found else set())
-            if found is None:
-                stored = self._sql.get(edit_id)
-                state = f"it is {stored.status}" if stored else "no edit has this id"
-                raise EditError(f"id: cannot delete {edit_id!r}: {state}")
-            self._sync_and_save({found[1]})
-        stored = self._sql.get(edit_id)
+        namespace = self.backend.delete(edit_id)
+        if namespace is None:
+            stored = self.backend.get(edit_id)
+            state = f"it is {stored.status}" if stored else "no edit has this id"
+            raise EditError(f"id: cannot delete {edit_id!r}: {state}")
+        self._count_write({namespace})
+        stored = self.backend.get(edit_id)
         assert stored is not None
         return stored
 
@@ -237,7 +221,7 @@ class EditMemory:
 
     def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
                     include_history: bool = False, vectors: np.ndarray | None = None) -> list[list[SearchHit]]:
-        """Batched ``search``: one embedding call and one FAISS call for all queries. ``vectors``: the queries'
+        """Batched ``search``: one embedding call and one index call for all queries. ``vectors``: the queries'
         embeddings when the caller already has them (no embedding call then)."""
         check_namespace(namespace)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEARCH_LIMIT:
@@ -249,19 +233,10 @@ class EditMemory:
             return []
         if vectors is None:
             vectors = self.embedder.encode(list(queries))
-        with self._lock:
-            if include_history:
-                scores, rowids = self._exact_search(vectors, namespace, limit)
-            else:
-                scores, rowids = self._index(namespace).search(vectors, limit)
-        found = self._sql.by_rowids({int(i) for i in rowids.ravel() if i >= 0}, namespace,
-                                    include_history=include_history)
-        return [
-            # float32 rounding can put a cosine a hair above 1 (a query equal to the sentence): clip it
-            [SearchHit(id=found[i].id, memory=found[i].sentence, score=min(float(s), 1.0), edit=found[i])
-             for s, i in zip(row_scores, row_ids, strict=True) if int(i) in found]
-            for row_scores, row_ids in zip(scores, rowids, strict=True)
-        ]
+        found = self.backend.search(vectors, namespace, limit, include_history=include_history)
+        # float32 rounding can put a cosine a hair above 1 (a query equal to the sentence): clip it
+        return [[SearchHit(id=edit.id, memory=edit.sentence, score=min(score, 1.0), edit=edit) for score, edit in row]
+                for row in found]
 
     def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
         """The best live edit for each query in its own namespace (None where a namespace is empty).
@@ -270,26 +245,20 @@ class EditMemory:
         """
         return best_per_namespace(self.search_many, queries, namespaces)
 
-    def _exact_search(self, vectors: np.ndarray, namespace: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        rowids, matrix = self._sql.vectors(namespace, include_history=True, dim=self.embedder.dim)
-        exact = VectorIndex(self.embedder.dim, "flat")
-        exact.add(rowids, matrix)
-        return exact.search(vectors, limit)
-
     def get(self, edit_id: str) -> StoredEdit | None:
-        return self._sql.get(edit_id)
+        return self.backend.get(edit_id)
 
     def lookup(self, subject: str, relation: str, *, namespace: str = DEFAULT_NAMESPACE) -> StoredEdit | None:
-        """The live edit on exactly (subject, relation), if any: no embedding, no FAISS."""
+        """The live edit on exactly (subject, relation), if any: no embedding, no vector search."""
         probe = Edit(subject=subject, relation=relation, object="?", namespace=namespace)
-        rows = self._sql.rows(namespace, subject=probe.subject, relation=probe.relation)
+        rows = self.backend.rows(namespace, subject=probe.subject, relation=probe.relation)
         return rows[-1] if rows else None
 
     def edits(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> list[StoredEdit]:
         """Edits of a namespace (None: every namespace) in creation order; live only unless asked."""
         if namespace is not None:
             check_namespace(namespace)
-        return self._sql.rows(namespace, include_history=include_history)
+        return self.backend.rows(namespace, include_history=include_history)
 
     def export(self, namespace: str = DEFAULT_NAMESPACE, *, include_history: bool = True) -> list[dict[str, Any]]:
         """One namespace's edits as JSON-ready records, oldest first: for backups and moving a user's edits.
@@ -298,109 +267,42 @@ class EditMemory:
         ``json.dumps`` per line for JSONL. Only ``namespace``'s edits, never another's.
         """
         check_namespace(namespace)
-        return [stored.model_dump(mode="json") for stored in self._sql.rows(namespace, include_history=include_history)]
+        return [stored.model_dump(mode="json")
+                for stored in self.backend.rows(namespace, include_history=include_history)]
 
     def history(self, edit_id: str) -> list[StoredEdit]:
         """Every edit ever made on the same (namespace, subject, relation) as ``edit_id``, oldest first."""
-        stored = self._sql.get(edit_id)
+        stored = self.backend.get(edit_id)
         if stored is None:
             raise EditError(f"id: no edit has id {edit_id!r}")
-        return self._sql.rows(stored.namespace, include_history=True, subject=stored.subject, relation=stored.relation)
+        return self.backend.rows(stored.namespace, include_history=True, subject=stored.subject,
+                                 relation=stored.relation)
 
     def _count_write(self, namespaces: set[str]) -> None:
-        self._writes += 1
-        for namespace in namespaces:
-            self._namespace_writes[namespace] = self._namespace_writes.get(namespace, 0) + 1
+        with self._lock:
+            self._writes += 1
+            for namespace in namespaces:
+                self._namespace_writes[namespace] = self._namespace_writes.get(namespace, 0) + 1
 
     def version(self, namespace: str | None = None) -> tuple[int, int]:
         """Changes whenever any process has written the store: what caches built from it are keyed by.
         ``namespace``: changes with this process's writes to that namespace only (and any other process's)."""
         with self._lock:
             writes = self._writes if namespace is None else self._namespace_writes.get(namespace, 0)
-            return self._sql.data_version(), writes
+        return self.backend.data_version(), writes
 
     def namespaces(self) -> list[str]:
-        return self._sql.namespaces()
+        return self.backend.namespaces()
 
     def count(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> int:
-        return self._sql.count(namespace, include_history=include_history)
-
-    # -- keeping FAISS in step with SQLite ---------------------------------------------------------
-
-    def _index_file(self, namespace: str) -> Path:
-        return self.path / "index" / f"{namespace}.faiss"
-
-    def _index(self, namespace: str) -> VectorIndex:
-        """The namespace's index, loaded once and patched whenever SQLite changed under it."""
-        version = self._sql.data_version()
-        if version != self._seen_version:
-            self._seen_version = version
-            for known in list(self._indexes):
-                self._patch(known)
-        if namespace not in self._indexes:
-            self._indexes[namespace] = self._load(namespace)
-            self._patch(namespace)
-        return self._indexes[namespace]
-
-    def _load(self, namespace: str) -> VectorIndex:
-        path = self._index_file(namespace)
-        expected = self._sql.count(namespace)
-        if path.exists():
-            try:
-                index = VectorIndex.load(path)
-                if index.dim == self.embedder.dim:
-                    return index
-                logger.warning("index %s has dimension %d, expected %d: rebuilding it from SQLite", path,
-                               index.dim, self.embedder.dim)
-            except RuntimeError as error:
-                logger.warning("index %s is unreadable (%s): rebuilding it from SQLite", path, error)
-        elif expected:
-            logger.warning("index %s is missing: rebuilding it from SQLite (%d edits)", path, expected)
-        return VectorIndex(self.embedder.dim, resolve_kind(self.index_kind, expected))
-
-    def _patch(self, namespace: str) -> bool:
-        """Add what SQLite has and the index lacks, drop what it no longer has; True if anything changed."""
-        index = self._indexes[namespace]
-        live = self._sql.live_rowids(namespace)
-        have = index.ids()
-        missing = np.setdiff1d(live, have, assume_unique=True)
-        extra = np.setdiff1d(have, live, assume_unique=True)
-        if len(extra):
-            index.remove(extra)
-        if len(missing):
-            rowids, matrix = self._sql.vectors(namespace, rowids=missing.tolist(), dim=self.embedder.dim)
-            index.add(rowids, matrix)
-        grown_kind = resolve_kind(self.index_kind, index.size) if self.index_kind == "auto" else index.kind
-        if grown_kind != index.kind or index.tombstones > max(1000, index.size // 10):
-            # auto: a namespace that crossed the size threshold moves to the other kind; sketch/HNSW
-            # cannot delete, so they are rebuilt once tombstones pile up.
-            self._indexes[namespace] = self._rebuilt(namespace, grown_kind)
-            return True
-        return bool(len(missing) or len(extra))
-
-    def _sync_and_save(self, namespaces: set[str]) -> None:
-        with self._file_lock:
-            for namespace in sorted(namespaces):
-                self._index(namespace)  # loads the index if this process has not yet
-                self._patch(namespace)
-                index = self._indexes[namespace]
-                if index.tombstones:
-                    index = self._indexes[namespace] = self._rebuilt(namespace, index.kind)
-                index.save(self._index_file(namespace))
-        # No `_seen_version = data_version()` here: read after the patch, it would also cover a commit
-        # another process made meanwhile, which this index then never picked up. `_index` reads the
-        # version before it patches, and this connection's own commits do not change it.
-
-    def _rebuilt(self, namespace: str, kind: Any) -> VectorIndex:
-        index = VectorIndex(self.embedder.dim, kind)
-        rowids, matrix = self._sql.vectors(namespace, dim=self.embedder.dim)
-        index.add(rowids, matrix)
-        return index
+        return self.backend.count(namespace, include_history=include_history)
 
     def rebuild_index(self, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Rebuild a namespace's FAISS file from SQLite (what opening does by itself when it must)."""
-        check_namespace(namespace)  # it names a file: "../x" must not write outside index/
-        with self._lock, self._file_lock:
-            self._indexes[namespace] = index = self._rebuilt(
-                namespace, resolve_kind(self.index_kind, self._sql.count(namespace)))
-            index.save(self._index_file(namespace))
+        """Rebuild a namespace's FAISS file from SQLite (what opening does by itself when it must). A database
+        store keeps its index in the database: nothing to rebuild."""
+        check_namespace(namespace)
+        rebuild = getattr(self.backend, "rebuild_index", None)
+        if rebuild is None:
+            raise EditError(f"store: {self.location} keeps its vector index in the database; there is no index "
+                            "file to rebuild")
+        rebuild(namespace)

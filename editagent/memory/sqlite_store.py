@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from editagent.memory.backend import where
 from editagent.schema import Edit, EditError, StoredEdit
 
 SCHEMA_VERSION = "3"  # 2: the aliases column; 3: the api_keys table
@@ -70,24 +71,6 @@ _COLUMNS = ("id, namespace, subject, aliases, relation, object, previous_object,
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _where(namespace: str | None, include_history: bool, subject: str | None = None,
-           relation: str | None = None) -> tuple[str, list[str]]:
-    """A WHERE clause (and its parameters) selecting by namespace (None: all), status and key."""
-    clauses, params = [], []
-    if namespace is not None:
-        clauses.append("namespace = ?")
-        params.append(namespace)
-    if not include_history:
-        clauses.append("status = 'live'")
-    if subject is not None:
-        clauses.append("subject_key = ?")
-        params.append(subject.casefold())
-    if relation is not None:
-        clauses.append("relation_key = ?")
-        params.append(relation.casefold())
-    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -222,6 +205,25 @@ class SQLiteEdits:
                 results.append((int(cursor.lastrowid), old[0] if old else None))
         return results
 
+    def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None:
+        """Write copied rows as they are (status, ids and times kept), in one transaction: ``editagent store copy``."""
+        with self.transaction() as db:
+            for row, vector in zip(rows, vectors, strict=True):
+                namespace, subject_key, relation_key = row.key
+                try:
+                    db.execute(
+                        "INSERT INTO edits (id, namespace, subject, subject_key, aliases, relation, relation_key, "
+                        "object, previous_object, sentence, created_at, source, metadata, status, superseded_by, "
+                        "ended_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row.id, namespace, row.subject, subject_key, json.dumps(list(row.aliases)), row.relation,
+                         relation_key, row.object, row.previous_object, row.sentence, row.created_at.isoformat(),
+                         row.source, json.dumps(row.metadata, sort_keys=True), row.status, row.superseded_by,
+                         row.ended_at.isoformat() if row.ended_at else None,
+                         np.asarray(vector, dtype=np.float32).tobytes()))
+                except sqlite3.IntegrityError as error:
+                    raise EditError(f"id: {row.id!r} is already stored, or its key already has a live edit, in "
+                                    "the destination; copy into an empty namespace") from error
+
     def delete(self, edit_id: str) -> tuple[int, str] | None:
         """Mark a live edit deleted; (rowid, namespace), or None when it is not live."""
         with self.transaction() as db:
@@ -240,9 +242,9 @@ class SQLiteEdits:
     def rows(self, namespace: str | None, *, include_history: bool = False, subject: str | None = None,
              relation: str | None = None) -> list[StoredEdit]:
         """Edits in creation order, filtered by namespace (None: all), status and key."""
-        where, params = _where(namespace, include_history, subject, relation)
+        clause, params = where(namespace, include_history, subject, relation)
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM edits {where} ORDER BY rowid", params).fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM edits {clause} ORDER BY rowid", params).fetchall()
         return [_row_to_stored(row) for row in rows]
 
     def by_rowids(self, rowids: Iterable[int], namespace: str, *, include_history: bool) -> dict[int, StoredEdit]:
@@ -286,9 +288,9 @@ class SQLiteEdits:
             return [row[0] for row in self._db.execute("SELECT DISTINCT namespace FROM edits ORDER BY namespace")]
 
     def count(self, namespace: str | None = None, *, include_history: bool = False) -> int:
-        where, params = _where(namespace, include_history)
+        clause, params = where(namespace, include_history)
         with self._lock:
-            return int(self._db.execute(f"SELECT count(*) FROM edits {where}", params).fetchone()[0])
+            return int(self._db.execute(f"SELECT count(*) FROM edits {clause}", params).fetchone()[0])
 
     # -- API keys (editagent.keys): only their hashes are stored ----------------------------------
 
@@ -300,11 +302,20 @@ class SQLiteEdits:
 
     def key_rows(self, key_id: str | None = None) -> list[dict[str, object]]:
         """API key rows (all, or the one with ``key_id``), oldest first; ``namespaces`` decoded."""
-        where, params = ("WHERE id = ?", [key_id]) if key_id is not None else ("", [])
+        clause, params = ("WHERE id = ?", [key_id]) if key_id is not None else ("", [])
         with self._lock:
             rows = self._db.execute(f"SELECT id, key_hash, namespaces, scope, label, created_at, revoked_at "
-                                    f"FROM api_keys {where} ORDER BY created_at, id", params).fetchall()
+                                    f"FROM api_keys {clause} ORDER BY created_at, id", params).fetchall()
         return [{**dict(row), "namespaces": json.loads(row["namespaces"])} for row in rows]
+
+    def restore_keys(self, rows: Sequence[dict[str, object]]) -> None:
+        """Copied key rows (hashes only), as they are; a key already here is left alone."""
+        with self.transaction() as db:
+            for row in rows:
+                db.execute("INSERT OR IGNORE INTO api_keys (id, key_hash, namespaces, scope, label, created_at, "
+                           "revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (row["id"], row["key_hash"], json.dumps(row["namespaces"]), row["scope"], row["label"],
+                            row["created_at"], row["revoked_at"]))
 
     def revoke_key(self, key_id: str) -> bool:
         """Mark a key revoked; False when there is no such unrevoked key."""

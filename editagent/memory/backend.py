@@ -1,0 +1,111 @@
+"""What ``EditMemory`` needs of a place to keep edits, and how a ``store`` argument picks one.
+
+Two backends: the embedded one (``embedded.EmbeddedEdits``: one SQLite file plus a FAISS index per namespace, the
+default) and ``postgres.PostgresEdits`` (a ``postgresql://`` URL: one database shared by several hosts). Both keep
+the same contract: every write is one transaction, history stays as rows, at most one live edit per (namespace,
+subject, relation) compared case-insensitively, and a reader sees every write any process has committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from editagent.schema import Edit, StoredEdit, check_namespace
+
+Scored = list[tuple[float, StoredEdit]]
+
+
+class EditBackend(Protocol):
+    location: str  # for messages and logs: a folder, or the URL without its password
+    home: Path  # a local folder for the store's files that are not edits (weight deltas)
+
+    def meta(self, key: str) -> str | None: ...
+    def set_meta_once(self, key: str, value: str) -> str: ...
+    def open_edits(self, dim: int, index: Any) -> None: ...
+    def insert(self, edits: Sequence[Edit], vectors: np.ndarray) -> None: ...
+    def delete(self, edit_id: str) -> str | None: ...
+    def get(self, edit_id: str) -> StoredEdit | None: ...
+    def rows(self, namespace: str | None, *, include_history: bool = False, subject: str | None = None,
+             relation: str | None = None) -> list[StoredEdit]: ...
+    def count(self, namespace: str | None, *, include_history: bool = False) -> int: ...
+    def namespaces(self) -> list[str]: ...
+    def search(self, vectors: np.ndarray, namespace: str, limit: int, *,
+               include_history: bool = False) -> list[Scored]: ...
+    def data_version(self) -> int: ...
+    def dump(self, namespace: str) -> tuple[list[StoredEdit], np.ndarray]: ...
+    def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None: ...
+    def insert_key(self, key_id: str, key_hash: str, namespaces: Sequence[str], scope: str, label: str) -> None: ...
+    def key_rows(self, key_id: str | None = None) -> list[dict[str, Any]]: ...
+    def revoke_key(self, key_id: str) -> bool: ...
+    def restore_keys(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def close(self) -> None: ...
+
+
+def memory_root() -> Path:
+    """Where named stores live: ``$EDITAGENT_MEMORY`` or ``./memory``."""
+    return Path(os.environ.get("EDITAGENT_MEMORY", "memory"))
+
+
+def is_postgres_url(store: object) -> bool:
+    return isinstance(store, str) and store.startswith(("postgresql://", "postgres://"))
+
+
+def resolve_store_path(store: str | Path) -> Path:
+    """A plain name ("default", "alice") lives under ``memory_root()``; anything path-like is used as given."""
+    if isinstance(store, Path) or os.sep in store or "/" in store or store.startswith("."):
+        return Path(store)
+    return memory_root() / check_namespace(store, field="store")
+
+
+def redacted(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    head, at, tail = url.partition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    user, _, password = credentials.partition(":")
+    return f"{scheme}://{user}:***@{tail}" if password else url
+
+
+def open_backend(store: str | Path) -> EditBackend:
+    """The backend ``store`` names: a ``postgresql://`` URL, else a folder (a plain name lives under ./memory)."""
+    if is_postgres_url(store):
+        from editagent.memory.postgres import PostgresEdits  # noqa: PLC0415 - psycopg is an optional extra
+
+        return PostgresEdits(str(store))
+    from editagent.memory.embedded import EmbeddedEdits  # noqa: PLC0415
+
+    return EmbeddedEdits(resolve_store_path(store))
+
+
+def where(namespace: str | None, include_history: bool, subject: str | None = None, relation: str | None = None,
+          *, mark: str = "?") -> tuple[str, list[str]]:
+    """A WHERE clause (and its parameters) selecting by namespace (None: all), status and key; ``mark`` is the
+    driver's placeholder."""
+    clauses, params = [], []
+    if namespace is not None:
+        clauses.append(f"namespace = {mark}")
+        params.append(namespace)
+    if not include_history:
+        clauses.append("status = 'live'")
+    if subject is not None:
+        clauses.append(f"subject_key = {mark}")
+        params.append(subject.casefold())
+    if relation is not None:
+        clauses.append(f"relation_key = {mark}")
+        params.append(relation.casefold())
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def local_home(url: str) -> Path:
+    """A local folder for a database store's files, one per database (never holding the password)."""
+    from editagent.models import cache_dir  # noqa: PLC0415
+
+    digest = hashlib.sha256(redacted(url).encode()).hexdigest()[:16]
+    return cache_dir() / "stores" / digest
