@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", "agent")  # rows shown where a run exists
+METHODS = ("no-edit", "mello", "mello-guided", "pokemqa", "ike", "serac", "agent")  # rows shown where a run exists
 
 
 def load(results: Path, model: str, k: str, cases: int, seed: int) -> dict[str, dict[str, Any]]:
@@ -39,7 +39,8 @@ def compare(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def render(rows: dict[str, dict[str, Any]], verdict: dict[str, Any], args: argparse.Namespace) -> str:
-    lines = [f"# editagent vs MeLLo vs PokeMQA: {args.model}, {args.cases} dev cases, k={args.k}, seed {args.seed}", "",
+    lines = [f"# editagent vs MeLLo, PokeMQA, IKE and SERAC: {args.model}, {args.cases} dev cases, k={args.k}, "
+             f"seed {args.seed}", "",
              "Same model, cases (50 per hop count), edit batch and seed; one suite (`benchmarks/agent_comparison.sh`). "
              "Multi-hop: a case is right if any of its three phrasings gets the new answer (later phrasings are "
              "asked only while none is right). Hop-wise: right answer, right hop count, every hop right. Costs are "

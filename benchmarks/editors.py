@@ -1,9 +1,17 @@
-"""Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), AnyEdit on long
-targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak memory. The MQuAKE dev cases and
-cloze templates come from ``editagent.eval.data.data_file`` (set ``EDITAGENT_DATA`` to their folder). Example:
+"""Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), FT-L, FT-M, GRACE
+and KN (one at a time), AnyEdit on long targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak
+memory. The MQuAKE dev cases and cloze templates come from ``editagent.eval.data.data_file`` (set
+``EDITAGENT_DATA`` to their folder). Example:
 
     OMP_NUM_THREADS=1 python benchmarks/editors.py --quick
     OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods rome memit anyedit
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods ft-l ft-m grace kn
+
+``--sequential N`` instead writes N edits one after another, none undone (lifelong editing), and at 10, 50, 100,
+200 and N edits scores every edit so far (retention: reliability and generalization) and the same unrelated prompts
+(locality), into ``editors_sequential_<model>.json/.md/.png``:
+
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --sequential 200 --methods rome memit ft-l ft-m grace
 
 Timing: key statistics are loaded (from the on-disk cache; computing them is a separate, one-off cost) before
 the timed edits, and their load time is reported apart (``stats_seconds``). Peak memory is the process's peak
@@ -30,22 +38,28 @@ from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_
 from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import (
     EditingSummary,
+    EditProbe,
     EditScores,
     Scorer,
     evaluate,
+    first_line,
     greedy_ids,
+    greedy_texts,
     load_cloze_templates,
     locality_prompts,
     probe_for,
     summarise,
     token_recall,
 )
-from editagent.eval.mquake import load_mquake
+from editagent.eval.mquake import answer_matches, load_mquake
 from editagent.models import load_causal_lm
 
 logger = logging.getLogger("benchmarks.editors")
 
 RECALL_GOAL = 0.8
+SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn")  # editors of MQuAKE's short objects
+METHODS = (*SHORT_METHODS, "anyedit")
+CHECKPOINTS = (10, 50, 100, 200)  # --sequential: edits written when everything so far is scored
 
 # Made-up long targets (no model has seen them): biographies, a company, code. Each is 100+ tokens.
 LONG_TARGETS: list[tuple[str, str, str]] = [
@@ -192,11 +206,11 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
 
     reset_peak()
     rows.append(row(args, keep("no-edit", "none", evaluate(scorer, probes, None)), "no-edit", 0))
-    for method in [m for m in ("rome", "memit") if m in args.methods]:
+    for method in [m for m in SHORT_METHODS if m in args.methods]:
         editor = make_editor(model, tok, editor_config(method))
         stats = timed_stats(editor.load_statistics)
-        # ROME writes one fact at a time; MEMIT also all at once.
-        for mode in ("single",) if method == "rome" else ("single", "batch"):
+        # MEMIT also writes all edits at once; the others one fact at a time.
+        for mode in ("single", "batch") if method == "memit" else ("single",):
             reset_peak()
             timed = Timed(editor.apply)
             summary = keep(method, mode, evaluate(scorer, probes, timed, mode=mode))
@@ -206,6 +220,58 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
                             peak_rss_mb=peak_rss_mb()))
         if method == "memit":
             add_memit_timing(args, result, editor, cases, stats)
+
+
+def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
+    """Each method writes ``--sequential`` edits one after another, none undone until the end; at each checkpoint
+    every edit so far is scored (retention) and so are the unrelated prompts (locality, against the unedited
+    model). Then all its edits are undone, last first, for the next method."""
+    cases = load_mquake(data_file(MQUAKE_DEV))
+    clozes = load_cloze_templates(data_file("cloze_templates.json"))
+    probes = [probe_for(case, 0, clozes) for case in cases[: args.sequential]]
+    unrelated = locality_prompts(cases[args.sequential:], args.locality_prompts, [p.edit.subject for p in probes])
+    scorer = Scorer(model, tok, unrelated)
+    checkpoints = sorted({n for n in CHECKPOINTS if n < args.sequential} | {args.sequential})
+    curves: dict[str, list[dict[str, Any]]] = {"no-edit": [retention(scorer, probes) | {"n_edits": 0}]}
+    for method in [m for m in SHORT_METHODS if m in args.methods]:
+        editor = make_editor(model, tok, editor_config(method))
+        stats = timed_stats(editor.load_statistics)
+        timed, handles, points = Timed(editor.apply), [], []
+        reset_peak()
+        try:
+            for count, probe in enumerate(tqdm(probes, desc=f"{method} sequential", unit="edit"), start=1):
+                handles.append(timed([probe.edit]))
+                if count in checkpoints:
+                    point = retention(scorer, probes[:count]) | {
+                        "n_edits": count, "seconds_per_edit": timed.per_edit, "stats_seconds": stats,
+                        "peak_rss_mb": peak_rss_mb()}
+                    logger.info("%s after %d sequential edits: %s", method, count, point)
+                    points.append(point)
+        finally:
+            for handle in reversed(handles):
+                handle.undo()
+        curves[method] = points
+    result["sequential"] = curves
+    result["checkpoints"] = checkpoints
+
+
+def retention(scorer: Scorer, probes: Sequence[EditProbe]) -> dict[str, float]:
+    """Reliability and generalization of ``probes`` on the model as it is now (the greedy answer's first line,
+    from ``answer_tokens`` tokens, contains the new object; generalization averaged per edit over its paraphrases),
+    and the locality of the scorer's unrelated prompts."""
+    cfg = scorer.config
+    questions = [(i, question) for i, probe in enumerate(probes) for question in probe.paraphrases]
+    texts = greedy_texts(scorer.model, scorer.tokenizer, [p.edit.text for p in probes] + [q for _, q in questions],
+                         cfg.answer_tokens, cfg.batch_size)
+    said, answers = texts[: len(probes)], texts[len(probes):]
+    hits: dict[int, list[bool]] = {}
+    for (i, _), text in zip(questions, answers, strict=True):
+        hits.setdefault(i, []).append(answer_matches(first_line(text), probes[i].answers, "contains"))
+    locality, locality_exact = scorer.localities()
+    return {"reliability": sum(answer_matches(first_line(text), probe.answers, "contains")
+                               for text, probe in zip(said, probes, strict=True)) / len(probes),
+            "generalization": sum(sum(h) / len(h) for h in hits.values()) / max(1, len(hits)),
+            "locality": locality, "locality_exact": locality_exact}
 
 
 def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: Editor, cases: Sequence[Any],
@@ -297,16 +363,25 @@ def markdown(result: dict[str, Any]) -> str:
             "portability", "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
     threads = f" ({result['torch_threads']} torch threads)" if result.get("torch_threads") else ""
     lines = [f"# Weight editors on {result['model']}", "", f"Command: `{result['command']}`{threads}", "",
-             "Metrics by greedy generation (see `editagent/eval/editing.py`). n_edits: edits written at once. "
+             "Metrics by greedy generation (see `editagent/eval/editing.py`). "
              "locality: unrelated prompts give the same answer (first clause of the greedy continuation) as before; "
-             "locality_exact: the same first 8 greedy tokens.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in result["rows"]]
+             "locality_exact: the same first 8 greedy tokens."]
+    if result["rows"]:
+        lines += ["", "n_edits: edits written at once.", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in result["rows"]]
     if result.get("memit_timing"):
         lines += ["", "MEMIT, edits written at once:", "", "| n_edits | s/edit | s/edit with stats | peak RSS MB |",
                   "|---|---|---|---|"]
         lines += [f"| {t['n_edits']} | {t['seconds_per_edit']:.2f} | {t['seconds_per_edit_with_stats']:.2f} | "
                   f"{t['peak_rss_mb']:.0f} |" for t in result["memit_timing"]]
+    if result.get("sequential"):
+        lines += ["", "Sequential editing: edits written one after another, none undone; reliability and "
+                  "generalization over every edit so far, locality on the same unrelated prompts:", "",
+                  "| method | n_edits | reliability | generalization | locality | locality_exact | s/edit |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {method} | {p['n_edits']} | {p['reliability']:.3f} | {p['generalization']:.3f} | "
+                  f"{p['locality']:.3f} | {p['locality_exact']:.3f} | {fmt(p.get('seconds_per_edit'))} |"
+                  for method, points in result["sequential"].items() for p in points]
     if result.get("long_targets"):
         lines += ["", "Long targets, token recall (LCS of greedy tokens / target tokens):", "",
                   "| subject | tokens | before | AnyEdit | MEMIT (whole target) |", "|---|---|---|---|---|"]
@@ -358,6 +433,34 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_sequential(result: dict[str, Any], path: Path) -> None:
+    """Retention and locality against the number of sequential edits, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib.pyplot as plt
+
+    metrics = ("reliability", "generalization", "locality")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(13, 3.8))
+    curves = dict(result["sequential"])
+    reference = curves.pop("no-edit")[0]
+    for method, points in curves.items():
+        for axis, metric in zip(axes, metrics, strict=True):
+            axis.plot([p["n_edits"] for p in points], [p[metric] for p in points], marker="o", label=method)
+    for axis, metric in zip(axes, metrics, strict=True):
+        axis.axhline(reference[metric], color="grey", linestyle=":", label="no edit")
+        axis.set_title(f"{metric} (all edits so far)" if metric != "locality" else "locality (unrelated prompts)")
+        axis.set_xlabel("edits written")
+        axis.set_xscale("log")
+        axis.set_ylim(0, 1.02)
+        axis.legend(fontsize=7)
+    fig.suptitle(f"Sequential editing on {result['model']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def update_summary(path: Path, rows: list[dict[str, Any]]) -> None:
     """One row per (model, method, n_edits): a rerun replaces its rows. Locked: runs may share the file."""
     with FileLock(str(path) + ".lock"):
@@ -376,8 +479,7 @@ def command() -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--methods", nargs="+", default=["rome", "memit", "anyedit"],
-                        choices=["rome", "memit", "anyedit"])
+    parser.add_argument("--methods", nargs="+", default=["rome", "memit", "anyedit"], choices=METHODS)
     parser.add_argument("--edits", type=int, default=50, help="MQuAKE dev cases (first rewrite of each)")
     parser.add_argument("--long-targets", type=int, default=len(LONG_TARGETS))
     parser.add_argument("--memit-sizes", type=int, nargs="+", default=[1, 10, 100])
@@ -388,14 +490,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="skip plain MEMIT on the long targets (25 value steps of a 100-token target: about "
                              "3 minutes a target here; its summary row is then left as it was)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--quick", action="store_true", help="10 edits, MEMIT at 1/10 only, 3 long targets")
+    parser.add_argument("--sequential", type=int, default=0, metavar="N",
+                        help="instead of the passes above: write N edits one after another without undo, scoring "
+                             f"retention and locality after {', '.join(map(str, CHECKPOINTS))} and N edits")
+    parser.add_argument("--quick", action="store_true", help="10 edits (also --sequential), MEMIT at 1/10 only, "
+                                                             "3 long targets")
     parser.add_argument("--name", default=None, help="report file stem (default editors_<model>); the summary "
                                                      "file is shared")
     args = parser.parse_args(argv)
     if args.quick:
         args.edits, args.memit_sizes, args.long_targets = min(args.edits, 10), [1, 10], min(args.long_targets, 3)
-    if args.edits < 1 or args.long_targets < 0:
-        parser.error("--edits must be at least 1 and --long-targets at least 0")
+        args.sequential = min(args.sequential, 10)
+    if args.edits < 1 or args.long_targets < 0 or args.sequential < 0:
+        parser.error("--edits must be at least 1, --long-targets and --sequential at least 0")
+    if args.sequential and not set(SHORT_METHODS) & set(args.methods):
+        parser.error(f"--sequential needs one of --methods {' '.join(SHORT_METHODS)}")
     return args
 
 
@@ -407,19 +516,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, tok = load_causal_lm(args.model)
     result: dict[str, Any] = {"model": args.model, "command": command(), "rows": [], "scores": {},
                               "edits": args.edits, "quick": args.quick, "torch_threads": torch.get_num_threads()}
-    if {"rome", "memit"} & set(args.methods):  # the MQuAKE edits (and their no-edit reference row)
+    if args.sequential:
+        run_sequential(args, model, tok, result)
+    elif set(SHORT_METHODS) & set(args.methods):  # the MQuAKE edits (and their no-edit reference row)
         run_mquake(args, model, tok, result)
-    if "anyedit" in args.methods and args.long_targets:
+    if "anyedit" in args.methods and args.long_targets and not args.sequential:
         cases = load_mquake(data_file(MQUAKE_DEV))
         run_long(args, model, tok, result, locality_prompts(cases[args.edits:], args.locality_prompts))
     result["wall_seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (args.name or f"editors_{args.model}")
+    stem = args.out / (args.name or f"editors_{'sequential_' if args.sequential else ''}{args.model}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
-    plot(result, stem.with_suffix(".png"))
-    if args.quick:  # a smoke run's rows (10 edits) must not replace the headline rows
-        logger.info("--quick: %s not updated", args.out / "editors_summary.json")
+    if args.sequential:
+        plot_sequential(result, stem.with_suffix(".png"))
+    else:
+        plot(result, stem.with_suffix(".png"))
+    if args.quick or args.sequential:  # a smoke run's rows (10 edits) must not replace the headline rows
+        logger.info("--quick/--sequential: %s not updated", args.out / "editors_summary.json")
     else:
         update_summary(args.out / "editors_summary.json", result["rows"])
     print(markdown(result))

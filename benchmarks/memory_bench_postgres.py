@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(each size gets a fresh database made beside it); default: a throwaway pgserver")
     parser.add_argument("--pg-ef-search", type=int, nargs="+", default=[40, 100, 200, 400],
                         help="--backend postgresql: hnsw.ef_search values timed")
+    parser.add_argument("--pg-dir", type=Path, help="--backend postgresql: keep the throwaway server's data here "
+                        "and search databases an earlier run filled again instead of refilling them (add "
+                        "throughput is then not re-measured)")
     parser.add_argument("--pg-data", nargs="+", choices=["random", "sentences"], default=["random", "sentences"],
                         help="--backend postgresql: random unit vectors (memory_bench.py's data), and/or generated "
                         "facts embedded with the packaged MiniLM, searched with their questions")
@@ -91,15 +94,26 @@ def sentence_data(size: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.
     return stored.astype(np.float32), queries.astype(np.float32), sources
 
 
-def _fresh_database(base: str, name: str) -> str:
+def _database(base: str, name: str, size: int, reuse: bool) -> tuple[str, bool]:
+    """The URL of database ``name`` beside ``base``, made afresh, or kept when ``reuse`` and it already holds
+    ``size`` edits of this benchmark; and whether it was kept."""
     import psycopg
 
+    head, _, tail = base.partition("?")
+    url = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
+    with psycopg.connect(base, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if reuse and exists:
+        with psycopg.connect(url) as connection:
+            try:
+                if connection.execute("SELECT count(*) FROM editagent_edits").fetchone()[0] == size:
+                    return url, True
+            except psycopg.errors.UndefinedTable:
+                pass
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {name}")
         connection.execute(f"CREATE DATABASE {name}")
-    head, _, tail = base.partition("?")
-    root = head.rsplit("/", 1)[0]
-    return f"{root}/{name}" + (f"?{tail}" if tail else "")
+    return url, False
 
 
 def _timed(search: Any, queries: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -147,18 +161,25 @@ def bench_size(size: int, kind_of_data: str, args: argparse.Namespace, base_url:
     rows.append(_row("embedded", f"{kind} (store's choice)", latencies, top, exact,
                      add_vectors_per_second=round(size / build)))
 
-    url = _fresh_database(base_url, f"memory_bench_{kind_of_data}_{size}")
+    name = f"memory_bench_{kind_of_data}_{size}_m{args.pg_m}_efc{args.pg_ef_construction}"
+    url, kept = _database(base_url, name, size, reuse=args.pg_dir is not None)
     pg_module.HNSW_M, pg_module.HNSW_EF_CONSTRUCTION = args.pg_m, args.pg_ef_construction
     store = PostgresEdits(url)
     store.set_meta_once("embedding_dim", str(args.dim))
     store.open_edits(args.dim, "auto")
-    edits = [Edit(subject=f"Subject {i}", relation="benchmark relation", object=f"Object {i}", id=f"v{i}")
-             for i in range(size)]
-    started = time.perf_counter()
-    for begin in tqdm(range(0, size, INSERT_BATCH), desc=f"postgres insert {size}", unit="batch", mininterval=5):
-        store.insert(edits[begin:begin + INSERT_BATCH], vectors[begin:begin + INSERT_BATCH])
-    insert_seconds = time.perf_counter() - started
-    del edits
+    insert_seconds = None
+    if kept:
+        logger.info("%s already holds the %d edits (--pg-dir): searching it again, add throughput not re-measured",
+                    name, size)
+    else:
+        edits = [Edit(subject=f"Subject {i}", relation="benchmark relation", object=f"Object {i}", id=f"v{i}")
+                 for i in range(size)]
+        started = time.perf_counter()
+        for begin in tqdm(range(0, size, INSERT_BATCH), desc=f"postgres insert {size}", unit="batch",
+                          mininterval=5):
+            store.insert(edits[begin:begin + INSERT_BATCH], vectors[begin:begin + INSERT_BATCH])
+        insert_seconds = time.perf_counter() - started
+        del edits
 
     def search(query: np.ndarray) -> int:
         found = store.search(query, "default", 1)[0]
@@ -181,8 +202,8 @@ def bench_size(size: int, kind_of_data: str, args: argparse.Namespace, base_url:
                     r["p99_ms"], r["recall_at_1"])
     return {"size": size, "data": kind_of_data, "n_queries": n_queries,
             "exact_top1_is_source": float(np.mean(exact == sources)),
-            "postgres_insert_seconds": round(insert_seconds, 1),
-            "postgres_add_edits_per_second": round(size / insert_seconds, 1),
+            "postgres_insert_seconds": round(insert_seconds, 1) if insert_seconds else None,
+            "postgres_add_edits_per_second": round(size / insert_seconds, 1) if insert_seconds else None,
             "hnsw": {"m": args.pg_m, "ef_construction": args.pg_ef_construction}, "rows": rows}
 
 
@@ -198,8 +219,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"## {entry['size']:,} stored vectors, {entry['data']} data", "",
                   f"Exact search's top hit is the query's own fact for {entry['exact_top1_is_source']:.3f} of queries.",
                   "",
-                  f"PostgreSQL add (`PostgresEdits.insert`, batches of {INSERT_BATCH}, HNSW kept up to date): "
-                  f"{entry['postgres_add_edits_per_second']:,} edits/s ({entry['postgres_insert_seconds']} s).", "",
+                  (f"PostgreSQL add (`PostgresEdits.insert`, batches of {INSERT_BATCH}, HNSW kept up to date): "
+                   f"{entry['postgres_add_edits_per_second']:,} edits/s ({entry['postgres_insert_seconds']} s)."
+                   if entry["postgres_add_edits_per_second"] else "PostgreSQL add: not re-measured (the database "
+                   "an earlier run filled was searched again)."), "",
                   "| store | search | p50 ms | p99 ms | recall@1 | queries |",
                   "| --- | --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {r['backend']} | {r['mode']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall_at_1']:.4f} | "
@@ -237,7 +260,9 @@ def run(args: argparse.Namespace, command: str, data: Any) -> int:
 
         import pgserver
 
-        server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="memory_bench_pg-")), cleanup_mode="stop")
+        folder = args.pg_dir or Path(tempfile.mkdtemp(prefix="memory_bench_pg-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(folder, cleanup_mode="stop")
         base = server.get_uri()
     import psycopg
 

@@ -30,6 +30,7 @@ from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder
 from editagent.schema import Answer
+from editagent.scope import scope_model
 
 logger = logging.getLogger("benchmarks.mquake")
 
@@ -58,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=16, help="questions that advance together")
     parser.add_argument("--batch-size", type=int, default=8, help="LLM batch size")
     parser.add_argument("--max-hops", type=int, help="most hops per question (default: the method's)")
+    parser.add_argument("--scope", choices=["embedding", "trained"], default="embedding",
+                        help="the scope detector of the agent's retrieval tier and of SERAC (trained: the cached "
+                        "one, from `editagent scope train`)")
     parser.add_argument("--editor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart; "
@@ -77,8 +81,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 class MemoryRun:
     """A reasoning method over an edit memory: each group's edits go into its own namespace."""
 
-    def __init__(self, llm: TransformersLLM, method: str, memory: EditMemory, max_hops: int | None) -> None:
-        parts = Parts(llm=lambda: llm, source=memory, **({"max_hops": max_hops} if max_hops else {}))
+    def __init__(self, llm: TransformersLLM, method: str, memory: EditMemory, max_hops: int | None,
+                 scope: str = "embedding") -> None:
+        parts = Parts(llm=lambda: llm, source=memory, scope=scope_model(scope),
+                      **({"max_hops": max_hops} if max_hops else {}))
         self.memory = memory
         self.reasoner = build_reasoner(method, parts)
 
@@ -139,7 +145,7 @@ def evaluate(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     else:
         shard = f".shard{config.shard[0]}" if config.shard else ""
         memory = EditMemory(fresh_dir(args.out.parent / ".work" / f"{config.run_id}{shard}"), embedder=load_embedder())
-        method_run = MemoryRun(llm, args.method, memory, args.max_hops)
+        method_run = MemoryRun(llm, args.method, memory, args.max_hops, args.scope)
     return run(config, method_run.ask, method_run.add_edits)["summary"]
 
 

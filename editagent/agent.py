@@ -30,6 +30,7 @@ from editagent.schema import (
     check_namespace,
     check_question,
 )
+from editagent.scope import scope_model
 from editagent.scope.base import ScopeModel
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class EditAgent:
             raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
         self.decomposer = check_decomposer(decomposer)
-        self.scope = _scope_detector(scope)
+        self.scope = scope_model(scope)
         self.namespace = check_namespace(namespace)
         if memory is None:
             if embedder is None or isinstance(embedder, str):
@@ -258,18 +259,3 @@ class EditAgent:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
-
-
-def _scope_detector(scope: ScopeModel | str) -> ScopeModel | None:
-    if isinstance(scope, ScopeModel):
-        return scope
-    if scope == "embedding":
-        return None  # the reasoner's own threshold on the search's cosine
-    if scope == "trained":
-        from editagent.scope import load_cached  # noqa: PLC0415 - loads sentence-transformers
-
-        detector = load_cached()
-        if detector is None:
-            raise EditError("scope: no trained scope detector is cached; train it once with `editagent scope train`")
-        return detector
-    raise EditError(f"scope: {scope!r} is not one of 'embedding', 'trained' (or a ScopeModel)")

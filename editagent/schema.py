@@ -323,6 +323,8 @@ class Answer(BaseModel):
     failure: str | None = None  # why the loop ended without a final answer (format break, too many hops)
     # where the router sent the question: "memory" (an edit answered a hop) or "model" (no edit applies)
     route: Literal["memory", "model"] | None = None
+    # the worked examples the prompt held (the in-context methods, IKE and SERAC)
+    demonstrations: list[str] = Field(default_factory=list)
 
     def __str__(self) -> str:
         return self.text

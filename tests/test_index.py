@@ -85,9 +85,9 @@ def test_auto_index_moves_to_the_sketch_when_a_namespace_grows(store_path: Path,
     monkeypatch.setattr(index_module, "AUTO_SKETCH_THRESHOLD", 3)  # the real threshold is 100k edits
     memory = EditMemory(store_path, embedder=embedder)
     memory.add([Edit(subject=f"Person {i}", relation="P27", object="Norway") for i in range(2)])
-    assert memory._index("default").kind == "flat"
+    assert memory.backend._index("default").kind == "flat"
     memory.add([Edit(subject=f"Person {i}", relation="P27", object="Peru") for i in range(2, 4)])
-    assert memory._index("default").kind == "sketch"
+    assert memory.backend._index("default").kind == "sketch"
     assert memory.search("Which country is Person 3 a citizen of?", limit=1)[0].edit.subject == "Person 3"
 
 

@@ -555,13 +555,20 @@ def test_postgres_url_password_never_shows(postgres_server: Any, embedder: Any) 
     assert "hunter2" not in str(refused.value) and "editor:***@" in str(refused.value)
 
 
-def test_postgres_large_namespace_uses_the_hnsw_index(postgres_url: str, embedder: Any) -> None:
-    """Past the exact-scan size the search goes through pgvector's HNSW index and still finds each fact."""
-    with EditMemory(postgres_url, embedder=embedder, index="hnsw") as memory:
+@pytest.mark.parametrize(("index", "uses_hnsw"), [("hnsw", True), ("flat", False), ("auto", False)])
+def test_postgres_search_uses_the_hnsw_index_only_when_it_should(postgres_url: str, embedder: Any, index: str,
+                                                                 uses_hnsw: bool) -> None:
+    """"auto" scans a namespace of up to EXACT_SCAN_ROWS edits exactly; the plan of the store's own query says
+    whether pgvector's index serves it, and either way each fact is found."""
+    from editagent.memory.postgres import _search_sql, _vector_literal
+
+    with EditMemory(postgres_url, embedder=embedder, index=index) as memory:
         memory.add(facts())
         for edit in facts():
             assert memory.search(question(edit), limit=1)[0].edit.object == edit.object
-        plan = memory.backend._query(  # type: ignore[attr-defined]
-            "EXPLAIN SELECT id FROM editagent_edits WHERE namespace = 'default' AND status = 'live' "
-            "ORDER BY embedding <=> (SELECT embedding FROM editagent_edits LIMIT 1) LIMIT 1")
-        assert "editagent_edits_embedding" in " ".join(row[0] for row in plan)
+        backend = memory.backend
+        exact = backend._live_count("default") <= backend.exact_rows  # type: ignore[attr-defined]
+        literal = _vector_literal(embedder.encode(["Who wrote The Hobbit?"])[0])
+        plan = backend._query("EXPLAIN " + _search_sql(exact, False),  # type: ignore[attr-defined]
+                              (literal, "default", literal, 1))
+        assert ("editagent_edits_embedding" in " ".join(row[0] for row in plan)) == uses_hnsw

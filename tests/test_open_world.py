@@ -162,3 +162,19 @@ def test_the_retrieval_tier_takes_any_scope_detector(tmp_path: Path, embedder: E
     monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(EditError, match="editagent scope train"):
         EditAgent(memory=agent.memory, scope="trained")
+
+
+@pytest.mark.parametrize(("question", "subject", "relation", "target"), [
+    ("What genre of music is Terrance Dicks known for?", "Terrance Dicks", "genre", "rhythm and blues"),
+    ("In which continent is the country of Guinea located?", "Guinea", "continent", "North America"),
+    ("In which country was the band Pinback established?", "Pinback", "country of origin", "Australia"),
+    ("Which sport is associated with the position of tight end?", "tight end", "sport", "field hockey"),
+])
+def test_a_vague_verb_beside_the_cue_is_the_same_hop(store_path: Path, embedder: Embedder, question: str,
+                                                      subject: str, relation: str, target: str) -> None:
+    """"known for", "located", "established", "associated with": once the entity's edit answers the cued relation,
+    the other words of the same hop make no second hop (PokeMQA's paraphrases; they did in one version)."""
+    with EditAgent(store=store_path, embedder=embedder, llm=ScriptedLLM()) as agent:
+        agent.edit(subject, relation, target)
+        answer = agent.ask(question)
+    assert (answer.text, answer.llm_calls, len(answer.trace)) == (target, 0, 1)

@@ -54,7 +54,7 @@ def test_python_example_runs_and_prints_what_the_readme_says(index: int, tmp_pat
 
 @pytest.mark.slow
 def test_command_line_example_runs_with_the_real_command(tmp_path: Path) -> None:
-    (body,) = [b for b in blocks("bash") if b.startswith("editagent edit add")]
+    (body,) = [b for b in blocks("bash") if b.startswith('editagent edit add "Marge Simpson"')]
     env = {**os.environ, "EDITAGENT_MEMORY": str(tmp_path / "memory")}
     command = [sys.executable, "-m", "editagent.cli"]
     last_listing: list[dict[str, Any]] = []

@@ -283,10 +283,15 @@ class ChainReasoner:
             return True
         relation = self._link(walk, view, held, cue=mention.relations) if held else None
         if relation is not None:
-            # A later cue that names this hop came first in the words, not in the chain: that one is used up. Else
-            # the entity's edit is what this cue meant (a stored "preferred language" for the cue "language").
+            # The cue names the relation, or means it and is the question's last but one: it and every later cue
+            # naming the relation are one hop ("known for" beside "genre" in "What genre of music is X known
+            # for?"). A cue that only means it, with more hops to come, stays for one of them when a later cue
+            # names the relation: the words came in another order than the chain.
             later = next((m for m in walk.pending[1:] if relation in m.relations), None)
-            walk.pending.remove(later if later is not None else mention)
+            if relation in mention.relations or later is None or len(walk.pending) <= 2:
+                walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
+            else:
+                walk.pending.remove(later)
             self._take_edit(walk, held[relation], relation, "meaning")
             return True
         if walk.used_edits and walk.hops[-1].source != "model" and self._answered(walk, mention.relations):

@@ -14,12 +14,13 @@ from typing import Protocol
 
 from editagent.decompose.chain import ChainReasoner, Decomposer
 from editagent.decompose.direct import answer_directly
+from editagent.decompose.incontext import IKE, SERAC, encoder_of, searcher_of
 from editagent.decompose.mello import MeLLo
 from editagent.decompose.pokemqa import PokeMQA
 from editagent.llm.base import LLM
 from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, SearchHit, StoredEdit
 from editagent.scope.base import ScopeModel
-from editagent.scope.embedding import threshold_scope
+from editagent.scope.embedding import CALIBRATION, threshold_scope
 
 
 class Reasoner(Protocol):
@@ -75,11 +76,15 @@ REASONERS: dict[str, Callable[[Parts], Reasoner]] = {
     "mello": lambda parts: _mello(parts, guided=False, name="mello"),
     "mello-guided": lambda parts: _mello(parts, guided=True, name="mello-guided"),
     "pokemqa": lambda parts: PokeMQA(parts.llm(), threshold_scope(parts.source.top1), max_hops=parts.max_hops),
+    "ike": lambda parts: IKE(parts.llm(), searcher_of(parts.source), encoder_of(parts.source)),
+    "serac": lambda parts: SERAC(parts.llm(), parts.scope.over(parts.source) if parts.scope is not None
+                                 else threshold_scope(parts.source.top1, CALIBRATION.threshold)),
     "no-edit": lambda parts: PlainModel(parts.llm()),
 }
 """Method name -> builder. ``agent``: the editagent method (``ChainReasoner``); ``mello``: the MQuAKE paper's
 loop unchanged; ``mello-guided``: MeLLo with its verdicts scored (for small models); ``pokemqa``: PokeMQA with
-the embedding scope detector; ``no-edit``: the plain model."""
+the embedding scope detector; ``ike``: in-context editing with retrieved demonstrations; ``serac``: a scope
+classifier and a counterfactual model over the store (both in ``incontext``); ``no-edit``: the plain model."""
 
 
 def build_reasoner(method: str, parts: Parts) -> Reasoner:

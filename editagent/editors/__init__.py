@@ -1,4 +1,5 @@
-"""Parameter editing: write facts into a model's weights (ROME, MEMIT; AnyEdit for long targets), reversibly.
+"""Parameter editing: write facts into a model's weights (ROME, MEMIT; AnyEdit for long targets; the FT-L and FT-M
+fine-tuning baselines; KN), or beside them (GRACE's codebook), reversibly.
 
     rome = ROME(model, tokenizer)                     # or make_editor(model, tokenizer, MemitConfig(...))
     edit = WeightEdit(prompt="The Eiffel Tower is located in the city of", subject="The Eiffel Tower", target="Rome")
@@ -29,12 +30,20 @@ if TYPE_CHECKING:
     from editagent.editors.config import (
         AnyEditConfig,
         EditorConfig,
+        FineTuneConfig,
+        FtlConfig,
+        FtmConfig,
+        GraceConfig,
+        KnConfig,
         MemitConfig,
         RomeConfig,
         ValueConfig,
         editor_config,
     )
     from editagent.editors.editor import Editor
+    from editagent.editors.finetune import FTL, FTM, FineTune
+    from editagent.editors.grace import GRACE, CodebookDeltas, CodebookEdit
+    from editagent.editors.kn import KN
     from editagent.editors.memit import MEMIT
     from editagent.editors.registry import EDITORS, make_editor
     from editagent.editors.rome import ROME
@@ -43,17 +52,29 @@ if TYPE_CHECKING:
 __all__ = [
     "ARCH_SPECS",
     "EDITORS",
+    "FTL",
+    "FTM",
+    "GRACE",
+    "KN",
     "MEMIT",
     "ROME",
     "AnyEdit",
     "AnyEditConfig",
     "AppliedEdit",
     "ArchSpec",
+    "CodebookDeltas",
+    "CodebookEdit",
     "Deltas",
     "EditReport",
     "Editor",
     "EditorConfig",
+    "FineTune",
+    "FineTuneConfig",
     "FingerprintMismatch",
+    "FtlConfig",
+    "FtmConfig",
+    "GraceConfig",
+    "KnConfig",
     "LongEdit",
     "MemitConfig",
     "ModelArch",
@@ -75,8 +96,12 @@ _MODULES = {
     "arch": ("ARCH_SPECS", "ArchSpec", "ModelArch", "UnsupportedArchitecture", "register_arch"),
     "base": ("AppliedEdit", "Deltas", "EditReport", "FingerprintMismatch", "WeightEdit", "apply_deltas",
              "model_fingerprint"),
-    "config": ("AnyEditConfig", "EditorConfig", "MemitConfig", "RomeConfig", "ValueConfig", "editor_config"),
+    "config": ("AnyEditConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig", "GraceConfig", "KnConfig",
+               "MemitConfig", "RomeConfig", "ValueConfig", "editor_config"),
     "editor": ("Editor",),
+    "finetune": ("FTL", "FTM", "FineTune"),
+    "grace": ("GRACE", "CodebookDeltas", "CodebookEdit"),
+    "kn": ("KN",),
     "memit": ("MEMIT",),
     "registry": ("EDITORS", "make_editor"),
     "rome": ("ROME",),

@@ -5,7 +5,8 @@ An editor first computes ``Deltas`` (what each weight gains), leaving the model 
 (``apply_deltas``, or the editor's ``apply``) returns an ``AppliedEdit`` holding a clone of each weight it touched,
 so ``undo`` puts the exact original tensors back. A handle's deltas can be saved with ``handle.save(path)`` and
 applied later with ``apply_deltas``, which refuses a model whose fingerprint differs from the one the edit was
-computed on.
+computed on. An edit that is not a weight change (GRACE's codebook) is a ``Deltas`` subtype that writes itself
+(``Deltas.write``) and saves in a format of its own (``OTHER_SAVED_FORMATS``).
 
 Undo order: handles are meant to be undone last-in, first-out. Undoing an older handle after a newer
 edit touched the same weights still restores exactly the tensors from before the older edit, which also
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +37,8 @@ from editagent.schema import MAX_ENTITY_CHARS, MAX_SENTENCE_CHARS, EditError, cl
 logger = logging.getLogger(__name__)
 
 SAVED_FORMAT = "editagent.weight-edit/1"
+# Saved edits that are not weight deltas: format -> the module whose ``load_saved(saved) -> Deltas`` reads them.
+OTHER_SAVED_FORMATS = {"editagent.grace-codebook/1": "editagent.editors.grace"}
 _SAMPLES_PER_TENSOR = 2048
 # Runtime switches and bookkeeping that do not change what the model computes.
 _VOLATILE_CONFIG = {"transformers_version", "use_cache", "dtype", "torch_dtype", "output_attentions",
@@ -184,6 +188,19 @@ class Deltas:
     deltas: dict[str, torch.Tensor]
     reports: list[EditReport] = field(default_factory=list)
 
+    def write(self, model: nn.Module) -> AppliedEdit:
+        """Add the deltas to ``model``'s weights (no checks: ``apply_deltas`` checks the fingerprint and shapes). A
+        subtype whose edit is not a weight change (GRACE's codebook) overrides this."""
+        writer = WeightWriter(model)
+        try:
+            for name, delta in self.deltas.items():
+                writer.add(name, delta, exact=True)
+        except BaseException:
+            writer.restore()
+            raise
+        return writer.finish(method=self.method, edits=self.edits, fingerprint=self.fingerprint,
+                             reports=self.reports)
+
 
 class AppliedEdit:
     """What one application changed; ``undo`` restores the touched weights bit for bit.
@@ -288,6 +305,9 @@ class WeightWriter:
 def _load_saved(saved: Mapping[str, Any] | str | Path) -> Deltas:
     if isinstance(saved, str | Path):
         saved = torch.load(saved, map_location="cpu", weights_only=True)
+    reader = OTHER_SAVED_FORMATS.get(saved.get("format")) if isinstance(saved, Mapping) else None
+    if reader is not None:  # imported here: that module imports this one
+        return importlib.import_module(reader).load_saved(saved)  # type: ignore[no-any-return]
     if not isinstance(saved, Mapping) or saved.get("format") != SAVED_FORMAT:
         raise EditError(f"saved: not a saved weight edit (expected a dict with format {SAVED_FORMAT!r}, as made by "
                         "AppliedEdit.saved())")
@@ -316,13 +336,5 @@ def apply_deltas(model: nn.Module, saved: Deltas | Mapping[str, Any] | str | Pat
 
 
 def write(model: nn.Module, deltas: Deltas) -> AppliedEdit:
-    """Add ``deltas`` to ``model``'s weights (no checks: ``apply_deltas`` checks the fingerprint and shapes)."""
-    writer = WeightWriter(model)
-    try:
-        for name, delta in deltas.deltas.items():
-            writer.add(name, delta, exact=True)
-    except BaseException:
-        writer.restore()
-        raise
-    return writer.finish(method=deltas.method, edits=deltas.edits, fingerprint=deltas.fingerprint,
-                         reports=deltas.reports)
+    """Write ``deltas`` into ``model`` (no checks: ``apply_deltas`` checks the fingerprint and shapes)."""
+    return deltas.write(model)

@@ -3,6 +3,7 @@
     from editagent.editors.config import MemitConfig, editor_config
     MemitConfig(layers=[4, 5, 6])
     editor_config("rome", layer=6)          # the same by method name, e.g. from a command line
+    editor_config("ft-m", steps=10)         # also "ft-l", "grace", "kn"
 
 ``editagent.editors.registry.make_editor(model, tokenizer, config)`` builds the editor a config belongs to. Why the
 defaults are what they are, with the runs that measured them: ``docs/decisions.md``.
@@ -131,11 +132,98 @@ class AnyEditConfig(MemitConfig):
                                                          "position as it was (extra zero-change keys)")
 
 
-CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig)}
+class FineTuneConfig(EditorConfig):
+    """Settings shared by FT-L and FT-M: gradient steps on one down projection's weight (``FtlConfig``,
+    ``FtmConfig`` pick the loss and the constraint); ``layer`` None takes the architecture's ROME layer."""
+
+    layer: int | None = Field(None, ge=0, description="block whose down projection weight is fine-tuned")
+    loss: Literal["prompt_last", "target"] = Field(
+        "target", description="'prompt_last': every target token scored at the prompt's last position (ROME's "
+                              "FT-L); 'target': teacher-forced cross-entropy over the target tokens only (FT-M)")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam (ROME's and EasyEdit's choice) or plain SGD")
+    lr: float = Field(5e-4, gt=0, description="learning rate, in the weight's own units")
+    steps: int = Field(25, ge=0, description="most optimisation steps; fewer once the stop test is met")
+    norm_constraint: float | None = Field(None, gt=0, description="L∞ bound: after each step every weight's change "
+                                                                  "is clamped to ±this; None: unconstrained")
+    stop_margin: float = Field(1.0, ge=0, description="stop once every target token of every prompt is the greedy "
+                                                      "choice by this many logits")
+    n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt trained on, besides the bare prompt")
+
+
+class FtlConfig(FineTuneConfig):
+    """FT-L (Zhu et al. 2020, as ROME's baseline): ROME's loss and L∞ bound, with its GPT-2 XL settings (Adam,
+    25 steps, lr = ε = 5e-4). The stop test asks for the whole target, which ROME's loss, read at one position,
+    reaches only for single-token targets: others run every step."""
+
+    method: ClassVar[str] = "ft-l"
+
+    loss: Literal["prompt_last", "target"] = Field(
+        "prompt_last", description="'prompt_last': every target token scored at the prompt's last position (ROME's "
+                                   "FT-L); 'target': teacher-forced cross-entropy over the target tokens only")
+    norm_constraint: float | None = Field(5e-4, gt=0, description="L∞ bound: after each step every weight's change "
+                                                                  "is clamped to ±this; None: unconstrained")
+
+
+class FtmConfig(FineTuneConfig):
+    """FT-M (EasyEdit): cross-entropy over the target tokens only, no L∞ bound by default."""
+
+    method: ClassVar[str] = "ft-m"
+
+
+class GraceConfig(EditorConfig):
+    """GRACE settings: a codebook on one down projection (keys: its input, values: replacements for its output).
+
+    ``layer`` None takes a late layer (GRACE's GPT-2 XL layer 35 of 48, about 3/4 deep). The radius is
+    scale-free: in units of the key's norm (GRACE's absolute ε = 1.0 was set for one model's activations).
+    """
+
+    method: ClassVar[str] = "grace"
+
+    layer: int | None = Field(None, ge=0, description="block whose down projection gets the codebook")
+    epsilon: float = Field(0.1, gt=0, description="initial deferral radius of each key, in units of ‖key‖")
+    lr: float = Field(0.5, gt=0, description="Adam's per-coordinate step on a value, in units of rms of the "
+                                             "output it replaces")
+    steps: int = Field(100, ge=0, description="most optimisation steps (GRACE's n_iter); fewer once the stop test "
+                                              "is met")
+    stop_margin: float = Field(1.0, ge=0, description="stop once every target token of every prompt is the greedy "
+                                                      "choice by this many logits")
+    n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt, each with its own keys, besides "
+                                                 "the bare prompt")
+
+
+class KnConfig(EditorConfig):
+    """KN settings (Dai et al. 2022, and the knowledge-neurons code EasyEdit uses): integrated gradients in 20 steps,
+    neurons above 0.2 of the largest attribution, value slots moved by 2·(e_target − e_answer)."""
+
+    method: ClassVar[str] = "kn"
+
+    layers: list[int] | None = Field(None, description="blocks whose MLP neurons are searched; None: all")
+    ig_steps: int = Field(20, ge=2, le=200, description="Riemann steps of the integrated gradients")
+    threshold: float = Field(0.2, gt=0, le=1, description="keep neurons whose attribution exceeds this fraction of "
+                                                          "the prompt's largest")
+    prompt_share: float = Field(0.5, ge=0, lt=1, description="with several prompts, keep neurons found in more than "
+                                                             "this share of them")
+    scale: float = Field(2.0, gt=0, description="λ: each value slot moves by λ·(e_target − e_answer)")
+    n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt attributed too, besides the bare one")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(layer < 0 for layer in value)):
+            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6], or None")
+        return sorted(set(value)) if value is not None else None
+
+
+CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig,
+                                                                          FtlConfig, FtmConfig, GraceConfig, KnConfig)}
 
 
 def editor_config(method: str, **fields: Any) -> EditorConfig:
-    """The config of editor ``method`` ("rome", "memit", "anyedit") with ``fields`` set; errors name the field."""
+    """The config of editor ``method`` (a key of ``CONFIGS``: "rome", "memit", "anyedit", "ft-l", "ft-m", "grace",
+    "kn") with ``fields`` set; errors name the field."""
     kind = CONFIGS.get(method)
     if kind is None:
         raise EditError(f"method: {method!r} is not a weight editor; use one of {', '.join(CONFIGS)}")

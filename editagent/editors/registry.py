@@ -4,6 +4,7 @@ config belongs to.
     make_editor(model, tokenizer)                                   # ROME with its defaults
     make_editor(model, tokenizer, MemitConfig(layers=[4, 5, 6]))
     make_editor(model, tokenizer, editor_config("anyedit"), progress=False)
+    make_editor(model, tokenizer, GraceConfig(epsilon=0.2))         # also FtlConfig, FtmConfig, KnConfig
 
 A new editor is one entry: ``EDITORS[MyConfig] = MyEditor`` (an ``Editor`` subclass taking ``MyConfig``).
 """
@@ -15,13 +16,26 @@ from typing import Any
 from torch import nn
 
 from editagent.editors.anyedit import AnyEdit
-from editagent.editors.config import AnyEditConfig, EditorConfig, MemitConfig, RomeConfig
+from editagent.editors.config import (
+    AnyEditConfig,
+    EditorConfig,
+    FtlConfig,
+    FtmConfig,
+    GraceConfig,
+    KnConfig,
+    MemitConfig,
+    RomeConfig,
+)
 from editagent.editors.editor import Editor
+from editagent.editors.finetune import FTL, FTM
+from editagent.editors.grace import GRACE
+from editagent.editors.kn import KN
 from editagent.editors.memit import MEMIT
 from editagent.editors.rome import ROME
 from editagent.schema import EditError
 
-EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit}
+EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit,
+                                                   FtlConfig: FTL, FtmConfig: FTM, GraceConfig: GRACE, KnConfig: KN}
 
 
 def make_editor(model: nn.Module, tokenizer: Any, config: EditorConfig | None = None, **options: Any) -> Editor:

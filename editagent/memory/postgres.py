@@ -277,17 +277,11 @@ class PostgresEdits:
     def search(self, vectors: np.ndarray, namespace: str, limit: int, *, include_history: bool = False) -> list[Scored]:
         """Per query, up to ``limit`` (cosine, edit) of the namespace, best first: one statement per query.
 
-        Ordering by the computed distance column, not by the operator itself, keeps the planner off the HNSW index
-        (an exact scan); ordering by ``embedding <=> q`` lets it use the index, with the session's
-        ``hnsw.ef_search``.
+        Exact: ordering by ``(embedding <=> q) + 0``, which no index serves, makes the planner scan; otherwise
+        ordering by ``embedding <=> q`` lets it use the HNSW index, with the session's ``hnsw.ef_search``.
         """
         exact = include_history or self._live_count(namespace) <= self.exact_rows
-        status = "" if include_history else "AND status = 'live'"
-        order = "distance" if exact else "embedding <=> %s::vector"
-        # the nearest rows' numbers first (narrow rows to sort), then their columns
-        sql = (f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))}, 1 - near.distance FROM "
-               f"(SELECT seq, embedding <=> %s::vector AS distance FROM editagent_edits WHERE namespace = %s {status} "
-               f"ORDER BY {order} LIMIT %s) AS near JOIN editagent_edits AS e USING (seq) ORDER BY near.distance")
+        sql = _search_sql(exact, include_history)
         results = []
         with self._lock, self._db.cursor() as cur:
             if not exact and self._session_ef != self.ef_search:
@@ -295,7 +289,7 @@ class PostgresEdits:
                 self._session_ef = self.ef_search
             for vector in vectors:
                 literal = _vector_literal(vector)
-                cur.execute(sql, (literal, namespace, limit) if exact else (literal, namespace, literal, limit))
+                cur.execute(sql, (literal, namespace, literal, limit))
                 results.append([(float(row[-1]), _row_to_stored(row[:-1])) for row in cur.fetchall()])
         return results
 
@@ -334,6 +328,16 @@ class PostgresEdits:
                             "revoked_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                             (row["id"], row["key_hash"], json.dumps(row["namespaces"]), row["scope"], row["label"],
                              row["created_at"], row["revoked_at"]))
+
+
+def _search_sql(exact: bool, include_history: bool) -> str:
+    """One query's search: the nearest rows' numbers first (narrow rows to sort), then their columns. Parameters:
+    the query vector, the namespace, the query vector again, the limit."""
+    status = "" if include_history else "AND status = 'live'"
+    order = "(embedding <=> %s::vector) + 0" if exact else "embedding <=> %s::vector"
+    return (f"SELECT {', '.join('e.' + c for c in _COLUMNS.split(', '))}, 1 - near.distance FROM "
+            f"(SELECT seq, embedding <=> %s::vector AS distance FROM editagent_edits WHERE namespace = %s {status} "
+            f"ORDER BY {order} LIMIT %s) AS near JOIN editagent_edits AS e USING (seq) ORDER BY near.distance")
 
 
 _INSERTED = ("id, namespace, subject, subject_key, aliases, relation, relation_key, object, previous_object, "

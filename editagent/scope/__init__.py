@@ -11,6 +11,7 @@ that ``PokeMQA`` takes):
 Importing this package loads neither torch nor a model.
 """
 
+from editagent.schema import EditError
 from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
 from editagent.scope.data import ScopeEdit, Split, load_scope_edits, resolve_data_path, split_by_edit
 from editagent.scope.embedding import (
@@ -22,6 +23,23 @@ from editagent.scope.embedding import (
 )
 from editagent.scope.evaluate import ScopeMetrics, evaluate
 from editagent.scope.trained import TrainConfig, TrainedScopeDetector, load_cached, load_or_train, training_split
+
+
+def scope_model(scope: ScopeModel | str) -> ScopeModel | None:
+    """The detector ``scope`` names: a ``ScopeModel`` as given, "embedding" (None: the reasoners' own calibrated
+    threshold on a search's cosine) or "trained" (the cached trained detector; ``EditError`` saying how to train it
+    when none is cached)."""
+    if isinstance(scope, ScopeModel):
+        return scope
+    if scope == "embedding":
+        return None
+    if scope == "trained":
+        detector = load_cached()
+        if detector is None:
+            raise EditError("scope: no trained scope detector is cached; train it once with `editagent scope train`")
+        return detector
+    raise EditError(f"scope: {scope!r} is not one of 'embedding', 'trained' (or a ScopeModel)")
+
 
 __all__ = [
     "CALIBRATION",
@@ -43,6 +61,7 @@ __all__ = [
     "load_or_train",
     "load_scope_edits",
     "resolve_data_path",
+    "scope_model",
     "split_by_edit",
     "threshold_scope",
     "training_split",
