@@ -28,15 +28,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from editagent.decompose.direct import answer_directly, clean_answer
 from editagent.decompose.mello import quote_fact
 from editagent.llm.base import LLM
-from editagent.schema import DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit
+from editagent.schema import DEFAULT_NAMESPACE, Answer, EditError, Hop
 from editagent.scope.base import ScopeDetector
+
+if TYPE_CHECKING:
+    from editagent.memory.edit_memory import SearchMany
 
 STOP = ("\n",)
 MAX_NEW_TOKENS = 24
@@ -71,19 +74,6 @@ def _query(facts: Sequence[str], question: str) -> str:
     return f"New fact: {fact}\nQuestion: {_one_line(question)}\nAnswer:"
 
 
-Searcher = Callable[[Sequence[str], str, int], list[list[SearchHit]]]
-"""(queries, namespace, limit) -> per query, the namespace's best edits."""
-
-
-def searcher_of(source: Any) -> Searcher:
-    """The store's batched search with a limit, or its top-1 retriever when it has no other."""
-    search_many = getattr(source, "search_many", None)
-    if search_many is not None:
-        return lambda queries, namespace, limit: search_many(list(queries), namespace=namespace, limit=limit)
-    return lambda queries, namespace, limit: [[hit] if hit else [] for hit in
-                                              source.top1(list(queries), [namespace] * len(queries))]
-
-
 def encoder_of(source: Any) -> Callable[[Sequence[str]], np.ndarray]:
     """The store's embedder, which IKE also uses to choose its demonstrations."""
     embedder = getattr(source, "embedder", None)
@@ -93,16 +83,16 @@ def encoder_of(source: Any) -> Callable[[Sequence[str]], np.ndarray]:
 
 
 class IKE:
-    """In-context knowledge editing: ``IKE(llm, search, encode)``; ``encode`` embeds texts to unit vectors (the
-    store's embedder) for choosing demonstrations by similarity to the question and its facts."""
+    """In-context knowledge editing: ``IKE(llm, store.search_many, encode)``; ``encode`` embeds texts to unit vectors
+    (the store's embedder) for choosing demonstrations by similarity to the question and its facts."""
 
     method = "ike"
 
-    def __init__(self, llm: LLM, search: Searcher, encode: Callable[[Sequence[str]], np.ndarray], *,
+    def __init__(self, llm: LLM, search_many: SearchMany, encode: Callable[[Sequence[str]], np.ndarray], *,
                  demonstrations: int = 8, facts: int = 3, min_score: float = 0.3) -> None:
         if demonstrations < 0 or facts < 1:
             raise EditError("demonstrations: must be >= 0, facts >= 1")
-        self.llm, self.search, self.encode = llm, search, encode
+        self.llm, self.search_many, self.encode = llm, search_many, encode
         self.n_demonstrations, self.n_facts, self.min_score = demonstrations, facts, min_score
         self.pool = demonstration_pool()
         self._pool_vectors: np.ndarray | None = None
@@ -123,12 +113,10 @@ class IKE:
     def answer_many(self, questions: Sequence[str], namespaces: Sequence[str] | None = None) -> list[Answer]:
         started = time.perf_counter()
         namespaces = list(namespaces) if namespaces is not None else [DEFAULT_NAMESPACE] * len(questions)
-        hits: list[list[SearchHit]] = [[] for _ in questions]
-        for namespace in dict.fromkeys(namespaces):
-            positions = [i for i, ns in enumerate(namespaces) if ns == namespace]
-            found = self.search([questions[i] for i in positions], namespace, self.n_facts)
-            for position, row in zip(positions, found, strict=True):
-                hits[position] = [hit for hit in row if hit.score >= self.min_score]
+        from editagent.memory.edit_memory import search_per_namespace  # noqa: PLC0415 - the store loads FAISS
+
+        hits = [[hit for hit in row if hit.score >= self.min_score]
+                for row in search_per_namespace(self.search_many, questions, namespaces, self.n_facts)]
         demos = self._choose([" ".join([*(h.memory for h in row), q]) for q, row in zip(questions, hits, strict=True)])
         prompts = ["".join(d.text() for d in row) + _query([h.memory for h in facts], q)
                    for q, facts, row in zip(questions, hits, demos, strict=True)]

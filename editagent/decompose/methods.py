@@ -14,7 +14,7 @@ from typing import Protocol
 
 from editagent.decompose.chain import ChainReasoner, Decomposer
 from editagent.decompose.direct import answer_directly
-from editagent.decompose.incontext import IKE, SERAC, encoder_of, searcher_of
+from editagent.decompose.incontext import IKE, SERAC, encoder_of
 from editagent.decompose.mello import MeLLo
 from editagent.decompose.pokemqa import PokeMQA
 from editagent.llm.base import LLM
@@ -28,9 +28,12 @@ class Reasoner(Protocol):
 
 
 class EditSource(Protocol):
-    """What reasoners read: a namespace's edits, and the top-1 edit for each query."""
+    """What reasoners read: a namespace's edits, a search of them, and the top-1 edit for each query."""
 
     def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
+
+    def search_many(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]:
+        ...
 
     def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]: ...
 
@@ -76,7 +79,7 @@ REASONERS: dict[str, Callable[[Parts], Reasoner]] = {
     "mello": lambda parts: _mello(parts, guided=False, name="mello"),
     "mello-guided": lambda parts: _mello(parts, guided=True, name="mello-guided"),
     "pokemqa": lambda parts: PokeMQA(parts.llm(), threshold_scope(parts.source.top1), max_hops=parts.max_hops),
-    "ike": lambda parts: IKE(parts.llm(), searcher_of(parts.source), encoder_of(parts.source)),
+    "ike": lambda parts: IKE(parts.llm(), parts.source.search_many, encoder_of(parts.source)),
     "serac": lambda parts: SERAC(parts.llm(), parts.scope.over(parts.source) if parts.scope is not None
                                  else threshold_scope(parts.source.top1, CALIBRATION.threshold)),
     "no-edit": lambda parts: PlainModel(parts.llm()),

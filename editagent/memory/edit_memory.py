@@ -92,16 +92,22 @@ class SearchMany(Protocol):
     def __call__(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]: ...
 
 
+def search_per_namespace(search_many: SearchMany, queries: Sequence[str], namespaces: Sequence[str],
+                         limit: int) -> list[list[SearchHit]]:
+    """Each query's best ``limit`` hits in its own namespace: one search per namespace."""
+    found: list[list[SearchHit]] = [[] for _ in queries]
+    for namespace in dict.fromkeys(namespaces):
+        positions = [i for i, ns in enumerate(namespaces) if ns == namespace]
+        rows = search_many([queries[i] for i in positions], namespace=namespace, limit=limit)
+        for position, row in zip(positions, rows, strict=True):
+            found[position] = row
+    return found
+
+
 def best_per_namespace(search_many: SearchMany, queries: Sequence[str],
                        namespaces: Sequence[str]) -> list[SearchHit | None]:
     """The top hit for each query in its own namespace (None where there is none): one search per namespace."""
-    best: list[SearchHit | None] = [None] * len(queries)
-    for namespace in dict.fromkeys(namespaces):
-        positions = [i for i, ns in enumerate(namespaces) if ns == namespace]
-        rows = search_many([queries[i] for i in positions], namespace=namespace, limit=1)
-        for position, row in zip(positions, rows, strict=True):
-            best[position] = row[0] if row else None
-    return best
+    return [row[0] if row else None for row in search_per_namespace(search_many, queries, namespaces, 1)]
 
 
 class EditMemory:

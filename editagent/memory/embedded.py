@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +51,17 @@ class EmbeddedEdits:
     # -- writing ---------------------------------------------------------------------------------------------
 
     def insert(self, edits: Sequence[Edit], vectors: np.ndarray) -> None:
-        namespaces = {edit.namespace for edit in edits}
+        self._write({edit.namespace for edit in edits}, lambda: self.sql.insert(edits, vectors))
+
+    def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None:
+        self._write({row.namespace for row in rows}, lambda: self.sql.restore(rows, vectors))
+
+    def _write(self, namespaces: set[str], write: Callable[[], object]) -> None:
         with self._lock:
             for namespace in namespaces:
                 self._index(namespace)  # load (or rebuild) before writing: a lost file is told apart from a new one
-            self.sql.insert(edits, vectors)
+            write()
             self._sync_and_save(namespaces)
-
-    def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None:
-        with self._lock:
-            self.sql.restore(rows, vectors)
-            self._sync_and_save({row.namespace for row in rows})
 
     def delete(self, edit_id: str) -> str | None:
         with self._lock:

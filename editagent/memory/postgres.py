@@ -115,7 +115,6 @@ class PostgresEdits:
             import psycopg  # noqa: PLC0415 - an optional extra
         except ImportError:
             raise EditError("store: a postgresql:// store needs psycopg; pip install 'editagent[postgres]'") from None
-        self.url = url
         self.location = redacted(url)
         self.home = local_home(url)
         self.dim = 0

@@ -88,6 +88,20 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
 
 
+def _insert_row(db: sqlite3.Connection, row: StoredEdit, vector: np.ndarray) -> int:
+    """Write one row as it is (a new edit is ``StoredEdit.of(edit)``: live); its rowid."""
+    namespace, subject_key, relation_key = row.key
+    cursor = db.execute(
+        "INSERT INTO edits (id, namespace, subject, subject_key, aliases, relation, relation_key, object, "
+        "previous_object, sentence, created_at, source, metadata, status, superseded_by, ended_at, embedding) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row.id, namespace, row.subject, subject_key, json.dumps(list(row.aliases)), row.relation, relation_key,
+         row.object, row.previous_object, row.sentence, row.created_at.isoformat(), row.source,
+         json.dumps(row.metadata, sort_keys=True), row.status, row.superseded_by,
+         row.ended_at.isoformat() if row.ended_at else None, np.asarray(vector, dtype=np.float32).tobytes()))
+    return int(cursor.lastrowid)
+
+
 def _row_to_stored(row: sqlite3.Row) -> StoredEdit:
     ended = row["ended_at"]
     return StoredEdit.model_construct(  # rows were validated on the way in; re-validating 1M rows is wasted time
@@ -190,36 +204,19 @@ class SQLiteEdits:
                     db.execute("UPDATE edits SET status='superseded', superseded_by=?, ended_at=? WHERE id=?",
                                (edit.id, _now(), old[0]))
                 try:
-                    cursor = db.execute(
-                        "INSERT INTO edits (id, namespace, subject, subject_key, aliases, relation, relation_key, "
-                        "object, previous_object, sentence, created_at, source, metadata, status, embedding) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'live', ?)",
-                        (edit.id, namespace, edit.subject, subject_key, json.dumps(list(edit.aliases)), edit.relation,
-                         relation_key, edit.object, edit.previous_object, edit.sentence, edit.created_at.isoformat(),
-                         edit.source, json.dumps(edit.metadata, sort_keys=True),
-                         np.asarray(vector, dtype=np.float32).tobytes()),
-                    )
+                    rowid = _insert_row(db, StoredEdit.of(edit), vector)
                 except sqlite3.IntegrityError as error:
                     raise EditError(f"id: {edit.id!r} is already stored; ids must be unique "
                                     "(leave id out to get a fresh one)") from error
-                results.append((int(cursor.lastrowid), old[0] if old else None))
+                results.append((rowid, old[0] if old else None))
         return results
 
     def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None:
         """Write copied rows as they are (status, ids and times kept), in one transaction: ``editagent store copy``."""
         with self.transaction() as db:
             for row, vector in zip(rows, vectors, strict=True):
-                namespace, subject_key, relation_key = row.key
                 try:
-                    db.execute(
-                        "INSERT INTO edits (id, namespace, subject, subject_key, aliases, relation, relation_key, "
-                        "object, previous_object, sentence, created_at, source, metadata, status, superseded_by, "
-                        "ended_at, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row.id, namespace, row.subject, subject_key, json.dumps(list(row.aliases)), row.relation,
-                         relation_key, row.object, row.previous_object, row.sentence, row.created_at.isoformat(),
-                         row.source, json.dumps(row.metadata, sort_keys=True), row.status, row.superseded_by,
-                         row.ended_at.isoformat() if row.ended_at else None,
-                         np.asarray(vector, dtype=np.float32).tobytes()))
+                    _insert_row(db, row, vector)
                 except sqlite3.IntegrityError as error:
                     raise EditError(f"id: {row.id!r} is already stored, or its key already has a live edit, in "
                                     "the destination; copy into an empty namespace") from error
