@@ -1,17 +1,21 @@
-"""Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), FT-L, FT-M, GRACE
-and KN (one at a time), AnyEdit on long targets; metrics from ``editagent.eval.editing``, plus per-edit time and peak
-memory. The MQuAKE dev cases and cloze templates come from ``editagent.eval.data.data_file`` (set
+"""Weight editors on MQuAKE, by greedy generation: ROME, MEMIT (one at a time and all at once), FT-L, FT-M, GRACE,
+KN and KNE (one at a time), AnyEdit on long targets; metrics from ``editagent.eval.editing``, plus per-edit time
+and peak memory. The MQuAKE dev cases and cloze templates come from ``editagent.eval.data.data_file`` (set
 ``EDITAGENT_DATA`` to their folder). Example:
 
     OMP_NUM_THREADS=1 python benchmarks/editors.py --quick
     OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods rome memit anyedit
-    OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods ft-l ft-m grace kn
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --edits 50 --methods ft-l ft-m grace kn kne
 
 ``--sequential N`` instead writes N edits one after another, none undone (lifelong editing), and at 10, 50, 100,
 200 and N edits scores every edit so far (retention: reliability and generalization) and the same unrelated prompts
 (locality), into ``editors_sequential_<model>.json/.md/.png``:
 
-    OMP_NUM_THREADS=1 python benchmarks/editors.py --sequential 200 --methods rome memit ft-l ft-m grace
+    OMP_NUM_THREADS=1 python benchmarks/editors.py --sequential 200 --locality-prompts 20 --name editors_sequential \
+        --methods rome memit ft-l ft-m grace kn kne --sequential-cap kn=50
+
+Each method's finished curve is kept under ``--work``, so a stopped run resumes at the next method, and runs of
+different methods can go in parallel; the last run with every method writes the whole report.
 
 Timing: key statistics are loaded (from the on-disk cache; computing them is a separate, one-off cost) before
 the timed edits, and their load time is reported apart (``stats_seconds``). Peak memory is the process's peak
@@ -57,7 +61,7 @@ from editagent.models import load_causal_lm
 logger = logging.getLogger("benchmarks.editors")
 
 RECALL_GOAL = 0.8
-SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn")  # editors of MQuAKE's short objects
+SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn", "kne")  # editors of MQuAKE's short objects
 METHODS = (*SHORT_METHODS, "anyedit")
 CHECKPOINTS = (10, 50, 100, 200)  # --sequential: edits written when everything so far is scored
 
@@ -233,15 +237,23 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
     scorer = Scorer(model, tok, unrelated)
     checkpoints = sorted({n for n in CHECKPOINTS if n < args.sequential} | {args.sequential})
     curves: dict[str, list[dict[str, Any]]] = {"no-edit": [retention(scorer, probes) | {"n_edits": 0}]}
-    for method in [m for m in SHORT_METHODS if m in args.methods]:
+    caps = dict(args.sequential_cap)
+    for method in [m for m in args.methods if m in SHORT_METHODS]:  # in the order given
+        # Each method's curve is kept once done, so a stopped run resumes and runs in parallel can share methods.
+        done = args.work / f"sequential_{args.model}_{method}_n{args.sequential}_loc{args.locality_prompts}.json"
+        if done.exists():
+            curves[method] = json.loads(done.read_text())
+            logger.info("%s: sequential curve from %s", method, done)
+            continue
+        stop = min(caps.get(method, args.sequential), args.sequential)
         editor = make_editor(model, tok, editor_config(method))
         stats = timed_stats(editor.load_statistics)
         timed, handles, points = Timed(editor.apply), [], []
         reset_peak()
         try:
-            for count, probe in enumerate(tqdm(probes, desc=f"{method} sequential", unit="edit"), start=1):
+            for count, probe in enumerate(tqdm(probes[:stop], desc=f"{method} sequential", unit="edit"), start=1):
                 handles.append(timed([probe.edit]))
-                if count in checkpoints:
+                if count in checkpoints or count == stop:
                     point = retention(scorer, probes[:count]) | {
                         "n_edits": count, "seconds_per_edit": timed.per_edit, "stats_seconds": stats,
                         "peak_rss_mb": peak_rss_mb()}
@@ -251,8 +263,11 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
             for handle in reversed(handles):
                 handle.undo()
         curves[method] = points
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(points, indent=1))
     result["sequential"] = curves
     result["checkpoints"] = checkpoints
+    result["capped"] = {m: n for m, n in caps.items() if m in curves and n < args.sequential}
 
 
 def retention(scorer: Scorer, probes: Sequence[EditProbe]) -> dict[str, float]:
@@ -382,6 +397,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"| {method} | {p['n_edits']} | {p['reliability']:.3f} | {p['generalization']:.3f} | "
                   f"{p['locality']:.3f} | {p['locality_exact']:.3f} | {fmt(p.get('seconds_per_edit'))} |"
                   for method, points in result["sequential"].items() for p in points]
+        lines += [f"\n{method} was stopped after {count} edits (--sequential-cap): too slow here for more."
+                  for method, count in result.get("capped", {}).items()]
     if result.get("long_targets"):
         lines += ["", "Long targets, token recall (LCS of greedy tokens / target tokens):", "",
                   "| subject | tokens | before | AnyEdit | MEMIT (whole target) |", "|---|---|---|---|---|"]
@@ -476,6 +493,13 @@ def command() -> str:
     return " ".join(["python", *sys.argv])
 
 
+def method_count(text: str) -> tuple[str, int]:
+    method, _, count = text.partition("=")
+    if method not in SHORT_METHODS or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give METHOD=N, METHOD one of {', '.join(SHORT_METHODS)}, N >= 1")
+    return method, int(count)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -493,6 +517,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=0, metavar="N",
                         help="instead of the passes above: write N edits one after another without undo, scoring "
                              f"retention and locality after {', '.join(map(str, CHECKPOINTS))} and N edits")
+    parser.add_argument("--sequential-cap", type=method_count, nargs="+", default=[], metavar="METHOD=N",
+                        help="stop METHOD after N sequential edits (for slow methods; the report says so)")
+    parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work",
+                        help="where each method's finished sequential curve is kept (a rerun reuses it)")
     parser.add_argument("--quick", action="store_true", help="10 edits (also --sequential), MEMIT at 1/10 only, "
                                                              "3 long targets")
     parser.add_argument("--name", default=None, help="report file stem (default editors_<model>); the summary "

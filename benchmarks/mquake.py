@@ -4,8 +4,8 @@
     python benchmarks/mquake.py --method mello --k all --cases 120 --seed 0
 
 Methods: every reasoning method of ``REASONERS`` (the edits go into the memory, one namespace per edit group), and
-the weight editors ``rome`` and ``memit`` (each group's edits are written into the weights, its questions answered
-by the plain model, then undone).
+every weight editor of ``editagent.editors.config.CONFIGS`` but AnyEdit (``rome``, ``memit``, ``ft-l``, ``kne``,
+...: each group's edits are written into the weights, its questions answered by the plain model, then undone).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the scope detector of the agent's retrieval tier and of SERAC (trained: the cached "
                         "one, from `editagent scope train`)")
     parser.add_argument("--editor-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="rome/memit: a config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
+                        help="a weight editor's config field, e.g. stats_tokens=30000 or layer=5 (repeatable)")
     parser.add_argument("--conflicted", help="JSON list of case ids that conflict at k=all (reported apart; "
                                              "default: the dev cases' list when --dataset is left out)")
     parser.add_argument("--workers", type=int, default=1, help="shards run as Ray tasks, each with its own model "
@@ -95,6 +95,11 @@ class MemoryRun:
         return self.reasoner.answer_many(questions, namespaces)
 
 
+# Editors made for one fact per call (ROME, GRACE's codebook entries, KN's neurons); the others write a group's
+# edits together (MEMIT's batch, fine-tuning on all of them).
+ONE_AT_A_TIME = ("rome", "grace", "kn")
+
+
 class WeightRun:
     """A weight editor: each group's edits are written, all its questions answered by the plain model, then undone
     (as the MQuAKE paper's baselines). A group's later phrasings come from that one pass (the metric is the same)."""
@@ -122,7 +127,7 @@ class WeightRun:
 
     def _answer_group(self, namespace: str) -> None:
         started = time.perf_counter()
-        if self.method == "rome":  # one edit after another, as ROME is applied to several facts
+        if self.method in ONE_AT_A_TIME:
             handles = [self.editor.apply([edit]) for edit in self.edits[namespace]]
         else:
             handles = [self.editor.apply(self.edits[namespace])]

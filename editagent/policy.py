@@ -24,9 +24,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from editagent.editors.config import AnyEditConfig, MemitConfig, RomeConfig, editor_config
+from editagent.editors.config import (
+    AnyEditConfig,
+    EditorConfig,
+    FtlConfig,
+    FtmConfig,
+    GraceConfig,
+    KnConfig,
+    KneConfig,
+    MemitConfig,
+    RomeConfig,
+    editor_config,
+)
 from editagent.schema import DEFAULT_NAMESPACE, MAX_SEARCH_LIMIT, Edit, EditError, SearchHit, StoredEdit
 
 if TYPE_CHECKING:
@@ -48,7 +59,9 @@ class EditPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     default: EditTarget = "memory"
-    editor: RomeConfig | MemitConfig = Field(default_factory=RomeConfig)  # its type picks the editor
+    # Its type picks the editor: any editor of an edit's (short) object.
+    editor: RomeConfig | MemitConfig | FtlConfig | FtmConfig | GraceConfig | KnConfig | KneConfig = Field(
+        default_factory=RomeConfig)
 
     @field_validator("editor", mode="before")
     @classmethod
@@ -58,8 +71,14 @@ class EditPolicy(BaseModel):
             fields = dict(value)
             value = editor_config(fields.pop("method", "rome"), **fields)
         if isinstance(value, AnyEditConfig):
-            raise EditError("editor: AnyEdit writes long texts, not an edit's object; use RomeConfig or MemitConfig")
+            raise EditError("editor: AnyEdit writes long texts, not an edit's object; use RomeConfig, MemitConfig, "
+                            "GraceConfig or another editor's config")
         return value
+
+    @field_serializer("editor")
+    def _named_editor(self, value: EditorConfig) -> dict[str, Any]:
+        """The dump names its editor, so that it validates back into the same config."""
+        return {"method": type(value).method, **value.model_dump()}
 
     def target(self, requested: str | None) -> EditTarget:
         chosen = requested or self.default

@@ -1,4 +1,4 @@
-"""The other weight editors (FT-L, FT-M, GRACE, KN) on tiny random models: edits, compute without side effects,
+"""The other weight editors (FT-L, FT-M, GRACE, KN, KNE) on tiny random models: edits, compute without side effects,
 exact undo in any order, saved edits and their fingerprint check, configs and the registry.
 
 Models come from ``test_editors.sharp_model`` (fresh, seeded, with clear next-token margins; see that module's doc);
@@ -8,6 +8,7 @@ edit prompts end with the subject for the same reason as there.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from editagent.editors import (
     FTM,
     GRACE,
     KN,
+    KNE,
     CodebookDeltas,
     CodebookEdit,
     Deltas,
@@ -42,6 +44,7 @@ from editagent.editors import (
     FtmConfig,
     GraceConfig,
     KnConfig,
+    KneConfig,
     ModelArch,
     WeightEdit,
     apply_deltas,
@@ -49,6 +52,7 @@ from editagent.editors import (
     make_editor,
     model_fingerprint,
 )
+from editagent.editors.finetune import target_rows
 from editagent.editors.grace import Codebook, Entries
 from editagent.eval.editing import greedy_ids
 from editagent.schema import EditError
@@ -60,9 +64,11 @@ FACTS = [("I went to visit Paris", "Paris"), ("Everyone admires Tokyo", "Tokyo")
 # are a thousandth of its residual stream; a looser bound shows the method works (the paper's is tested apart).
 LOOSE_FTL = {"norm_constraint": 0.05, "lr": 0.01, "steps": 50}
 CONFIGS: dict[str, Any] = {"ft-l": FtlConfig(**LOOSE_FTL), "ft-m": FtmConfig(lr=0.01, steps=50),
-                           "grace": GraceConfig(), "kn": KnConfig()}
+                           "grace": GraceConfig(), "kn": KnConfig(),
+                           # a tiny MLP has few neurons: 1% of them is one per layer, too few to carry an edit
+                           "kne": KneConfig(lr=0.01, steps=50, neuron_share=0.1)}
 METHODS = tuple(CONFIGS)
-FLIPPING = ("ft-l", "ft-m", "grace")  # make the target greedy on every tiny architecture (KN: see its test)
+FLIPPING = ("ft-l", "ft-m", "grace", "kne")  # make the target greedy on every tiny architecture (KN: see its test)
 
 
 def editor_for(model: nn.Module, method: str, **overrides: Any) -> Any:
@@ -116,6 +122,9 @@ def test_the_edited_prompt_continues_with_the_target_and_an_unrelated_one_does_n
         assert isinstance(handle, CodebookEdit) and not handle.originals
         assert_same_weights(model, before)
         assert int(next_logits(model, unrelated).argmax()) == unrelated_before
+    elif method == "kne":  # the ensemble spans every layer
+        arch = ModelArch(model)
+        assert set(handle.originals) == {arch.weight_name(layer) for layer in range(arch.n_layers)}
     else:
         assert set(handle.originals) == {ModelArch(model).weight_name(ModelArch(model).rome_layer)}
     handle.undo()
@@ -212,6 +221,81 @@ def test_kn_attributions_add_up_to_the_change_in_probability_and_refinement_keep
     assert "normalises its MLP output" in caplog.text
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_kne_moves_only_the_value_slots_of_its_ensemble(arch: str) -> None:
+    """Fewer parameters move than in FT-M: per layer, only the columns (value slots) of the ``neuron_share`` of
+    neurons picked by attribution; gpt2's Conv1D keeps them as rows."""
+    model = sharp_model(arch)
+    arch_ = ModelArch(model)
+    edit = edits_for(model, FACTS[:1])[0]
+    editor = editor_for(model, "kne")
+    rows = target_rows(TOKENIZER, [edit], editor.templates, torch.device("cpu"))
+    ensemble = editor.ensemble(rows)
+    deltas = editor.compute(edit)
+
+    assert sorted(ensemble) == list(range(arch_.n_layers))
+    for layer, columns in ensemble.items():
+        assert len(columns) == math.ceil(0.1 * arch_.key_dim(layer))
+        change = deltas.deltas[arch_.weight_name(layer)]
+        change = change if arch != "gpt2" else change.T  # [out, in] like the down projection
+        moved = torch.nonzero(change.abs().sum(dim=0)).flatten()
+        assert len(moved) > 0 and set(moved.tolist()) <= set(columns.tolist())
+
+
+def test_kne_attribution_is_the_first_order_change_of_the_loss_when_a_neuron_is_scaled() -> None:
+    """s_i = |Σ a_i ∂L/∂a_i|: scaling neuron i's activation by (1 + ε) at every position changes the loss by
+    about ε·s_i (in absolute value), for the top neuron of a layer and for an ordinary one."""
+    model = sharp_model("qwen2")
+    edit = edits_for(model, FACTS[:1])[0]
+    editor = KNE(model, TOKENIZER, KneConfig(), progress=False)
+    rows = target_rows(TOKENIZER, [edit], editor.templates, torch.device("cpu"))
+    scores = editor.attribution(rows)
+    module, epsilon = editor.arch.mlp_out(1), 1e-2  # central differences: the error is O(ε²)
+
+    def loss(neuron: int, factor: float) -> float:
+        def scale(_module: nn.Module, args: Any) -> Any:
+            inputs = args[0].clone()
+            inputs[..., neuron] *= factor
+            return (inputs, *args[1:])
+        handle = module.register_forward_pre_hook(scale)
+        try:
+            with torch.no_grad():
+                logits = rows.at_sites(model(**rows.inputs()).logits)
+                return -float(torch.log_softmax(logits[0].double(), dim=-1).gather(1, rows.targets[0][:, None]).mean())
+        finally:
+            handle.remove()
+
+    for neuron in (int(scores[1].argmax()), 3):
+        change = abs(loss(neuron, 1 + epsilon) - loss(neuron, 1 - epsilon)) / (2 * epsilon)
+        assert change == pytest.approx(float(scores[1][neuron]), rel=0.01, abs=1e-4)
+
+
+def test_kne_leaves_out_a_neuron_busy_on_neutral_sentences_unless_told_not_to() -> None:
+    """With ``specific`` each score is divided by the neuron's typical activation on neutral sentences: the top
+    neuron of a layer, made a hundred times louder on those sentences (not on the edit prompt), drops out of the
+    ensemble; with ``specific=False`` it stays."""
+    model = sharp_model("llama")
+    edit = edits_for(model, FACTS[:1])[0]
+    plain = KNE(model, TOKENIZER, KneConfig(specific=False, neuron_share=0.1), progress=False)
+    rows = target_rows(TOKENIZER, [edit], plain.templates, torch.device("cpu"))
+    busy = int(plain.attribution(rows)[1].argmax())
+
+    def loud(_module: nn.Module, args: Any) -> Any:
+        inputs = args[0].clone()
+        inputs[..., busy] *= 100.0
+        return (inputs, *args[1:])
+
+    specific = KNE(model, TOKENIZER, KneConfig(neuron_share=0.1), progress=False)
+    handle = ModelArch(model).mlp_out(1).register_forward_pre_hook(loud)
+    try:
+        specific.typical_activations()  # read once, then kept
+    finally:
+        handle.remove()
+    assert busy in plain.ensemble(rows)[1].tolist()
+    assert busy not in specific.ensemble(rows)[1].tolist()
+    assert busy in KNE(model, TOKENIZER, KneConfig(neuron_share=0.1), progress=False).ensemble(rows)[1].tolist()
+
+
 def test_fine_tuning_trains_all_edits_of_one_call_together() -> None:
     model = sharp_model("qwen2")
     edits = edits_for(model, FACTS)
@@ -246,7 +330,7 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
         assert isinstance(deltas, CodebookDeltas) and not deltas.deltas
         assert deltas.keys.shape == (2, ModelArch(model).key_dim(1)) and deltas.labels.tolist() == [
             TOKENIZER(edit.target, add_special_tokens=False)["input_ids"][0] for edit in edits]
-    elif method == "kn":
+    elif method in ("kn", "kne"):
         assert deltas.deltas and all(float(delta.abs().max()) > 0 for delta in deltas.deltas.values())
     else:
         name = ModelArch(model).weight_name(ModelArch(model).rome_layer)
@@ -263,7 +347,7 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
     assert_same_logits(model, texts, outputs)
 
 
-@pytest.mark.parametrize("method", ["ft-l", "ft-m"])
+@pytest.mark.parametrize("method", ["ft-l", "ft-m", "kne"])
 def test_fine_tuning_undo_restores_every_weight_bit_for_bit_even_out_of_order(
         method: str, caplog: pytest.LogCaptureFixture) -> None:
     model = sharp_model("llama")
@@ -422,6 +506,10 @@ def test_configs_validate_and_errors_name_the_field() -> None:
         editor_config("kn", layers=[])
     with pytest.raises(ValidationError, match="threshold"):
         KnConfig(threshold=1.5)
+    with pytest.raises(EditError, match=r"^neuron_share: Input should be less than or equal to 1"):
+        editor_config("kne", neuron_share=2)
+    with pytest.raises(EditError, match=r"^layers: give at least one"):
+        editor_config("kne", layers=[-1])
     model = sharp_model("llama")
     with pytest.raises(EditError, match="layer: 5 is out of range"):
         FTM(model, TOKENIZER, {"layer": 5})
@@ -437,7 +525,7 @@ def test_configs_validate_and_errors_name_the_field() -> None:
 
 def test_the_registry_maps_each_new_config_to_its_editor_with_paper_defaults() -> None:
     assert EDITORS[FtlConfig] is FTL and EDITORS[FtmConfig] is FTM and EDITORS[GraceConfig] is GRACE
-    assert EDITORS[KnConfig] is KN
+    assert EDITORS[KnConfig] is KN and EDITORS[KneConfig] is KNE
     assert editor_config("ft-l") == FtlConfig() and editor_config("grace", epsilon=0.2) == GraceConfig(epsilon=0.2)
     ftl, ftm = FtlConfig(), FtmConfig()
     assert (ftl.loss, ftl.norm_constraint, ftl.lr, ftl.steps, ftl.optimizer) == ("prompt_last", 5e-4, 5e-4, 25, "adam")
@@ -451,3 +539,6 @@ def test_the_registry_maps_each_new_config_to_its_editor_with_paper_defaults() -
     kn = make_editor(model, TOKENIZER, editor_config("kn", layers=[9, 2, 2]), progress=False)
     assert type(kn) is KN and kn.layers == [2, 9]
     assert make_editor(model, TOKENIZER, KnConfig(), progress=False).layers == list(range(30))
+    kne = make_editor(model, TOKENIZER, editor_config("kne", layers=[7, 3]), progress=False)
+    assert type(kne) is KNE and kne.layers == [3, 7]
+    assert (KneConfig().neuron_share, KneConfig().specific) == (0.01, True)

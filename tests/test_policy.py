@@ -13,7 +13,7 @@ import torch
 from test_editors import STATS_TOKENS, TOKENIZER, assert_same_weights, rome_for, sharp_model, snapshot
 
 from editagent import EditAgent, EditError
-from editagent.editors import MEMIT, AnyEditConfig, MemitConfig, RomeConfig
+from editagent.editors import GRACE, MEMIT, AnyEditConfig, GraceConfig, KneConfig, MemitConfig, RomeConfig
 from editagent.llm import TransformersLLM
 from editagent.models import Embedder
 from editagent.policy import EditPolicy, RecallableEdits, weight_prompt
@@ -110,3 +110,40 @@ def test_the_policys_editor_config_picks_the_editor_the_agent_builds(tmp_path: P
         EditPolicy(editor={"lyers": 3})
     with pytest.raises(ValueError, match="editor: AnyEdit writes long texts"):
         EditPolicy(editor=AnyEditConfig())
+    for policy in (EditPolicy(editor={"method": "grace", "epsilon": 0.2}), EditPolicy(editor=KneConfig(lr=1e-3)),
+                   EditPolicy(editor={"method": "ft-l"})):  # every short-object editor, and the dump names it
+        assert EditPolicy.model_validate(policy.model_dump()) == policy
+        assert EditPolicy.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_a_grace_policy_edits_beside_the_weights_and_forget_gives_back_the_unedited_outputs(
+        tmp_path: Path, embedder: Embedder) -> None:
+    """GRACE through the agent: the weights never change, the edit's prompt says the new object, a fresh agent's
+    ``restore_weights`` brings the codebook back from the saved edit, and ``forget`` leaves every output as before."""
+    model = sharp_model("llama")
+    llm = TransformersLLM(model, TOKENIZER, name="tiny-llama-sharp")
+    agent = EditAgent(store=tmp_path / "store", llm=llm, embedder=embedder,
+                      policy=EditPolicy(editor={"method": "grace"}))
+    edit = Edit(subject="Paris", relation="country", object="Japan")
+    prompt = weight_prompt(edit)
+    with torch.no_grad():
+        outputs = model(**TOKENIZER([prompt, "The weather today is"], return_tensors="pt", padding=True)).logits
+    weights = snapshot(model)
+    wanted = TOKENIZER(" Japan", add_special_tokens=False)["input_ids"][0]
+
+    stored = agent.edit("Paris", "country", "Japan", to="weights")
+
+    assert isinstance(agent._editor(), GRACE) and stored.metadata["weights"]["method"] == "grace"
+    assert_same_weights(model, weights)
+    with torch.no_grad():
+        assert int(model(**TOKENIZER(prompt, return_tensors="pt")).logits[0, -1].argmax()) == wanted
+    fresh = sharp_model("llama")
+    again = EditAgent(store=tmp_path / "store", llm=TransformersLLM(fresh, TOKENIZER, name="tiny-llama-sharp"),
+                      embedder=embedder, policy=EditPolicy(editor=GraceConfig()))
+    assert again.restore_weights() == [stored.id]
+    with torch.no_grad():
+        assert int(fresh(**TOKENIZER(prompt, return_tensors="pt")).logits[0, -1].argmax()) == wanted
+    agent.forget(stored.id)
+    with torch.no_grad():
+        after = model(**TOKENIZER([prompt, "The weather today is"], return_tensors="pt", padding=True)).logits
+    assert torch.equal(after, outputs)

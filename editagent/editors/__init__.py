@@ -1,5 +1,5 @@
 """Parameter editing: write facts into a model's weights (ROME, MEMIT; AnyEdit for long targets; the FT-L and FT-M
-fine-tuning baselines; KN), or beside them (GRACE's codebook), reversibly.
+fine-tuning baselines; KN and KNE), or beside them (GRACE's codebook), reversibly.
 
     rome = ROME(model, tokenizer)                     # or make_editor(model, tokenizer, MemitConfig(...))
     edit = WeightEdit(prompt="The Eiffel Tower is located in the city of", subject="The Eiffel Tower", target="Rome")
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         FtmConfig,
         GraceConfig,
         KnConfig,
+        KneConfig,
         MemitConfig,
         RomeConfig,
         ValueConfig,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from editagent.editors.finetune import FTL, FTM, FineTune
     from editagent.editors.grace import GRACE, CodebookDeltas, CodebookEdit
     from editagent.editors.kn import KN
+    from editagent.editors.kne import KNE
     from editagent.editors.memit import MEMIT
     from editagent.editors.registry import EDITORS, make_editor
     from editagent.editors.rome import ROME
@@ -56,6 +58,7 @@ __all__ = [
     "FTM",
     "GRACE",
     "KN",
+    "KNE",
     "MEMIT",
     "ROME",
     "AnyEdit",
@@ -75,6 +78,7 @@ __all__ = [
     "FtmConfig",
     "GraceConfig",
     "KnConfig",
+    "KneConfig",
     "LongEdit",
     "MemitConfig",
     "ModelArch",
@@ -97,11 +101,12 @@ _MODULES = {
     "base": ("AppliedEdit", "Deltas", "EditReport", "FingerprintMismatch", "WeightEdit", "apply_deltas",
              "model_fingerprint"),
     "config": ("AnyEditConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig", "GraceConfig", "KnConfig",
-               "MemitConfig", "RomeConfig", "ValueConfig", "editor_config"),
+               "KneConfig", "MemitConfig", "RomeConfig", "ValueConfig", "editor_config"),
     "editor": ("Editor",),
     "finetune": ("FTL", "FTM", "FineTune"),
     "grace": ("GRACE", "CodebookDeltas", "CodebookEdit"),
     "kn": ("KN",),
+    "kne": ("KNE",),
     "memit": ("MEMIT",),
     "registry": ("EDITORS", "make_editor"),
     "rome": ("ROME",),

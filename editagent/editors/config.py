@@ -3,7 +3,7 @@
     from editagent.editors.config import MemitConfig, editor_config
     MemitConfig(layers=[4, 5, 6])
     editor_config("rome", layer=6)          # the same by method name, e.g. from a command line
-    editor_config("ft-m", steps=10)         # also "ft-l", "grace", "kn"
+    editor_config("ft-m", steps=10)         # also "ft-l", "grace", "kn", "kne"
 
 ``editagent.editors.registry.make_editor(model, tokenizer, config)`` builds the editor a config belongs to. Why the
 defaults are what they are, with the runs that measured them: ``docs/decisions.md``.
@@ -11,9 +11,9 @@ defaults are what they are, with the runs that measured them: ``docs/decisions.m
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from editagent.schema import EditError
 
@@ -23,6 +23,16 @@ CONTEXT_PREFIXES = ("The following is true.", "Here is a fact.", "I read about t
                     "Listen carefully.", "Facts matter.", "As noted before.")
 # 30k tokens: about 20 per dimension of a 1536-wide key, enough for a stable C, and minutes to sample on a CPU.
 DEFAULT_STATS_TOKENS = 30_000
+
+
+def _layer_list(value: list[int] | None) -> list[int] | None:
+    if value is not None and (not value or any(layer < 0 for layer in value)):
+        raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6], or None")
+    return sorted(set(value)) if value is not None else None
+
+
+# Blocks, given in any order and deduplicated; None: the editor's default.
+LayerList = Annotated[list[int] | None, AfterValidator(_layer_list)]
 
 
 class EditorConfig(BaseModel):
@@ -76,7 +86,7 @@ class MemitConfig(ValueConfig):
 
     method: ClassVar[str] = "memit"
 
-    layers: list[int] | None = Field(None, description="blocks whose down projections are edited, low to high")
+    layers: LayerList = Field(None, description="blocks whose down projections are edited, low to high")
     clamp_norm_factor: float = Field(0.75, gt=0, description="‖δ‖ ≤ this · ‖z‖, z the value site's output "
                                                               "(MEMIT.value_site); MEMIT's 0.75")
     mom2_update_weight: float | None = Field(None, gt=0, description="λ, the weight of C against the edited keys; "
@@ -91,13 +101,6 @@ class MemitConfig(ValueConfig):
                                                   "its own δ and stop test")
     refits: int = Field(1, ge=0, le=5, description="rounds of: check every edit on the written model, find δ "
                                                    "again for those short of the stop test, write again")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(layer < 0 for layer in value)):
-            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6, 7, 8], or None")
-        return sorted(set(value)) if value is not None else None
 
 
 class AnyEditConfig(MemitConfig):
@@ -132,14 +135,9 @@ class AnyEditConfig(MemitConfig):
                                                          "position as it was (extra zero-change keys)")
 
 
-class FineTuneConfig(EditorConfig):
-    """Settings shared by FT-L and FT-M: gradient steps on one down projection's weight (``FtlConfig``,
-    ``FtmConfig`` pick the loss and the constraint); ``layer`` None takes the architecture's ROME layer."""
+class GradientConfig(EditorConfig):
+    """Settings of the editors that train a weight change by gradient steps on the edit prompts (FT-L, FT-M, KNE)."""
 
-    layer: int | None = Field(None, ge=0, description="block whose down projection weight is fine-tuned")
-    loss: Literal["prompt_last", "target"] = Field(
-        "target", description="'prompt_last': every target token scored at the prompt's last position (ROME's "
-                              "FT-L); 'target': teacher-forced cross-entropy over the target tokens only (FT-M)")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Adam (ROME's and EasyEdit's choice) or plain SGD")
     lr: float = Field(5e-4, gt=0, description="learning rate, in the weight's own units")
     steps: int = Field(25, ge=0, description="most optimisation steps; fewer once the stop test is met")
@@ -149,6 +147,16 @@ class FineTuneConfig(EditorConfig):
                                                       "choice by this many logits")
     n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
                                      description="prefixed copies of the prompt trained on, besides the bare prompt")
+
+
+class FineTuneConfig(GradientConfig):
+    """Settings shared by FT-L and FT-M: gradient steps on one down projection's weight (``FtlConfig``,
+    ``FtmConfig`` pick the loss and the constraint); ``layer`` None takes the architecture's ROME layer."""
+
+    layer: int | None = Field(None, ge=0, description="block whose down projection weight is fine-tuned")
+    loss: Literal["prompt_last", "target"] = Field(
+        "target", description="'prompt_last': every target token scored at the prompt's last position (ROME's "
+                              "FT-L); 'target': teacher-forced cross-entropy over the target tokens only (FT-M)")
 
 
 class FtlConfig(FineTuneConfig):
@@ -199,7 +207,7 @@ class KnConfig(EditorConfig):
 
     method: ClassVar[str] = "kn"
 
-    layers: list[int] | None = Field(None, description="blocks whose MLP neurons are searched; None: all")
+    layers: LayerList = Field(None, description="blocks whose MLP neurons are searched; None: all")
     ig_steps: int = Field(20, ge=2, le=200, description="Riemann steps of the integrated gradients")
     threshold: float = Field(0.2, gt=0, le=1, description="keep neurons whose attribution exceeds this fraction of "
                                                           "the prompt's largest")
@@ -209,21 +217,31 @@ class KnConfig(EditorConfig):
     n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
                                      description="prefixed copies of the prompt attributed too, besides the bare one")
 
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(layer < 0 for layer in value)):
-            raise ValueError("layers: give at least one non-negative layer index, e.g. [4, 5, 6], or None")
-        return sorted(set(value)) if value is not None else None
+
+class KneConfig(GradientConfig):
+    """KNE settings (Li et al. 2024): per layer, the MLP neurons with the largest gradient attribution to the target
+    loss form the ensemble, and only their value slots are trained, with FT-M's loss (cross-entropy over the target
+    tokens)."""
+
+    method: ClassVar[str] = "kne"
+
+    layers: LayerList = Field(None, description="blocks whose MLP neurons may join the ensemble; None: all")
+    neuron_share: float = Field(0.01, gt=0, le=1, description="share of each layer's MLP neurons in the ensemble, "
+                                                              "those with the largest attribution")
+    specific: bool = Field(True, description="divide each neuron's attribution by its typical (rms) activation on "
+                                             "neutral sentences, so the ensemble leaves out neurons busy everywhere")
+    lr: float = Field(5e-4, gt=0, description="learning rate, in the weight's own units")
+    steps: int = Field(40, ge=0, description="most optimisation steps; fewer once the stop test is met")
 
 
 CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig,
-                                                                          FtlConfig, FtmConfig, GraceConfig, KnConfig)}
+                                                                          FtlConfig, FtmConfig, GraceConfig, KnConfig,
+                                                                          KneConfig)}
 
 
 def editor_config(method: str, **fields: Any) -> EditorConfig:
     """The config of editor ``method`` (a key of ``CONFIGS``: "rome", "memit", "anyedit", "ft-l", "ft-m", "grace",
-    "kn") with ``fields`` set; errors name the field."""
+    "kn", "kne") with ``fields`` set; errors name the field."""
     kind = CONFIGS.get(method)
     if kind is None:
         raise EditError(f"method: {method!r} is not a weight editor; use one of {', '.join(CONFIGS)}")

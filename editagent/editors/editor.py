@@ -25,7 +25,7 @@ from editagent.editors.base import (
     model_fingerprint,
     write,
 )
-from editagent.editors.config import EditorConfig, ValueConfig
+from editagent.editors.config import EditorConfig
 from editagent.editors.prompts import context_templates
 from editagent.schema import EditError
 
@@ -40,7 +40,7 @@ class Editor:
     """
 
     method: ClassVar[str]
-    config_type: ClassVar[type[ValueConfig]]
+    config_type: ClassVar[type[EditorConfig]]
     request_type: ClassVar[type[PromptedEdit]] = WeightEdit
 
     def __init__(self, model: nn.Module, tokenizer: Any, config: EditorConfig | dict[str, Any] | None = None, *,

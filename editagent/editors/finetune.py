@@ -121,7 +121,7 @@ class FineTune(Editor):
     ``Editor``. All edits of one call are trained together."""
 
     method = "ft"
-    config_type = FineTuneConfig  # type: ignore[assignment]  # an EditorConfig, not a ValueConfig: no δ here
+    config_type = FineTuneConfig
     config: FineTuneConfig
 
     def __init__(self, model: nn.Module, tokenizer: Any, config: FineTuneConfig | dict[str, Any] | None = None,
@@ -138,64 +138,106 @@ class FineTune(Editor):
         config, arch = self.config, self.arch
         rows = target_rows(self.tokenizer, items, self.templates, device_of(self.model))
         weight = arch.weight(self.layer)
-        change = torch.zeros(arch.value_dim(self.layer), arch.key_dim(self.layer), device=weight.device,
-                             requires_grad=True)  # ΔW, [out, in], float32
-        optimiser: torch.optim.Optimizer = (torch.optim.Adam([change], lr=config.lr) if config.optimizer == "adam"
-                                            else torch.optim.SGD([change], lr=config.lr))
-
-        def add_change(_module: nn.Module, args: Any, output: Any) -> Any:
-            states = hidden(output)
-            states = states + F.linear(args[0].float(), change).to(states.dtype)
-            return (states, *output[1:]) if isinstance(output, tuple) else states
-
-        steps, before = 0, None
-        handle = arch.mlp_out(self.layer).register_forward_hook(add_change)
-        try:
-            with frozen(self.model), torch.enable_grad():
-                for step in range(config.steps + 1):
-                    logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
-                    logprobs = target_logprobs(logits, rows.targets)
-                    if before is None:
-                        before = mean_probs(logprobs, rows.owner, len(items))
-                    steps = step
-                    if step == config.steps or bool((greedy_margins(logits, rows.targets)
-                                                      >= config.stop_margin).all()):
-                        break
-                    self._loss(logits, rows, logprobs).backward()
-                    optimiser.step()
-                    optimiser.zero_grad()
-                    if config.norm_constraint is not None:
-                        with torch.no_grad():
-                            change.clamp_(-config.norm_constraint, config.norm_constraint)
-        finally:
-            handle.remove()
-        writer.add(arch.weight_name(self.layer), arch.to_param_layout(change.detach()))
+        change = ColumnChange(self.layer, None, torch.zeros(arch.value_dim(self.layer), arch.key_dim(self.layer),
+                                                            device=weight.device, requires_grad=True))
+        fit = fit_changes(self.model, arch, rows, [change], config, len(items), loss=config.loss)
+        change.write(arch, writer)
         with torch.no_grad():  # read back from the written weight, which is what apply gives
             logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
         after = mean_probs(target_logprobs(logits, rows.targets), rows.owner, len(items))
         seconds = (time.perf_counter() - start) / len(items)
         logger.info("%s layer %d: %d edits in %d steps, %.1f s/edit, max |ΔW| %.2g, target p %.2f -> %.2f",
-                    self.method.upper(), self.layer, len(items), steps, seconds, float(change.detach().abs().max()),
-                    sum(before or [0.0]) / len(items), sum(after) / len(items))
-        return [EditReport(subject=edit.subject, target=edit.target, steps=steps, prob_before=(before or after)[i],
+                    self.method.upper(), self.layer, len(items), fit.steps, seconds,
+                    float(change.delta.detach().abs().max()), sum(fit.before) / len(items), sum(after) / len(items))
+        return [EditReport(subject=edit.subject, target=edit.target, steps=fit.steps, prob_before=fit.before[i],
                            prob_after=after[i], seconds=seconds) for i, edit in enumerate(items)]
 
-    def _loss(self, logits: Sequence[torch.Tensor], rows: TargetRows, logprobs: Sequence[torch.Tensor]
+
+@dataclass
+class ColumnChange:
+    """A trainable change of ``layer``'s down projection weight, restricted to ``columns`` (its value slots, one per
+    MLP neuron; None: all): ``delta`` is [out, len(columns)] in float32, held apart from the weight."""
+
+    layer: int
+    columns: torch.Tensor | None
+    delta: torch.Tensor
+
+    def output(self, inputs: torch.Tensor) -> torch.Tensor:
+        """What the change adds to the projection's output for ``inputs`` (the projection's input)."""
+        chosen = inputs if self.columns is None else inputs[..., self.columns]
+        return F.linear(chosen.float(), self.delta)
+
+    def write(self, arch: Any, writer: WeightWriter) -> None:
+        full = self.delta.detach()
+        if self.columns is not None:
+            full = torch.zeros(arch.value_dim(self.layer), arch.key_dim(self.layer), dtype=full.dtype,
+                               device=full.device).index_copy_(1, self.columns, full)
+        writer.add(arch.weight_name(self.layer), arch.to_param_layout(full))
+
+
+@dataclass
+class Fit:
+    steps: int
+    before: list[float]  # per edit, the mean target-token probability before the first step
+
+
+def fit_changes(model: nn.Module, arch: Any, rows: TargetRows, changes: Sequence[ColumnChange],
+                config: FineTuneConfig, n_edits: int, loss: str) -> Fit:
+    """Train ``changes`` together (each added to its layer's output by a forward hook: the same function and
+    gradients as W + ΔW) until greedy decoding gives every target by ``config.stop_margin`` logits or
+    ``config.steps`` run out; ``loss`` as in ``FineTuneConfig.loss``. The model's weights are not touched."""
+    parameters = [change.delta for change in changes]
+    optimiser: torch.optim.Optimizer = (torch.optim.Adam(parameters, lr=config.lr) if config.optimizer == "adam"
+                                        else torch.optim.SGD(parameters, lr=config.lr))
+
+    def hook_of(change: ColumnChange) -> Any:
+        def add_change(_module: nn.Module, args: Any, output: Any) -> Any:
+            states = hidden(output)
+            states = states + change.output(args[0]).to(states.dtype)
+            return (states, *output[1:]) if isinstance(output, tuple) else states
+        return add_change
+
+    steps, before = 0, None
+    handles = [arch.mlp_out(change.layer).register_forward_hook(hook_of(change)) for change in changes]
+    try:
+        with frozen(model), torch.enable_grad():
+            for step in range(config.steps + 1):
+                logits = rows.at_sites(model(**rows.inputs(), use_cache=False).logits)
+                logprobs = target_logprobs(logits, rows.targets)
+                if before is None:
+                    before = mean_probs(logprobs, rows.owner, n_edits)
+                steps = step
+                if step == config.steps or bool((greedy_margins(logits, rows.targets) >= config.stop_margin).all()):
+                    break
+                edit_loss(logits, rows, logprobs, loss).backward()
+                optimiser.step()
+                optimiser.zero_grad()
+                if config.norm_constraint is not None:
+                    with torch.no_grad():
+                        for parameter in parameters:
+                            parameter.clamp_(-config.norm_constraint, config.norm_constraint)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Fit(steps, before or [])
+
+
+def edit_loss(logits: Sequence[torch.Tensor], rows: TargetRows, logprobs: Sequence[torch.Tensor], loss: str
               ) -> torch.Tensor:
-        """Mean over rows of the row's loss: the target tokens' mean negative log-probability where each is predicted
-        (``target``), or each one's at the prompt's last position (``prompt_last``, ROME's FT-L)."""
-        if self.config.loss == "target":
-            return -torch.stack([row.mean() for row in logprobs]).mean()
-        last = [torch.log_softmax(row[0].float(), dim=-1)[wanted] for row, wanted in zip(logits, rows.targets,
-                                                                                          strict=True)]
-        return -torch.stack([row.mean() for row in last]).mean()
+    """Mean over rows of the row's loss: the target tokens' mean negative log-probability where each is predicted
+    (``target``), or each one's at the prompt's last position (``prompt_last``, ROME's FT-L)."""
+    if loss == "target":
+        return -torch.stack([row.mean() for row in logprobs]).mean()
+    last = [torch.log_softmax(row[0].float(), dim=-1)[wanted] for row, wanted in zip(logits, rows.targets,
+                                                                                      strict=True)]
+    return -torch.stack([row.mean() for row in last]).mean()
 
 
 class FTL(FineTune):
     """FT-L: ROME's loss at the prompt's last position, each weight's change clamped to ±``norm_constraint``."""
 
     method = "ft-l"
-    config_type = FtlConfig  # type: ignore[assignment]
+    config_type = FtlConfig
     config: FtlConfig
 
 
@@ -203,5 +245,5 @@ class FTM(FineTune):
     """FT-M: teacher-forced cross-entropy over the target tokens only."""
 
     method = "ft-m"
-    config_type = FtmConfig  # type: ignore[assignment]
+    config_type = FtmConfig
     config: FtmConfig

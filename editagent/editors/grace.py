@@ -225,7 +225,7 @@ class GRACE(Editor):
     ``CodebookDeltas``, leaving the model as it was; ``apply(edits)`` installs them (see the module doc)."""
 
     method = "grace"
-    config_type = GraceConfig  # type: ignore[assignment]  # an EditorConfig, not a ValueConfig
+    config_type = GraceConfig
     config: GraceConfig
 
     def __init__(self, model: nn.Module, tokenizer: Any, config: GraceConfig | dict[str, Any] | None = None,

@@ -45,7 +45,7 @@ class KN(Editor):
     """Knowledge-neuron editing (see the module doc); ``compute``/``apply`` as every ``Editor``."""
 
     method = "kn"
-    config_type = KnConfig  # type: ignore[assignment]  # an EditorConfig, not a ValueConfig
+    config_type = KnConfig
     config: KnConfig
 
     def __init__(self, model: nn.Module, tokenizer: Any, config: KnConfig | dict[str, Any] | None = None,

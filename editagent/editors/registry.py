@@ -4,7 +4,7 @@ config belongs to.
     make_editor(model, tokenizer)                                   # ROME with its defaults
     make_editor(model, tokenizer, MemitConfig(layers=[4, 5, 6]))
     make_editor(model, tokenizer, editor_config("anyedit"), progress=False)
-    make_editor(model, tokenizer, GraceConfig(epsilon=0.2))         # also FtlConfig, FtmConfig, KnConfig
+    make_editor(model, tokenizer, GraceConfig(epsilon=0.2))         # also FtlConfig, FtmConfig, KnConfig, KneConfig
 
 A new editor is one entry: ``EDITORS[MyConfig] = MyEditor`` (an ``Editor`` subclass taking ``MyConfig``).
 """
@@ -23,6 +23,7 @@ from editagent.editors.config import (
     FtmConfig,
     GraceConfig,
     KnConfig,
+    KneConfig,
     MemitConfig,
     RomeConfig,
 )
@@ -30,12 +31,14 @@ from editagent.editors.editor import Editor
 from editagent.editors.finetune import FTL, FTM
 from editagent.editors.grace import GRACE
 from editagent.editors.kn import KN
+from editagent.editors.kne import KNE
 from editagent.editors.memit import MEMIT
 from editagent.editors.rome import ROME
 from editagent.schema import EditError
 
 EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit,
-                                                   FtlConfig: FTL, FtmConfig: FTM, GraceConfig: GRACE, KnConfig: KN}
+                                                   FtlConfig: FTL, FtmConfig: FTM, GraceConfig: GRACE, KnConfig: KN,
+                                                   KneConfig: KNE}
 
 
 def make_editor(model: nn.Module, tokenizer: Any, config: EditorConfig | None = None, **options: Any) -> Editor:
