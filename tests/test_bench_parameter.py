@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,30 +19,42 @@ import transformers
 from _models import packaged_tokenizer, tiny_config
 
 
-def benchmark_main() -> Callable[[Sequence[str]], int]:
-    """``main`` of ``benchmarks/mquake.py`` (benchmarks/ holds scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mquake.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_mquake", path)
+def benchmark_main(script: str = "mquake") -> Callable[[Sequence[str]], int]:
+    """``main`` of ``benchmarks/<script>.py`` (benchmarks/ holds scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{script}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
 
 
-@pytest.mark.parametrize("method", ["rome", "memit"])
-def test_parameter_methods_edit_answer_directly_and_restore_the_weights(
-        method: str, mquake_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tokenizer = packaged_tokenizer()  # before the cache moves: the packaged model is converted in the real one
-    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "cache"))  # key statistics of this tiny model
+# Short runs: the plumbing is what is tested. ROME/MEMIT also sample their key statistics from this tiny model.
+OPTIONS = {"rome": ["stats_tokens=2000", "steps=4"], "memit": ["stats_tokens=2000", "steps=4"], "ft-m": ["steps=4"],
+           "grace": ["steps=4"], "kne": ["steps=4"]}
+
+
+def saved_tiny_llama(tmp_path: Path) -> Path:
+    """A tiny random Llama saved with the packaged tokenizer; call it before moving ``EDITAGENT_CACHE`` (the packaged
+    model is converted, once, in the real cache)."""
+    tokenizer = packaged_tokenizer()
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)))
     folder = tmp_path / "tiny-llama"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("method", list(OPTIONS))
+def test_parameter_methods_edit_answer_directly_and_restore_the_weights(
+        method: str, mquake_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = saved_tiny_llama(tmp_path)
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "cache"))  # key statistics of this tiny model
     out = tmp_path / "results"
+    options = [part for option in OPTIONS[method] for part in ("--editor-option", option)]
     assert benchmark_main()(["--dataset", str(mquake_dir / "MQuAKE-CF-3k-dev600.json"), "--method", method, "--model",
-                 str(folder), "--k", "1", "--cases", "3", "--out", str(out),
-                 "--editor-option", "stats_tokens=2000", "--editor-option", "steps=4"]) == 0
+                             str(folder), "--k", "1", "--cases", "3", "--out", str(out), *options]) == 0
     result = json.loads(next(out.glob(f"mquake_*_{method}_k1_n3_s0.json")).read_text())
     summary = result["summary"]
     assert summary["method"] == method and summary["n_cases"] == 3 and summary["hop_acc"] is None
@@ -78,3 +91,30 @@ def test_an_llm_over_an_edited_model_answers_from_the_edited_weights_then_from_t
     handle.undo()
     assert weights_version(model) > version
     assert llm.generate(prompts, max_new_tokens=6, prefix=prefix) == before
+
+
+def test_the_sequential_benchmark_scores_every_checkpoint_keeps_each_curve_and_honours_a_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    folder = saved_tiny_llama(tmp_path)
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "cache"))
+    out, work = tmp_path / "results", tmp_path / "work"
+    argv = ["--model", str(folder), "--sequential", "3", "--methods", "grace", "ft-m", "--sequential-cap", "ft-m=2",
+            "--locality-prompts", "2", "--out", str(out), "--work", str(work), "--name", "sequential"]
+
+    assert benchmark_main("editors")(argv) == 0
+
+    result = json.loads((out / "sequential.json").read_text())
+    curves = result["sequential"]
+    assert list(curves) == ["no-edit", "grace", "ft-m"]
+    assert [p["n_edits"] for p in curves["grace"]] == [3] and [p["n_edits"] for p in curves["ft-m"]] == [2]
+    assert all(0 <= p[m] <= 1 for p in curves["grace"] for m in ("reliability", "generalization", "locality"))
+    assert result["capped"] == {"ft-m": 2}
+    assert "ft-m was stopped after 2 edits" in (out / "sequential.md").read_text()
+    assert (out / "sequential.png").stat().st_size > 0
+    kept = sorted(path.name for path in work.glob("sequential_*.json"))
+    assert len(kept) == 2 and all("_n3_loc2" in name for name in kept)
+
+    with caplog.at_level(logging.INFO):
+        assert benchmark_main("editors")(argv) == 0  # a rerun takes both curves from --work
+    assert caplog.text.count("sequential curve from") == 2
+    assert json.loads((out / "sequential.json").read_text())["sequential"] == curves

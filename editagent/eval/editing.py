@@ -331,6 +331,25 @@ def evaluate(scorer: Scorer, probes: Sequence[EditProbe], apply: Callable[[list[
     return results
 
 
+def retention(scorer: Scorer, probes: Sequence[EditProbe]) -> dict[str, float]:
+    """Reliability and generalization of ``probes`` on the model as it is now (the greedy answer's first line,
+    from ``answer_tokens`` tokens, contains the new object; generalization averaged per edit over its paraphrases),
+    and the locality of the scorer's unrelated prompts."""
+    cfg = scorer.config
+    questions = [(i, question) for i, probe in enumerate(probes) for question in probe.paraphrases]
+    texts = greedy_texts(scorer.model, scorer.tokenizer, [p.edit.text for p in probes] + [q for _, q in questions],
+                         cfg.answer_tokens, cfg.batch_size)
+    said, answers = texts[: len(probes)], texts[len(probes):]
+    hits: dict[int, list[bool]] = {}
+    for (i, _), text in zip(questions, answers, strict=True):
+        hits.setdefault(i, []).append(answer_matches(first_line(text), probes[i].answers, "contains"))
+    locality, locality_exact = scorer.localities()
+    return {"reliability": sum(answer_matches(first_line(text), probe.answers, "contains")
+                               for text, probe in zip(said, probes, strict=True)) / len(probes),
+            "generalization": sum(sum(h) / len(h) for h in hits.values()) / max(1, len(hits)),
+            "locality": locality, "locality_exact": locality_exact}
+
+
 def summarise(method: str, mode: str, scores: Sequence[EditScores]) -> EditingSummary:
     if not scores:
         raise ValueError("scores: empty; evaluate at least one edit before summarising")
