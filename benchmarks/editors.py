@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import resource
 import sys
 import time
@@ -42,20 +43,18 @@ from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_
 from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import (
     EditingSummary,
-    EditProbe,
     EditScores,
     Scorer,
     evaluate,
-    first_line,
     greedy_ids,
-    greedy_texts,
     load_cloze_templates,
     locality_prompts,
     probe_for,
+    retention,
     summarise,
     token_recall,
 )
-from editagent.eval.mquake import answer_matches, load_mquake
+from editagent.eval.mquake import load_mquake
 from editagent.models import load_causal_lm
 
 logger = logging.getLogger("benchmarks.editors")
@@ -240,7 +239,8 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
     caps = dict(args.sequential_cap)
     for method in [m for m in args.methods if m in SHORT_METHODS]:  # in the order given
         # Each method's curve is kept once done, so a stopped run resumes and runs in parallel can share methods.
-        done = args.work / f"sequential_{args.model}_{method}_n{args.sequential}_loc{args.locality_prompts}.json"
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "-", args.model)  # a hub name or a folder: one file name
+        done = args.work / f"sequential_{slug}_{method}_n{args.sequential}_loc{args.locality_prompts}.json"
         if done.exists():
             curves[method] = json.loads(done.read_text())
             logger.info("%s: sequential curve from %s", method, done)
@@ -268,25 +268,6 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
     result["sequential"] = curves
     result["checkpoints"] = checkpoints
     result["capped"] = {m: n for m, n in caps.items() if m in curves and n < args.sequential}
-
-
-def retention(scorer: Scorer, probes: Sequence[EditProbe]) -> dict[str, float]:
-    """Reliability and generalization of ``probes`` on the model as it is now (the greedy answer's first line,
-    from ``answer_tokens`` tokens, contains the new object; generalization averaged per edit over its paraphrases),
-    and the locality of the scorer's unrelated prompts."""
-    cfg = scorer.config
-    questions = [(i, question) for i, probe in enumerate(probes) for question in probe.paraphrases]
-    texts = greedy_texts(scorer.model, scorer.tokenizer, [p.edit.text for p in probes] + [q for _, q in questions],
-                         cfg.answer_tokens, cfg.batch_size)
-    said, answers = texts[: len(probes)], texts[len(probes):]
-    hits: dict[int, list[bool]] = {}
-    for (i, _), text in zip(questions, answers, strict=True):
-        hits.setdefault(i, []).append(answer_matches(first_line(text), probes[i].answers, "contains"))
-    locality, locality_exact = scorer.localities()
-    return {"reliability": sum(answer_matches(first_line(text), probe.answers, "contains")
-                               for text, probe in zip(said, probes, strict=True)) / len(probes),
-            "generalization": sum(sum(h) / len(h) for h in hits.values()) / max(1, len(hits)),
-            "locality": locality, "locality_exact": locality_exact}
 
 
 def add_memit_timing(args: argparse.Namespace, result: dict[str, Any], memit: Editor, cases: Sequence[Any],
