@@ -40,6 +40,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_config, make_editor
+from editagent.editors.base import bump_weights_version
 from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import (
     EditingSummary,
@@ -228,7 +229,7 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
 def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
     """Each method writes ``--sequential`` edits one after another, none undone until the end; at each checkpoint
     every edit so far is scored (retention) and so are the unrelated prompts (locality, against the unedited
-    model). Then all its edits are undone, last first, for the next method."""
+    model). Then the model is put back exactly as it was, for the next method."""
     cases = load_mquake(data_file(MQUAKE_DEV))
     clozes = load_cloze_templates(data_file("cloze_templates.json"))
     probes = [probe_for(case, 0, clozes) for case in cases[: args.sequential]]
@@ -249,10 +250,17 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
         editor = make_editor(model, tok, editor_config(method))
         stats = timed_stats(editor.load_statistics)
         timed, handles, points = Timed(editor.apply), [], []
+        # Each weight edit's handle holds two copies of every weight it touched (KNE: every layer's), which 200
+        # edits cannot afford: the weights are put back from one copy taken here, and only handles that live
+        # beside the weights (GRACE's codebook) are kept for their undo.
+        params = dict(model.named_parameters())
+        before = {name: params[name].detach().clone() for name in editor.arch.edited_weight_names()}
         reset_peak()
         try:
             for count, probe in enumerate(tqdm(probes[:stop], desc=f"{method} sequential", unit="edit"), start=1):
-                handles.append(timed([probe.edit]))
+                handle = timed([probe.edit])
+                if not handle.originals:
+                    handles.append(handle)
                 if count in checkpoints or count == stop:
                     point = retention(scorer, probes[:count]) | {
                         "n_edits": count, "seconds_per_edit": timed.per_edit, "stats_seconds": stats,
@@ -262,6 +270,10 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
         finally:
             for handle in reversed(handles):
                 handle.undo()
+            with torch.no_grad():
+                for name, weight in before.items():
+                    params[name].copy_(weight)
+            bump_weights_version(model)
         curves[method] = points
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(points, indent=1))

@@ -12,21 +12,27 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import transformers
 from _models import packaged_tokenizer, tiny_config
+from test_editors import TOKENIZER, assert_same_weights, sharp_model, snapshot
 
 
-def benchmark_main(script: str = "mquake") -> Callable[[Sequence[str]], int]:
-    """``main`` of ``benchmarks/<script>.py`` (benchmarks/ holds scripts, not a package)."""
+def benchmark_module(script: str) -> Any:
+    """``benchmarks/<script>.py`` as a module (benchmarks/ holds scripts, not a package)."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
     spec = importlib.util.spec_from_file_location(f"benchmarks_{script}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def benchmark_main(script: str = "mquake") -> Callable[[Sequence[str]], int]:
+    return benchmark_module(script).main
 
 
 # Short runs: the plumbing is what is tested. ROME/MEMIT also sample their key statistics from this tiny model.
@@ -118,3 +124,19 @@ def test_the_sequential_benchmark_scores_every_checkpoint_keeps_each_curve_and_h
         assert benchmark_main("editors")(argv) == 0  # a rerun takes both curves from --work
     assert caplog.text.count("sequential curve from") == 2
     assert json.loads((out / "sequential.json").read_text())["sequential"] == curves
+
+
+def test_the_sequential_benchmark_puts_the_weights_back_without_keeping_a_handle_per_edit(tmp_path: Path) -> None:
+    """Weight handles are dropped as the edits go (each holds copies of what it touched) and the weights restored
+    from one copy at the end; GRACE's handles, beside the weights, are undone."""
+    editors = benchmark_module("editors")
+    model = sharp_model("llama")
+    before = snapshot(model)
+    for method in ("kne", "grace"):
+        args = editors.parse_args(["--sequential", "3", "--methods", method, "--locality-prompts", "2",
+                                   "--work", str(tmp_path / method)])
+        result: dict[str, Any] = {}
+        editors.run_sequential(args, model, TOKENIZER, result)
+        assert [p["n_edits"] for p in result["sequential"][method]] == [3]
+        assert_same_weights(model, before)
+        assert sum(len(module._forward_hooks) for module in model.modules()) == 0

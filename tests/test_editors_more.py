@@ -382,6 +382,7 @@ def test_grace_undo_restores_every_forward_output_bit_for_bit_in_any_order(caplo
 
     assert hooks_on(model) == hooks + 1  # one codebook hook for the layer, whatever the number of edits
     assert [int(next_logits(model, edit.text).argmax()) for edit in edits] == tokens
+    assert_same_logits(model, list(UNRELATED), outputs[len(edits):])  # outside every radius: exactly as unedited
     handles[1].undo()  # the middle one first: its prompt is exactly as before, the others keep their edits
     assert torch.equal(logits_of(model, [edits[1].text])[0], outputs[1])
     assert [int(next_logits(model, edits[i].text).argmax()) for i in (0, 2)] == [tokens[0], tokens[2]]
