@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -471,6 +472,36 @@ def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(method: str,
         apply_deltas(other, tmp_path / "edit.pt")
     assert_same_weights(other, other_weights)
     assert hooks_on(other) == other_hooks
+
+
+def test_a_saved_kne_edit_keeps_only_the_ensembles_columns_and_older_dense_files_still_load(tmp_path: Path) -> None:
+    """Saved deltas that live in few value slots (KNE, KN) keep those columns and their indices, not the whole
+    matrix of every layer; a dense file in the first format applies the same; a broken sparse entry is refused."""
+    model = sharp_model("llama")
+    arch = ModelArch(model)
+    weights = snapshot(model)
+    handle = editor_for(model, "kne").apply(edits_for(model, FACTS[:1]))
+    edited = snapshot(model)
+    saved = handle.saved()
+    handle.undo()
+
+    assert saved["format"] == "editagent.weight-edit/2"
+    for layer in range(arch.n_layers):
+        entry = saved["deltas"][arch.weight_name(layer)]
+        assert isinstance(entry, dict) and entry["dim"] == 1
+        assert entry["values"].shape == (arch.value_dim(layer), len(entry["index"]))
+        assert 0 < len(entry["index"]) <= math.ceil(0.1 * arch.key_dim(layer))
+    dense = {**saved, "format": "editagent.weight-edit/1", "deltas": dict(handle.deltas)}
+    for version in (saved, dense):
+        again = apply_deltas(model, version)
+        assert_same_weights(model, edited)
+        again.undo()
+        assert_same_weights(model, weights)
+    name = arch.weight_name(0)
+    broken = {**saved, "deltas": {**saved["deltas"], name: {"values": saved["deltas"][name]["values"]}}}
+    with pytest.raises(EditError, match=rf"^saved: delta for '{re.escape(name)}' is neither a tensor"):
+        apply_deltas(model, broken)
+    assert_same_weights(model, weights)
 
 
 def test_a_saved_grace_edit_that_does_not_fit_the_layer_is_refused(tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ from editagent.schema import MAX_ENTITY_CHARS, MAX_SENTENCE_CHARS, EditError, cl
 
 logger = logging.getLogger(__name__)
 
-SAVED_FORMAT = "editagent.weight-edit/1"
+SAVED_FORMAT = "editagent.weight-edit/2"  # /2: sparse deltas keep only their non-zero rows or columns
+READABLE_FORMATS = ("editagent.weight-edit/1", SAVED_FORMAT)
 # Saved edits that are not weight deltas: format -> the module whose ``load_saved(saved) -> Deltas`` reads them.
 OTHER_SAVED_FORMATS = {"editagent.grace-codebook/1": "editagent.editors.grace"}
 _SAMPLES_PER_TENSOR = 2048
@@ -246,7 +247,7 @@ class AppliedEdit:
         """The deltas and the fingerprint they belong to, for ``torch.save`` and ``apply_deltas``."""
         return {"format": SAVED_FORMAT, "method": self.method, "fingerprint": self.fingerprint,
                 "edits": [edit.model_dump() for edit in self.edits],
-                "deltas": {name: delta.cpu() for name, delta in self.deltas.items()}}
+                "deltas": {name: compact(delta.cpu()) for name, delta in self.deltas.items()}}
 
     def save(self, path: str | Path) -> None:
         torch.save(self.saved(), path)
@@ -254,6 +255,33 @@ class AppliedEdit:
     def __repr__(self) -> str:
         state = "undone" if self.undone else "applied"
         return f"AppliedEdit({self.method}, {len(self.edits)} edits, {len(self.originals)} weights, {state})"
+
+
+def compact(delta: torch.Tensor) -> torch.Tensor | dict[str, Any]:
+    """``delta`` as saved: a matrix whose change lives in few columns or rows (KN's and KNE's value slots) keeps
+    only those, with their indices; any other tensor as it is."""
+    if delta.dim() != 2:
+        return delta
+    best: dict[str, Any] | None = None
+    for dim in (0, 1):
+        index = torch.nonzero(delta.abs().sum(dim=1 - dim)).flatten()
+        if 2 * len(index) < delta.shape[dim] and (best is None or len(index) < len(best["index"])):
+            best = {"shape": list(delta.shape), "dim": dim, "index": index,
+                    "values": delta.index_select(dim, index).clone()}
+    return best if best is not None else delta
+
+
+def expand(entry: torch.Tensor | Mapping[str, Any], name: str) -> torch.Tensor:
+    """The full delta of a saved entry (``compact``'s inverse)."""
+    if isinstance(entry, torch.Tensor):
+        return entry
+    try:
+        values, index, dim = entry["values"], entry["index"], int(entry["dim"])
+        full = torch.zeros(*entry["shape"], dtype=values.dtype)
+        return full.index_copy_(dim, index, values)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise EditError(f"saved: delta for {name!r} is neither a tensor nor a readable sparse entry ({error}); "
+                        "save edits with AppliedEdit.save(path)") from None
 
 
 def _digest(param: torch.Tensor) -> tuple[float, float]:
@@ -308,13 +336,14 @@ def _load_saved(saved: Mapping[str, Any] | str | Path) -> Deltas:
     reader = OTHER_SAVED_FORMATS.get(saved.get("format")) if isinstance(saved, Mapping) else None
     if reader is not None:  # imported here: that module imports this one
         return importlib.import_module(reader).load_saved(saved)  # type: ignore[no-any-return]
-    if not isinstance(saved, Mapping) or saved.get("format") != SAVED_FORMAT:
+    if not isinstance(saved, Mapping) or saved.get("format") not in READABLE_FORMATS:
         raise EditError(f"saved: not a saved weight edit (expected a dict with format {SAVED_FORMAT!r}, as made by "
                         "AppliedEdit.saved())")
     if not isinstance(saved.get("fingerprint"), str) or not isinstance(saved.get("deltas"), Mapping):
         raise EditError("saved: missing 'fingerprint' or 'deltas'; save edits with AppliedEdit.save(path)")
     edits = [WeightEdit.model_validate(edit) for edit in saved.get("edits", [])]
-    return Deltas(str(saved.get("method", "saved")), saved["fingerprint"], edits, dict(saved["deltas"]))
+    deltas = {name: expand(entry, name) for name, entry in saved["deltas"].items()}
+    return Deltas(str(saved.get("method", "saved")), saved["fingerprint"], edits, deltas)
 
 
 def apply_deltas(model: nn.Module, saved: Deltas | Mapping[str, Any] | str | Path) -> AppliedEdit:
