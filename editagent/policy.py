@@ -35,6 +35,7 @@ from editagent.editors.config import (
     KnConfig,
     KneConfig,
     MemitConfig,
+    MendConfig,
     RomeConfig,
     editor_config,
 )
@@ -60,7 +61,7 @@ class EditPolicy(BaseModel):
 
     default: EditTarget = "memory"
     # Its type picks the editor: any editor of an edit's (short) object.
-    editor: RomeConfig | MemitConfig | FtlConfig | FtmConfig | GraceConfig | KnConfig | KneConfig = Field(
+    editor: RomeConfig | MemitConfig | FtlConfig | FtmConfig | GraceConfig | KnConfig | KneConfig | MendConfig = Field(
         default_factory=RomeConfig)
 
     @field_validator("editor", mode="before")

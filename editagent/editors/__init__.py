@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         KnConfig,
         KneConfig,
         MemitConfig,
+        MendConfig,
         RomeConfig,
         ValueConfig,
         editor_config,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from editagent.editors.kn import KN
     from editagent.editors.kne import KNE
     from editagent.editors.memit import MEMIT
+    from editagent.editors.mend import MEND, MendNetwork
     from editagent.editors.registry import EDITORS, make_editor
     from editagent.editors.rome import ROME
     from editagent.editors.stats import key_second_moment, key_second_moments
@@ -60,6 +62,7 @@ __all__ = [
     "KN",
     "KNE",
     "MEMIT",
+    "MEND",
     "ROME",
     "AnyEdit",
     "AnyEditConfig",
@@ -81,6 +84,8 @@ __all__ = [
     "KneConfig",
     "LongEdit",
     "MemitConfig",
+    "MendConfig",
+    "MendNetwork",
     "ModelArch",
     "RomeConfig",
     "UnsupportedArchitecture",
@@ -100,14 +105,16 @@ _MODULES = {
     "arch": ("ARCH_SPECS", "ArchSpec", "ModelArch", "UnsupportedArchitecture", "register_arch"),
     "base": ("AppliedEdit", "Deltas", "EditReport", "FingerprintMismatch", "WeightEdit", "apply_deltas",
              "model_fingerprint"),
-    "config": ("AnyEditConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig", "GraceConfig", "KnConfig",
-               "KneConfig", "MemitConfig", "RomeConfig", "ValueConfig", "editor_config"),
+    "config": ("AnyEditConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig",
+               "GraceConfig", "KnConfig", "KneConfig", "MemitConfig", "MendConfig", "RomeConfig", "ValueConfig",
+               "editor_config"),
     "editor": ("Editor",),
     "finetune": ("FTL", "FTM", "FineTune"),
     "grace": ("GRACE", "CodebookDeltas", "CodebookEdit"),
     "kn": ("KN",),
     "kne": ("KNE",),
     "memit": ("MEMIT",),
+    "mend": ("MEND", "MendNetwork"),
     "registry": ("EDITORS", "make_editor"),
     "rome": ("ROME",),
     "stats": ("key_second_moment", "key_second_moments"),

@@ -234,9 +234,36 @@ class KneConfig(GradientConfig):
     steps: int = Field(40, ge=0, description="most optimisation steps; fewer once the stop test is met")
 
 
+class MendConfig(EditorConfig):
+    """MEND settings (Mitchell et al. 2022): a hypernetwork, trained for one model, maps the edit's fine-tuning
+    gradient of each edited down projection to its update. ``layers`` None: the last three blocks (the paper's last
+    MLP layers). ``layers`` and ``rank`` must be those the network was trained with."""
+
+    method: ClassVar[str] = "mend"
+
+    layers: LayerList = Field(None, description="blocks whose down projections are edited; None: the last three")
+    rank: int = Field(1920, ge=1, description="rank of the hypernetwork's low-rank layers (the paper's 1920), capped "
+                                              "at its width")
+    edit_lr: float = Field(1e-2, gt=0, description="initial step α of each layer in a new network (then learned): "
+                                                   "an untrained network takes one gradient step of this size")
+    checkpoint: str | None = Field(None, description="the trained network's file; None: the cache, keyed by the "
+                                                     "model's fingerprint, layers and rank")
+    n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the prompt in the edit's gradient, besides the "
+                                                 "bare prompt")
+
+
+def _relation_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    cleaned = tuple(" ".join(name.split()) for name in value)
+    if any(not name or len(name) > 100 or "{" in name or "}" in name for name in cleaned):
+        raise ValueError("hop_relations: give relation phrases of 1-100 characters without braces, e.g. "
+                         "['capital', 'official language']")
+    return tuple(dict.fromkeys(cleaned))
+
+
 CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig,
                                                                           FtlConfig, FtmConfig, GraceConfig, KnConfig,
-                                                                          KneConfig)}
+                                                                          KneConfig, MendConfig)}
 
 
 def editor_config(method: str, **fields: Any) -> EditorConfig:

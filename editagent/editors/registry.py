@@ -25,6 +25,7 @@ from editagent.editors.config import (
     KnConfig,
     KneConfig,
     MemitConfig,
+    MendConfig,
     RomeConfig,
 )
 from editagent.editors.editor import Editor
@@ -33,12 +34,14 @@ from editagent.editors.grace import GRACE
 from editagent.editors.kn import KN
 from editagent.editors.kne import KNE
 from editagent.editors.memit import MEMIT
+from editagent.editors.mend import MEND
 from editagent.editors.rome import ROME
 from editagent.schema import EditError
 
 EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit,
                                                    FtlConfig: FTL, FtmConfig: FTM, GraceConfig: GRACE, KnConfig: KN,
                                                    KneConfig: KNE}
+EDITORS[MendConfig] = MEND
 
 
 def make_editor(model: nn.Module, tokenizer: Any, config: EditorConfig | None = None, **options: Any) -> Editor:
