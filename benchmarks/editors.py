@@ -238,9 +238,9 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
     checkpoints = sorted({n for n in CHECKPOINTS if n < args.sequential} | {args.sequential})
     curves: dict[str, list[dict[str, Any]]] = {"no-edit": [retention(scorer, probes) | {"n_edits": 0}]}
     caps = dict(args.sequential_cap)
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", args.model)  # a hub name or a folder: one file name
     for method in [m for m in args.methods if m in SHORT_METHODS]:  # in the order given
         # Each method's curve is kept once done, so a stopped run resumes and runs in parallel can share methods.
-        slug = re.sub(r"[^A-Za-z0-9.-]+", "-", args.model)  # a hub name or a folder: one file name
         done = args.work / f"sequential_{slug}_{method}_n{args.sequential}_loc{args.locality_prompts}.json"
         if done.exists():
             curves[method] = json.loads(done.read_text())

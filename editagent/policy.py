@@ -26,19 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from editagent.editors.config import (
-    AnyEditConfig,
-    EditorConfig,
-    FtlConfig,
-    FtmConfig,
-    GraceConfig,
-    KnConfig,
-    KneConfig,
-    MemitConfig,
-    MendConfig,
-    RomeConfig,
-    editor_config,
-)
+from editagent.editors.config import CONFIGS, AnyEditConfig, EditorConfig, RomeConfig, editor_config
 from editagent.schema import DEFAULT_NAMESPACE, MAX_SEARCH_LIMIT, Edit, EditError, SearchHit, StoredEdit
 
 if TYPE_CHECKING:
@@ -60,9 +48,8 @@ class EditPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     default: EditTarget = "memory"
-    # Its type picks the editor: any editor of an edit's (short) object.
-    editor: RomeConfig | MemitConfig | FtlConfig | FtmConfig | GraceConfig | KnConfig | KneConfig | MendConfig = Field(
-        default_factory=RomeConfig)
+    # Its type picks the editor: any registered editor of an edit's (short) object, kept as the subclass given.
+    editor: EditorConfig = Field(default_factory=RomeConfig)
 
     @field_validator("editor", mode="before")
     @classmethod
@@ -74,6 +61,9 @@ class EditPolicy(BaseModel):
         if isinstance(value, AnyEditConfig):
             raise EditError("editor: AnyEdit writes long texts, not an edit's object; use RomeConfig, MemitConfig, "
                             "GraceConfig or another editor's config")
+        if isinstance(value, EditorConfig) and CONFIGS.get(type(value).method) is None:
+            raise EditError(f"editor: {type(value).__name__} belongs to no registered editor; use one of "
+                            f"{', '.join(CONFIGS)}")
         return value
 
     @field_serializer("editor")

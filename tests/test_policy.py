@@ -13,7 +13,7 @@ import torch
 from test_editors import STATS_TOKENS, TOKENIZER, assert_same_weights, rome_for, sharp_model, snapshot
 
 from editagent import EditAgent, EditError
-from editagent.editors import GRACE, MEMIT, AnyEditConfig, GraceConfig, KneConfig, MemitConfig, RomeConfig
+from editagent.editors import GRACE, MEMIT, AnyEditConfig, EditorConfig, GraceConfig, KneConfig, MemitConfig, RomeConfig
 from editagent.llm import TransformersLLM
 from editagent.models import Embedder
 from editagent.policy import EditPolicy, RecallableEdits, weight_prompt
@@ -110,6 +110,10 @@ def test_the_policys_editor_config_picks_the_editor_the_agent_builds(tmp_path: P
         EditPolicy(editor={"lyers": 3})
     with pytest.raises(ValueError, match="editor: AnyEdit writes long texts"):
         EditPolicy(editor=AnyEditConfig())
+    with pytest.raises(ValueError, match="editor: EditorConfig belongs to no registered editor"):
+        EditPolicy(editor=EditorConfig())
+    with pytest.raises(ValueError, match="editor"):
+        EditPolicy(editor=3)  # type: ignore[arg-type]
     for policy in (EditPolicy(editor={"method": "grace", "epsilon": 0.2}), EditPolicy(editor=KneConfig(lr=1e-3)),
                    EditPolicy(editor={"method": "ft-l"})):  # every short-object editor, and the dump names it
         assert EditPolicy.model_validate(policy.model_dump()) == policy

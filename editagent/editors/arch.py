@@ -12,6 +12,7 @@ layout ``[in, out]`` where needed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,10 @@ class ModelArch:
             raise EditError(f"{field}: {layer} is out of range; this {self.model_type} model has layers "
                             f"0..{self.n_layers - 1}")
         return layer
+
+    def check_layers(self, layers: Sequence[int] | None, default: Sequence[int]) -> list[int]:
+        """A config's ``layers`` (``default`` when None), each checked; errors name the ``layers`` field."""
+        return [self.check_layer(layer, "layers") for layer in (default if layers is None else layers)]
 
     def block(self, layer: int) -> nn.Module:
         return self.blocks[self.check_layer(layer)]

@@ -88,8 +88,8 @@ class Editor:
         return write(self.model, self.compute(edits))
 
     def load_statistics(self) -> None:
-        """Compute or load the key statistics every edit needs (once per editor)."""
-        raise NotImplementedError
+        """Compute or load the key statistics every edit needs (once per editor); an editor that needs none
+        (fine-tuning, GRACE, KN, KNE) keeps this."""
 
     def _write(self, items: list[Any], writer: WeightWriter) -> Sequence[EditReport]:
         """Write ``items`` through ``writer`` (``compute`` reads the result and restores the weights)."""

@@ -130,9 +130,6 @@ class FineTune(Editor):
         chosen = self.config.layer if self.config.layer is not None else self.arch.rome_layer
         self.layer = self.arch.check_layer(chosen, "layer")
 
-    def load_statistics(self) -> None:
-        """Fine-tuning needs no key statistics."""
-
     def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
         start = time.perf_counter()
         config, arch = self.config, self.arch

@@ -235,9 +235,6 @@ class GRACE(Editor):
         chosen = self.config.layer if self.config.layer is not None else min(last, round(GRACE_DEPTH * last))
         self.layer = self.arch.check_layer(chosen, "layer")
 
-    def load_statistics(self) -> None:
-        """GRACE needs no key statistics."""
-
     def compute(self, edits: Any) -> CodebookDeltas:
         """The codebook entries that make the model say each edit's target; the model is left as it was (only hooks
         come and go while the values are trained)."""

@@ -51,14 +51,10 @@ class KN(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: KnConfig | dict[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layers if self.config.layers is not None else range(self.arch.n_layers)
-        self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
+        self.layers = self.arch.check_layers(self.config.layers, range(self.arch.n_layers))
         if any(self.arch.mlp_output_norm(layer) is not None for layer in self.layers):
             logger.warning("KN on a model that normalises its MLP output (%s) is not effective: the norm rescales a "
                            "value slot's change instead of adding it to the residual stream", self.arch.model_type)
-
-    def load_statistics(self) -> None:
-        """KN needs no key statistics."""
 
     def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
         return [self._write_one(edit, writer) for edit in items]

@@ -55,12 +55,8 @@ class KNE(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: KneConfig | dict[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layers if self.config.layers is not None else range(self.arch.n_layers)
-        self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
+        self.layers = self.arch.check_layers(self.config.layers, range(self.arch.n_layers))
         self._typical: dict[int, torch.Tensor] | None = None
-
-    def load_statistics(self) -> None:
-        """KNE needs no key statistics."""
 
     def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
         start = time.perf_counter()

@@ -106,8 +106,7 @@ class MEMIT(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: MemitConfig | dict[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layers if self.config.layers is not None else self.arch.memit_layers
-        self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
+        self.layers = self.arch.check_layers(self.config.layers, self.arch.memit_layers)
         self._moments: dict[int, torch.Tensor] = {}
 
     @property

@@ -293,8 +293,7 @@ class MEND(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: MendConfig | dict[str, Any] | None = None, *,
                  network: MendNetwork | None = None, **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layers if self.config.layers is not None else default_layers(self.arch)
-        self.layers = [self.arch.check_layer(layer, "layers") for layer in chosen]
+        self.layers = self.arch.check_layers(self.config.layers, default_layers(self.arch))
         if network is not None:
             wanted = expected_shape(self.arch, self.layers, self.config.rank)
             if network.describe() != wanted:
