@@ -61,7 +61,8 @@ from editagent.models import load_causal_lm
 logger = logging.getLogger("benchmarks.editors")
 
 RECALL_GOAL = 0.8
-SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn", "kne", "mend")  # editors of MQuAKE's short objects
+# editors of MQuAKE's short objects
+SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn", "kne", "mend", "cake")
 METHODS = (*SHORT_METHODS, "anyedit")
 CHECKPOINTS = (10, 50, 100, 200)  # --sequential: edits written when everything so far is scored
 

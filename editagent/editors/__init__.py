@@ -27,8 +27,10 @@ if TYPE_CHECKING:
         apply_deltas,
         model_fingerprint,
     )
+    from editagent.editors.cake import CAKE, CakeEdit
     from editagent.editors.config import (
         AnyEditConfig,
+        CakeConfig,
         EditorConfig,
         FineTuneConfig,
         FtlConfig,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCH_SPECS",
+    "CAKE",
     "EDITORS",
     "FTL",
     "FTM",
@@ -68,6 +71,8 @@ __all__ = [
     "AnyEditConfig",
     "AppliedEdit",
     "ArchSpec",
+    "CakeConfig",
+    "CakeEdit",
     "CodebookDeltas",
     "CodebookEdit",
     "Deltas",
@@ -105,7 +110,8 @@ _MODULES = {
     "arch": ("ARCH_SPECS", "ArchSpec", "ModelArch", "UnsupportedArchitecture", "register_arch"),
     "base": ("AppliedEdit", "Deltas", "EditReport", "FingerprintMismatch", "WeightEdit", "apply_deltas",
              "model_fingerprint"),
-    "config": ("AnyEditConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig",
+    "cake": ("CAKE", "CakeEdit"),
+    "config": ("AnyEditConfig", "CakeConfig", "EditorConfig", "FineTuneConfig", "FtlConfig", "FtmConfig",
                "GraceConfig", "KnConfig", "KneConfig", "MemitConfig", "MendConfig", "RomeConfig", "ValueConfig",
                "editor_config"),
     "editor": ("Editor",),

@@ -261,9 +261,39 @@ def _relation_names(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(cleaned))
 
 
+class CakeConfig(EditorConfig):
+    """CaKE settings (Yao et al. 2025): LoRA on the MLP down projections, trained on generated examples that use the
+    new fact inside two-hop chains (``editagent.editors.cake``). ``layers`` None: the architecture's MEMIT range."""
+
+    method: ClassVar[str] = "cake"
+
+    layers: LayerList = Field(None, description="blocks whose down projections get a LoRA adapter; None: the "
+                                                "architecture's early-middle range (MEMIT's)")
+    rank: int = Field(8, ge=1, description="LoRA rank r (the paper's 8)")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha: the adapter's product is scaled by alpha / rank")
+    lr: float = Field(1e-3, gt=0, description="Adam's learning rate on the adapter matrices")
+    steps: int = Field(60, ge=0, description="most optimisation steps (full batch); fewer once the stop test is met")
+    stop_margin: float = Field(1.0, ge=0, description="stop once every target token of every direct prompt is the "
+                                                      "greedy choice by this many logits")
+    n_context_templates: int = Field(2, ge=0, le=len(CONTEXT_PREFIXES),
+                                     description="prefixed copies of the edit prompt trained on, besides the bare one")
+    hop_relations: Annotated[tuple[str, ...], AfterValidator(_relation_names)] = Field(
+        ("country", "capital", "official language", "continent", "head of state"),
+        description="second relations asked about the new object to build two-hop examples")
+    n_hops: int = Field(2, ge=0, description="per edit, the second relations kept: those the unedited model answers "
+                                             "about the new object most confidently")
+    answer_tokens: int = Field(4, ge=1, le=32, description="most tokens of the model's own answer to a second "
+                                                           "relation")
+    reasoning: bool = Field(True, description="also train each chain written out, its first fact stated before the "
+                                              "second hop is asked (always where no nested question can be written)")
+    kl_factor: float = Field(20.0, ge=0, description="weight of KL(unedited || edited) over the next tokens of neutral "
+                                                    "sentences, which keeps unrelated answers; 0: off")
+    seed: int = Field(0, ge=0, description="seed of the adapters' initialisation: the same edit gives the same "
+                                           "deltas")
+
 CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig,
                                                                           FtlConfig, FtmConfig, GraceConfig, KnConfig,
-                                                                          KneConfig, MendConfig)}
+                                                                          KneConfig, MendConfig, CakeConfig)}
 
 
 def editor_config(method: str, **fields: Any) -> EditorConfig:

@@ -35,7 +35,7 @@ from editagent.editors.base import EditReport, WeightEdit, WeightWriter, fill, f
 from editagent.editors.capture import hidden
 from editagent.editors.config import FineTuneConfig, FtlConfig, FtmConfig
 from editagent.editors.editor import Editor
-from editagent.editors.prompts import device_of
+from editagent.editors.prompts import device_of, left_pad
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -75,18 +75,9 @@ def target_rows(tokenizer: Any, edits: Sequence[WeightEdit], templates: Sequence
                                     add_special_tokens=True)["input_ids"])
             rows.append((prompt, target, index))
     width = max(len(prompt) + len(target) - 1 for prompt, target, _ in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    sites = []
-    for i, (prompt, target, _) in enumerate(rows):
-        ids = prompt + target[:-1]
-        start = width - len(ids)
-        input_ids[i, start:] = torch.tensor(ids)
-        mask[i, start:] = 1
-        sites.append(list(range(start + len(prompt) - 1, width)))
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return TargetRows(input_ids.to(device), mask.to(device), positions.to(device), sites,
+    batch = left_pad(tokenizer, [prompt + target[:-1] for prompt, target, _ in rows], device)
+    sites = [list(range(width - len(target), width)) for _, target, _ in rows]  # where each target token is read
+    return TargetRows(batch["input_ids"], batch["attention_mask"], batch["position_ids"], sites,
                       [torch.tensor(target, device=device) for _, target, _ in rows], [owner for *_, owner in rows])
 
 

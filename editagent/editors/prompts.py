@@ -65,20 +65,29 @@ class PromptBatch:
         return tensor[rows, self.subject_col]
 
 
+def left_pad(tokenizer: Any, rows: Sequence[Sequence[int]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Token rows as one left-padded batch (input_ids, attention_mask, position_ids), so every row's last token is
+    in the last column and positions count real tokens only."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), _pad_id(tokenizer), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        if ids:
+            input_ids[i, width - len(ids):] = torch.tensor(list(ids))
+            mask[i, width - len(ids):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0).to(device)}
+
+
 def make_batch(tokenizer: Any, rows: Sequence[tuple[list[int], int]], device: torch.device) -> PromptBatch:
     """``rows``: (token ids, subject's last index). Each row is cut after that index: only what is there is read,
     and in a causal model later tokens cannot change it."""
     rows = [(ids[: last + 1], last) for ids, last in rows]
     width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), _pad_id(tokenizer), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    cols = []
-    for i, (ids, last) in enumerate(rows):
-        input_ids[i, width - len(ids):] = torch.tensor(ids)
-        mask[i, width - len(ids):] = 1
-        cols.append(width - len(ids) + last)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return PromptBatch(input_ids.to(device), mask.to(device), positions.to(device), torch.tensor(cols, device=device))
+    batch = left_pad(tokenizer, [ids for ids, _ in rows], device)
+    cols = [width - len(ids) + last for ids, last in rows]
+    return PromptBatch(batch["input_ids"], batch["attention_mask"], batch["position_ids"],
+                       torch.tensor(cols, device=device))
 
 
 @dataclass

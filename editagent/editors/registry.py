@@ -16,8 +16,10 @@ from typing import Any
 from torch import nn
 
 from editagent.editors.anyedit import AnyEdit
+from editagent.editors.cake import CAKE
 from editagent.editors.config import (
     AnyEditConfig,
+    CakeConfig,
     EditorConfig,
     FtlConfig,
     FtmConfig,
@@ -40,8 +42,7 @@ from editagent.schema import EditError
 
 EDITORS: dict[type[EditorConfig], type[Editor]] = {RomeConfig: ROME, MemitConfig: MEMIT, AnyEditConfig: AnyEdit,
                                                    FtlConfig: FTL, FtmConfig: FTM, GraceConfig: GRACE, KnConfig: KN,
-                                                   KneConfig: KNE}
-EDITORS[MendConfig] = MEND
+                                                   KneConfig: KNE, MendConfig: MEND, CakeConfig: CAKE}
 
 
 def make_editor(model: nn.Module, tokenizer: Any, config: EditorConfig | None = None, **options: Any) -> Editor:
