@@ -1,4 +1,5 @@
-"""Ripple and locality of the editagent method on MQuAKE dev cases, all edits in one memory (k=all).
+"""Ripple and locality of the editagent method (or another reasoner over the memory: IKE, SERAC, MeLLo, PokeMQA)
+on MQuAKE dev cases, all edits in one memory (k=all).
 
 From the edit graph of the stored edits, every question is sorted into:
 - *should change*: its (subject, relation) is a live edit (single-hop), or its chain passes through one
@@ -8,6 +9,9 @@ From the edit graph of the stored edits, every question is sorted into:
   locality figure of issue 5 (`locality.json`).
 
     python benchmarks/ripple.py --cases 150 --seed 0
+    python benchmarks/ripple.py --cases 150 --seed 0 --method ike --locality-only   # -> locality_ike.json
+
+The agent's files are ``ripple.{json,md}`` and ``locality.json``; another method's carry its name.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 from editagent import EditAgent
 from editagent.decompose import answer_directly
+from editagent.decompose.methods import REASONERS, Parts, build_reasoner
 from editagent.eval import MQUAKE_DEV, data_file
 from editagent.eval.mquake import answer_matches, load_mquake
 from editagent.eval.runner import fresh_dir, rate, select_cases
@@ -30,6 +35,7 @@ from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder
 from editagent.relations import canonical_relation
+from editagent.scope import scope_model
 
 logger = logging.getLogger("ripple")
 NAMESPACE = "all"
@@ -71,22 +77,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--method", choices=[m for m in REASONERS if m != "no-edit"], default="agent",
+                        help="who answers over the memory (default: the editagent method)")
+    parser.add_argument("--scope", choices=["embedding", "trained"], default="embedding",
+                        help="SERAC's scope detector (trained: the cached one)")
+    parser.add_argument("--locality-only", action="store_true",
+                        help="ask only the questions no edit touches (the locality figure)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.time()
     every_case = load_mquake(args.dataset or data_file(MQUAKE_DEV))
     cases = select_cases(every_case, args.cases, args.seed)
     llm = TransformersLLM.load(args.model, batch_size=8)
-    memory = EditMemory(fresh_dir(args.out.parent / ".work" / "ripple"), embedder=load_embedder())
+    memory = EditMemory(fresh_dir(args.out.parent / ".work" / f"ripple_{args.method}"), embedder=load_embedder())
     memory.add([edit for case in every_case for edit in case.edits(NAMESPACE)], progress=True)
     agent = EditAgent(namespace=NAMESPACE, memory=memory, llm=llm)
     change, keep = collect(cases, agent.graph(include_history=False))
+    if args.locality_only:
+        change = []
     logger.info("%d questions should change, %d single-hop questions should not", len(change), len(keep))
+    reasoner = None
+    if args.method != "agent":
+        reasoner = build_reasoner(args.method, Parts(llm=lambda: llm, source=memory, scope=scope_model(args.scope)))
 
     questions = [q["question"] for q in change + keep]
     answers = []
     for start in range(0, len(questions), 32):
-        answers += agent.ask_many(questions[start: start + 32])
+        batch = questions[start: start + 32]
+        answers += (agent.ask_many(batch) if reasoner is None
+                    else reasoner.answer_many(batch, [NAMESPACE] * len(batch)))
         logger.info("asked %d/%d", len(answers), len(questions))
     plain = [text for text, _ in answer_directly(llm, [q["question"] for q in keep])]
     for record, answer in zip(change + keep, answers, strict=True):
@@ -103,21 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python", *sys.argv])
     single_change = [r for r in change if r["kind"] == "single-hop"]
     multi_change = [r for r in change if r["kind"] == "multi-hop"]
-    summary = {"model": args.model, "n_cases": len(cases), "seed": args.seed, "k": "all",
+    summary = {"model": args.model, "method": args.method, "n_cases": len(cases), "seed": args.seed, "k": "all",
                "should_change_single_hop": len(single_change),
                "changed_as_expected_single_hop": expected(single_change),
                "should_change_multi_hop": len(multi_change), "changed_as_expected_multi_hop": expected(multi_change),
                "should_not_change": len(keep), "unchanged_as_expected": expected(keep),
-               "routed_to_model_when_unedited": rate([r["route"] == "model" for r in keep]),
+               "routed_to_model_when_unedited": (rate([r["route"] == "model" for r in keep])
+                                                 if args.method == "agent" else None),
                "wall_seconds": round(time.time() - started, 1), "command": command}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ripple.json").write_text(json.dumps({"summary": summary, "should_change": change,
-                                                      "should_not_change": keep}, indent=1))
-    locality = {"model": args.model, "n": len(keep), "agreement": expected(keep), "method": "agent",
+    suffix = "" if args.method == "agent" else f"_{args.method}"
+    locality = {"model": args.model, "n": len(keep), "agreement": expected(keep), "method": args.method,
                 "what": "single-hop MQuAKE questions about facts no edit touches (k=all memory): "
-                        "agent answer == plain model answer", "command": command}
-    (args.out / "locality.json").write_text(json.dumps(locality, indent=1))
-    lines = [f"# Ripple and locality: agent on {args.model}, {len(cases)} dev cases, k=all", "",
+                        f"{args.method} answer == plain model answer", "command": command}
+    (args.out / f"locality{suffix}.json").write_text(json.dumps(locality, indent=1))
+    if args.locality_only:
+        logger.info("%s", json.dumps(locality))
+        return 0
+    (args.out / f"ripple{suffix}.json").write_text(json.dumps({"summary": summary, "should_change": change,
+                                                               "should_not_change": keep}, indent=1))
+    lines = [f"# Ripple and locality: {args.method} on {args.model}, {len(cases)} dev cases, k=all", "",
              f"Command: `{command}`", "", "| questions | n | as expected |", "|---|---:|---:|",
              f"| single-hop, edited: give the new object | {len(single_change)} | "
              f"{summary['changed_as_expected_single_hop']} |",
@@ -126,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
              f"| single-hop, unedited: same answer as the plain model (locality) | {len(keep)} | "
              f"{summary['unchanged_as_expected']} |", "",
              f"Wall time {summary['wall_seconds']} s."]
-    (args.out / "ripple.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"ripple{suffix}.md").write_text("\n".join(lines) + "\n")
     logger.info("%s", json.dumps(summary))
     return 0
 

@@ -140,3 +140,40 @@ def test_the_sequential_benchmark_puts_the_weights_back_without_keeping_a_handle
         assert [p["n_edits"] for p in result["sequential"][method]] == [3]
         assert_same_weights(model, before)
         assert sum(len(module._forward_hooks) for module in model.modules()) == 0
+
+
+def test_the_families_page_measures_undo_on_real_edits_and_keeps_each_row_with_its_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    families = benchmark_module("families")
+    folder = saved_tiny_llama(tmp_path)
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "cache"))
+    measured = families.measure_weight_undo(str(folder), ["grace", "ft-m"], 1)
+    assert all(measured[m]["bit_exact"] is True and measured[m]["held_bytes"] > 0 for m in ("grace", "ft-m"))
+
+    results = tmp_path / "results"
+    results.mkdir()
+    summary = {"multi_hop_acc": 0.5, "n_cases": 120, "seconds_per_question": 3.0}
+    for method, acc in (("agent", 0.5), ("rome", 0.1)):
+        command = f"python benchmarks/mquake.py --method {method}"
+        (results / f"mquake_tiny_{method}_k1_n120_s0.json").write_text(json.dumps(
+            {"summary": {**summary, "multi_hop_acc": acc, "command": command}}))
+    (results / "editors_summary.json").write_text(json.dumps([
+        {"model": "tiny", "method": "rome", "n_edits": 1, "locality": 0.9, "seconds_per_edit": 11.0},
+        {"model": "tiny", "method": "rome", "n_edits": 50, "locality": 0.2},
+        {"model": "other", "method": "rome", "n_edits": 1, "locality": 0.1}]))
+    (results / "locality.json").write_text(json.dumps({"agreement": 1.0}))
+    (results / families.UNDO_FILE).write_text(json.dumps({"rome": {"undo_seconds": 0.01, "held_bytes": 2**20,
+                                                                     "bit_exact": True},
+                                                            "memory": {"add_seconds": 0.02, "delete_seconds": 0.003,
+                                                                       "held_bytes": 0, "bit_exact": True,
+                                                                       "stored_before": 350}}))
+    assert families.main(["--results", str(results), "--model", "tiny"]) == 0
+
+    rows = json.loads((results / "families.json").read_text())["rows"]
+    assert [(r["method"], r["family"]) for r in rows] == [("agent", "memory"), ("rome", "weights: locate and edit")]
+    agent, rome = rows
+    assert (agent["locality"], agent["seconds_per_edit"], agent["undo_seconds"]) == (1.0, 0.02, 0.003)
+    assert (rome["locality"], rome["seconds_per_edit"], rome["undo_held_mb"]) == (0.9, 11.0, 1.0)
+    page = (results / "families.md").read_text()
+    assert "| memory | agent | 0.5 | 1.0 |" in page and "holding 350 edits" in page
+    assert "`python benchmarks/mquake.py --method rome`" in page
