@@ -24,6 +24,7 @@ activations and embeddings: the method as published, a baseline rather than a tu
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -95,7 +96,7 @@ class KN(Editor):
         counts: dict[tuple[int, int], int] = {}
         signs: dict[int, torch.Tensor] = {}
         for number, ids in enumerate(prompts):
-            attributions = {layer: self.attribution(ids, layer, answer) for layer in self.layers}
+            attributions = self.attributions(ids, answer)
             if number == 0:
                 signs = {layer: torch.sign(activations) for layer, (_, activations) in attributions.items()}
             peak = max(float(scores.max()) for scores, _ in attributions.values())
@@ -110,37 +111,58 @@ class KN(Editor):
         return {layer: (torch.tensor(indices, device=signs[layer].device), signs[layer][indices].masked_fill(
             signs[layer][indices] == 0, 1.0)) for layer, indices in kept.items()}
 
-    def attribution(self, ids: list[int], layer: int, answer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integrated gradients of P(answer) at the last token over ``layer``'s MLP activations there, and those
-        activations: ([key_dim], [key_dim])."""
-        steps, module = self.config.ig_steps, self.arch.mlp_out(layer)
-        device = device_of(self.model)
-        caught: dict[str, torch.Tensor] = {}
+    def attributions(self, ids: list[int], answer: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer of ``layers``: integrated gradients of P(answer) at the last token over that layer's MLP
+        activations there, and those activations ([key_dim], [key_dim]).
 
-        def read(_module: nn.Module, args: Any) -> None:
-            caught["activations"] = args[0][0, -1].detach().float()
+        Only the last token's activations are scaled, so the tokens before it are the same in every Riemann step
+        and every layer's pass: they run once into a KV cache (``ig_steps`` identical rows), and each layer's pass
+        runs the last token alone over a copy of it."""
+        from transformers import DynamicCache  # noqa: PLC0415 - heavy import, needed only when editing
 
-        handle = module.register_forward_pre_hook(read)
+        steps, device = self.config.ig_steps, device_of(self.model)
+        batch = torch.tensor([ids] * steps, device=device)
+        cache = None
+        if len(ids) > 1:
+            with torch.no_grad():
+                cache = self.model(input_ids=batch[:, :-1], cache=DynamicCache(), use_cache=True).cache
+        last = batch[:, -1:]
+
+        def run() -> torch.Tensor:
+            copied = copy.deepcopy(cache) if cache is not None else None
+            return self.model(input_ids=last, cache=copied, use_cache=copied is not None).logits[:, -1]
+
+        caught: dict[int, torch.Tensor] = {}
+
+        def reader(layer: int) -> Any:
+            def read(_module: nn.Module, args: Any) -> None:
+                caught[layer] = args[0][0, -1].detach().float()
+            return read
+
+        handles = [self.arch.mlp_out(layer).register_forward_pre_hook(reader(layer)) for layer in self.layers]
         try:
             with torch.no_grad():
-                self.model(input_ids=torch.tensor([ids], device=device))
+                run()
         finally:
-            handle.remove()
-        activations = caught["activations"]
+            for handle in handles:
+                handle.remove()
         alphas = torch.linspace(0, 1, steps, device=device)[:, None]
-        scaled = (alphas * activations).requires_grad_(True)  # [steps, key_dim]
+        found = {}
+        for layer in self.layers:
+            activations = caught[layer]
+            scaled = (alphas * activations).requires_grad_(True)  # [steps, key_dim]
 
-        def substitute(_module: nn.Module, args: Any) -> Any:
-            inputs = args[0].clone()
-            inputs[:, -1] = scaled.to(inputs.dtype)
-            return (inputs, *args[1:])
+            def substitute(_module: nn.Module, args: Any, scaled: torch.Tensor = scaled) -> Any:
+                inputs = args[0].clone()
+                inputs[:, -1] = scaled.to(inputs.dtype)
+                return (inputs, *args[1:])
 
-        handle = module.register_forward_pre_hook(substitute)
-        try:
-            with frozen(self.model), torch.enable_grad():
-                logits = self.model(input_ids=torch.tensor([ids] * steps, device=device)).logits[:, -1]
-                probability = torch.softmax(logits.float(), dim=-1)[:, answer].sum()
-                (gradient,) = torch.autograd.grad(probability, scaled)
-        finally:
-            handle.remove()
-        return activations * gradient.mean(dim=0), activations
+            handle = self.arch.mlp_out(layer).register_forward_pre_hook(substitute)
+            try:
+                with frozen(self.model), torch.enable_grad():
+                    probability = torch.softmax(run().float(), dim=-1)[:, answer].sum()
+                    (gradient,) = torch.autograd.grad(probability, scaled)
+            finally:
+                handle.remove()
+            found[layer] = (activations * gradient.mean(dim=0), activations)
+        return found
