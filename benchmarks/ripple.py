@@ -39,6 +39,7 @@ from editagent.scope import scope_model
 
 logger = logging.getLogger("ripple")
 NAMESPACE = "all"
+EMPTY = "no-edits"  # a namespace nothing is stored in
 
 
 def collect(cases: list[Any], graph: EditGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -100,14 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.method != "agent":
         reasoner = build_reasoner(args.method, Parts(llm=lambda: llm, source=memory, scope=scope_model(args.scope)))
 
-    questions = [q["question"] for q in change + keep]
-    answers = []
-    for start in range(0, len(questions), 32):
-        batch = questions[start: start + 32]
-        answers += (agent.ask_many(batch) if reasoner is None
-                    else reasoner.answer_many(batch, [NAMESPACE] * len(batch)))
-        logger.info("asked %d/%d", len(answers), len(questions))
-    plain = [text for text, _ in answer_directly(llm, [q["question"] for q in keep])]
+    def ask(questions: list[str], namespace: str) -> list[Any]:
+        answers: list[Any] = []
+        for start in range(0, len(questions), 32):
+            batch = questions[start: start + 32]
+            answers += (agent.ask_many(batch) if reasoner is None
+                        else reasoner.answer_many(batch, [namespace] * len(batch)))
+            logger.info("asked %d/%d", len(answers), len(questions))
+        return answers
+
+    answers = ask([q["question"] for q in change + keep], NAMESPACE)
+    # The unedited answer: the plain model's for the agent (what it routes unedited questions to); for another
+    # reasoner its own answer over an empty namespace, since its prompt (IKE's demonstrations, say) is its own.
+    unedited = [q["question"] for q in keep]
+    plain = ([text for text, _ in answer_directly(llm, unedited)] if reasoner is None
+             else [answer.text for answer in ask(unedited, EMPTY)])
     for record, answer in zip(change + keep, answers, strict=True):
         record.update(answer=answer.text, route=answer.route, sources=[hop.source for hop in answer.trace])
     for record in change:
@@ -134,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "" if args.method == "agent" else f"_{args.method}"
     locality = {"model": args.model, "n": len(keep), "agreement": expected(keep), "method": args.method,
                 "what": "single-hop MQuAKE questions about facts no edit touches (k=all memory): "
-                        f"{args.method} answer == plain model answer", "command": command}
+                        f"{args.method}'s answer == " + ("the plain model's answer" if reasoner is None else
+                                                          f"{args.method}'s answer with no edit stored"),
+                "command": command}
     (args.out / f"locality{suffix}.json").write_text(json.dumps(locality, indent=1))
     if args.locality_only:
         logger.info("%s", json.dumps(locality))

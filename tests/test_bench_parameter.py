@@ -20,6 +20,9 @@ import transformers
 from _models import packaged_tokenizer, tiny_config
 from test_editors import TOKENIZER, assert_same_weights, sharp_model, snapshot
 
+from editagent.eval import MQUAKE_DEV, data_file
+from editagent.eval.mquake import load_mquake
+
 
 def benchmark_module(script: str) -> Any:
     """``benchmarks/<script>.py`` as a module (benchmarks/ holds scripts, not a package)."""
@@ -152,11 +155,16 @@ def test_the_families_page_measures_undo_on_real_edits_and_keeps_each_row_with_i
 
     results = tmp_path / "results"
     results.mkdir()
+    case = load_mquake(data_file(MQUAKE_DEV))[0]
+    new_object = case.requested_rewrite[0].object_new
     summary = {"multi_hop_acc": 0.5, "n_cases": 120, "seconds_per_question": 3.0}
-    for method, acc in (("agent", 0.5), ("rome", 0.1)):
+    # the agent is right with an answer past the edit; ROME only by saying the edit's new object
+    for method, acc, answer in (("agent", 0.5, "Somewhere else"), ("rome", 0.1, new_object)):
         command = f"python benchmarks/mquake.py --method {method}"
+        questions = [{"correct": False, "answer": "no"}, {"correct": True, "answer": answer}]
         (results / f"mquake_tiny_{method}_k1_n120_s0.json").write_text(json.dumps(
-            {"summary": {**summary, "multi_hop_acc": acc, "command": command}}))
+            {"summary": {**summary, "multi_hop_acc": acc, "command": command},
+             "cases": [{"case_id": case.case_id, "questions": questions}]}))
     (results / "editors_summary.json").write_text(json.dumps([
         {"model": "tiny", "method": "rome", "n_edits": 1, "locality": 0.9, "seconds_per_edit": 11.0},
         {"model": "tiny", "method": "rome", "n_edits": 50, "locality": 0.2},
@@ -172,8 +180,9 @@ def test_the_families_page_measures_undo_on_real_edits_and_keeps_each_row_with_i
     rows = json.loads((results / "families.json").read_text())["rows"]
     assert [(r["method"], r["family"]) for r in rows] == [("agent", "memory"), ("rome", "weights: locate and edit")]
     agent, rome = rows
+    assert (agent["right_beyond_edit_targets"], rome["right_beyond_edit_targets"]) == (1, 0)
     assert (agent["locality"], agent["seconds_per_edit"], agent["undo_seconds"]) == (1.0, 0.02, 0.003)
     assert (rome["locality"], rome["seconds_per_edit"], rome["undo_held_mb"]) == (0.9, 11.0, 1.0)
     page = (results / "families.md").read_text()
-    assert "| memory | agent | 0.5 | 1.0 |" in page and "holding 350 edits" in page
+    assert "| memory | agent | 0.5 | 1 / 120 | 1.0 |" in page and "holding 350 edits" in page
     assert "`python benchmarks/mquake.py --method rome`" in page
