@@ -19,7 +19,16 @@ import transformers
 from _models import ARCHITECTURES, tiny_config
 from pydantic import ValidationError
 from test_editors import TOKENIZER, UNRELATED, assert_same_weights, near_miss, next_logits, sharp_model, snapshot
-from test_editors_more import FACTS, PROMPT, assert_same_logits, edits_for, hooks_on, logits_of
+from test_editors_more import (
+    FACTS,
+    PROMPT,
+    assert_deltas_write_what_apply_writes,
+    assert_same_logits,
+    assert_saved_edit_round_trips,
+    edits_for,
+    hooks_on,
+    logits_of,
+)
 from torch import nn
 
 from editagent.editors import (
@@ -28,10 +37,8 @@ from editagent.editors import (
     CakeConfig,
     CakeEdit,
     Deltas,
-    FingerprintMismatch,
     ModelArch,
     WeightEdit,
-    apply_deltas,
     editor_config,
     make_editor,
     model_fingerprint,
@@ -243,15 +250,8 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
     assert all(delta.shape == arch_.weight(layer).shape and float(delta.abs().max()) > 0
                for layer, delta in zip(arch_.memit_layers, deltas.deltas.values(), strict=True))
 
-    written = apply_deltas(model, deltas)
-    by_deltas = snapshot(model), logits_of(model, texts)
-    written.undo()
-    handle = editor.apply(edits)  # computes again: the seeded adapters give the same edit
-    assert_same_weights(model, by_deltas[0])
-    assert_same_logits(model, texts, by_deltas[1])
-    handle.undo()
-    assert_same_weights(model, weights)
-    assert_same_logits(model, texts, outputs)
+    # computing again gives the same edit: the adapters are seeded
+    assert_deltas_write_what_apply_writes(model, editor, deltas, edits, texts, (weights, outputs))
 
 
 def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(caplog: pytest.LogCaptureFixture) -> None:
@@ -284,20 +284,8 @@ def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(tmp_path: Pa
     handle.undo()
 
     assert handle.edits == edit and type(handle.edits[0]) is WeightEdit  # the record of a CakeEdit is its fact
-    for saved in (tmp_path / "edit.pt", handle.saved()):
-        again = apply_deltas(model, saved)
-        assert again.method == "cake" and again.edits == edit
-        assert_same_weights(model, edited[0])
-        assert_same_logits(model, texts, edited[1])
-        again.undo()
-        assert_same_weights(model, weights)
-        assert_same_logits(model, texts, outputs)
-
-    other = sharp_model("qwen2", seed=1)
-    other_weights = snapshot(other)
-    with pytest.raises(FingerprintMismatch, match=model_fingerprint(other)[:16]):
-        apply_deltas(other, tmp_path / "edit.pt")
-    assert_same_weights(other, other_weights)
+    assert handle.method == "cake"
+    assert_saved_edit_round_trips(model, handle, tmp_path / "edit.pt", texts, edited, (weights, outputs))
 
 
 def test_without_peft_the_error_names_the_extra_and_the_model_is_untouched(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,6 +93,43 @@ def hooks_on(model: nn.Module) -> int:
     return sum(len(module._forward_hooks) for module in model.modules())
 
 
+def assert_deltas_write_what_apply_writes(model: nn.Module, editor: Any, deltas: Any, edits: Any, texts: list[str],
+                                          original: tuple[dict[str, torch.Tensor], list[torch.Tensor]]) -> None:
+    """``apply_deltas(model, deltas)`` and computing again with ``editor.apply(edits)`` give the same weights and
+    outputs (the editor is deterministic), and undo gives back ``original`` (weights, logits) bit for bit."""
+    written = apply_deltas(model, deltas)
+    by_deltas = snapshot(model), logits_of(model, texts)
+    written.undo()
+    handle = editor.apply(edits)
+    assert_same_weights(model, by_deltas[0])
+    assert_same_logits(model, texts, by_deltas[1])
+    handle.undo()
+    assert_same_weights(model, original[0])
+    assert_same_logits(model, texts, original[1])
+
+
+def assert_saved_edit_round_trips(model: nn.Module, handle: Any, path: Path, texts: list[str],
+                                  edited: tuple[dict[str, torch.Tensor], list[torch.Tensor]],
+                                  original: tuple[dict[str, torch.Tensor], list[torch.Tensor]]) -> None:
+    """The undone ``handle``'s edit, saved at ``path`` and as the dict the agent re-applies from, writes exactly
+    ``edited`` again and undoes to ``original`` (weights, logits); a model with another fingerprint refuses it and
+    is left untouched."""
+    for saved in (path, handle.saved()):
+        again = apply_deltas(model, saved)
+        assert type(again) is type(handle) and again.method == handle.method and again.edits == handle.edits
+        assert_same_weights(model, edited[0])
+        assert_same_logits(model, texts, edited[1])
+        again.undo()
+        assert_same_weights(model, original[0])
+        assert_same_logits(model, texts, original[1])
+    other = sharp_model("qwen2", seed=1)
+    other_weights, other_hooks = snapshot(other), hooks_on(other)
+    with pytest.raises(FingerprintMismatch, match=model_fingerprint(other)[:16]):
+        apply_deltas(other, path)
+    assert_same_weights(other, other_weights)
+    assert hooks_on(other) == other_hooks
+
+
 def edits_for(model: nn.Module, facts: list[tuple[str, str]]) -> list[WeightEdit]:
     return [WeightEdit(prompt=prompt, subject=subject, target=near_miss(model, prompt)[1]) for prompt, subject in facts]
 
@@ -339,15 +376,7 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
         name = ModelArch(model).weight_name(ModelArch(model).rome_layer)
         assert set(deltas.deltas) == {name} and float(deltas.deltas[name].abs().max()) > 0
 
-    written = apply_deltas(model, deltas)
-    by_deltas = snapshot(model), logits_of(model, texts)
-    written.undo()
-    handle = editor.apply(edits)  # computes again: the same training gives the same edit
-    assert_same_weights(model, by_deltas[0])
-    assert_same_logits(model, texts, by_deltas[1])
-    handle.undo()
-    assert_same_weights(model, weights)
-    assert_same_logits(model, texts, outputs)
+    assert_deltas_write_what_apply_writes(model, editor, deltas, edits, texts, (weights, outputs))
 
 
 @pytest.mark.parametrize("method", ["ft-l", "ft-m", "kne"])
@@ -459,21 +488,8 @@ def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(method: str,
     handle.save(tmp_path / "edit.pt")
     handle.undo()
 
-    for saved in (tmp_path / "edit.pt", handle.saved()):  # a file, and the dict the agent re-applies from
-        again = apply_deltas(model, saved)
-        assert type(again) is type(handle) and again.method == method and again.edits == edit
-        assert_same_weights(model, edited[0])
-        assert_same_logits(model, texts, edited[1])
-        again.undo()
-        assert_same_weights(model, weights)
-        assert_same_logits(model, texts, outputs)
-
-    other = sharp_model("qwen2", seed=1)
-    other_weights, other_hooks = snapshot(other), hooks_on(other)
-    with pytest.raises(FingerprintMismatch, match=model_fingerprint(other)[:16]):
-        apply_deltas(other, tmp_path / "edit.pt")
-    assert_same_weights(other, other_weights)
-    assert hooks_on(other) == other_hooks
+    assert handle.method == method and handle.edits == edit
+    assert_saved_edit_round_trips(model, handle, tmp_path / "edit.pt", texts, edited, (weights, outputs))
 
 
 def test_a_saved_kne_edit_keeps_only_the_ensembles_columns_and_older_dense_files_still_load(tmp_path: Path) -> None:

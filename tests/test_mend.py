@@ -17,19 +17,23 @@ import torch
 import transformers
 from _models import tiny_config
 from test_editors import TOKENIZER, UNRELATED, assert_same_weights, near_miss, sharp_model, snapshot
-from test_editors_more import assert_same_logits, hooks_on, logits_of
+from test_editors_more import (
+    assert_deltas_write_what_apply_writes,
+    assert_same_logits,
+    assert_saved_edit_round_trips,
+    hooks_on,
+    logits_of,
+)
 from torch import nn
 
 from editagent.editors import (
     EDITORS,
     MEND,
     Deltas,
-    FingerprintMismatch,
     MendConfig,
     MendNetwork,
     ModelArch,
     WeightEdit,
-    apply_deltas,
     editor_config,
     make_editor,
     model_fingerprint,
@@ -170,15 +174,7 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
     assert all(report.steps == 1 and report.prob_after != report.prob_before for report in deltas.reports)
     assert all(float(delta.abs().max()) > 0 for delta in deltas.deltas.values())
 
-    written = apply_deltas(model, deltas)
-    by_deltas = snapshot(model), logits_of(model, texts)
-    written.undo()
-    handle = editor.apply(edits)
-    assert_same_weights(model, by_deltas[0])
-    assert_same_logits(model, texts, by_deltas[1])
-    handle.undo()
-    assert_same_weights(model, weights)
-    assert_same_logits(model, texts, outputs)
+    assert_deltas_write_what_apply_writes(model, editor, deltas, edits, texts, (weights, outputs))
 
 
 def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(caplog: pytest.LogCaptureFixture) -> None:
@@ -236,20 +232,8 @@ def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(tmp_path: Pa
     handle.save(tmp_path / "edit.pt")
     handle.undo()
 
-    for saved in (tmp_path / "edit.pt", handle.saved()):
-        again = apply_deltas(model, saved)
-        assert again.method == "mend" and again.edits == edit
-        assert_same_weights(model, edited[0])
-        assert_same_logits(model, texts, edited[1])
-        again.undo()
-        assert_same_weights(model, weights)
-        assert_same_logits(model, texts, outputs)
-
-    other = sharp_model("qwen2", seed=1)
-    other_weights = snapshot(other)
-    with pytest.raises(FingerprintMismatch, match=model_fingerprint(other)[:16]):
-        apply_deltas(other, tmp_path / "edit.pt")
-    assert_same_weights(other, other_weights)
+    assert handle.method == "mend" and handle.edits == edit
+    assert_saved_edit_round_trips(model, handle, tmp_path / "edit.pt", texts, edited, (weights, outputs))
 
 
 def test_a_missing_checkpoint_or_one_for_another_model_gives_a_clear_error(tmp_path: Path) -> None:
