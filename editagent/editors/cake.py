@@ -327,7 +327,7 @@ class CAKE(Editor):
             optimiser = torch.optim.Adam([p for module in adapters.values() for p in _adapter_parameters(module)],
                                          lr=config.lr)
             for step in range(config.steps + 1):
-                logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+                logits = rows.logits(self.model)
                 logprobs = target_logprobs(logits, rows.targets)
                 if before is None:
                     before = mean_probs([logprobs[i] for i in direct], owners, len(items))
@@ -345,7 +345,7 @@ class CAKE(Editor):
         for layer, product in products.items():
             writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(product))
         with torch.no_grad():  # read back from the written weights, which is what apply gives
-            logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+            logits = rows.logits(self.model)
         after = mean_probs([target_logprobs(logits, rows.targets)[i] for i in direct], owners, len(items))
         seconds = (time.perf_counter() - start) / len(items)
         kinds = {kind: sum(example.kind == kind for example in examples) for kind in

@@ -35,7 +35,7 @@ from editagent.editors.base import EditReport, WeightEdit, WeightWriter, fill, f
 from editagent.editors.capture import hidden
 from editagent.editors.config import FineTuneConfig, FtlConfig, FtmConfig
 from editagent.editors.editor import Editor
-from editagent.editors.prompts import device_of, left_pad
+from editagent.editors.prompts import device_of, keeps_logits, left_pad
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,17 @@ class TargetRows:
     def at_sites(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         """``tensor`` [rows, columns, ...] at each row's sites: per row [target tokens, ...]."""
         return [tensor[row, cols] for row, cols in enumerate(self.sites)]
+
+    def logits(self, model: nn.Module) -> list[torch.Tensor]:
+        """The model's logits at each row's sites: per row [target tokens, vocab]. Every row ends with its target,
+        so the sites lie in the last ``keep`` columns, and only those go through the LM head where the model allows
+        it: a small model's head over a large vocabulary costs as much as several of its blocks."""
+        if not keeps_logits(model):
+            return self.at_sites(model(**self.inputs(), use_cache=False).logits)
+        keep = max(len(cols) for cols in self.sites)
+        first = self.input_ids.shape[1] - keep
+        logits = model(**self.inputs(), use_cache=False, logits_to_keep=keep).logits
+        return [logits[row, [col - first for col in cols]] for row, cols in enumerate(self.sites)]
 
 
 def target_rows(tokenizer: Any, edits: Sequence[WeightEdit], templates: Sequence[str],
@@ -131,7 +142,7 @@ class FineTune(Editor):
         fit = fit_changes(self.model, arch, rows, [change], config, len(items), loss=config.loss)
         change.write(arch, writer)
         with torch.no_grad():  # read back from the written weight, which is what apply gives
-            logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+            logits = rows.logits(self.model)
         after = mean_probs(target_logprobs(logits, rows.targets), rows.owner, len(items))
         seconds = (time.perf_counter() - start) / len(items)
         logger.info("%s layer %d: %d edits in %d steps, %.1f s/edit, max |ΔW| %.2g, target p %.2f -> %.2f",
@@ -190,7 +201,7 @@ def fit_changes(model: nn.Module, arch: Any, rows: TargetRows, changes: Sequence
     try:
         with frozen(model), torch.enable_grad():
             for step in range(config.steps + 1):
-                logits = rows.at_sites(model(**rows.inputs(), use_cache=False).logits)
+                logits = rows.logits(model)
                 logprobs = target_logprobs(logits, rows.targets)
                 if before is None:
                     before = mean_probs(logprobs, rows.owner, n_edits)

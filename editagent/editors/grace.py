@@ -260,7 +260,7 @@ class GRACE(Editor):
         try:
             with frozen(self.model), torch.enable_grad():
                 for step in range(config.steps + 1):
-                    logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+                    logits = rows.logits(self.model)
                     logprobs = target_logprobs(logits, rows.targets)
                     after = mean_probs(logprobs, rows.owner, len(items))
                     if before is None:

@@ -67,7 +67,7 @@ class KN(Editor):
                    for t in self.templates]
         rows = target_rows(self.tokenizer, [edit], self.templates, device)
         with torch.no_grad():
-            before = mean_probs(target_logprobs(rows.at_sites(self.model(**rows.inputs()).logits), rows.targets),
+            before = mean_probs(target_logprobs(rows.logits(self.model), rows.targets),
                                 rows.owner, 1)[0]
             answer = int(self.model(input_ids=torch.tensor([prompts[0]], device=device)).logits[0, -1].argmax())
         target = int(rows.targets[0][0])
@@ -80,7 +80,7 @@ class KN(Editor):
             update[:, indices] = direction[:, None] * signs[None, :].double()
             writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(update))
         with torch.no_grad():
-            after = mean_probs(target_logprobs(rows.at_sites(self.model(**rows.inputs()).logits), rows.targets),
+            after = mean_probs(target_logprobs(rows.logits(self.model), rows.targets),
                                rows.owner, 1)[0]
         count = sum(len(indices) for indices, _ in neurons.values())
         report = EditReport(subject=edit.subject, target=edit.target, steps=0, prob_before=before, prob_after=after,

@@ -69,7 +69,7 @@ class KNE(Editor):
         for change in changes:
             change.write(self.arch, writer)
         with torch.no_grad():  # read back from the written weights, which is what apply gives
-            logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+            logits = rows.logits(self.model)
         after = mean_probs(target_logprobs(logits, rows.targets), rows.owner, len(items))
         seconds = (time.perf_counter() - start) / len(items)
         logger.info("KNE: %d edits, %d neurons in %d layers, %d steps, %.1f s/edit, target p %.2f -> %.2f",
@@ -95,7 +95,7 @@ class KNE(Editor):
         handles.append(self.model.get_input_embeddings().register_forward_hook(track))
         try:
             with frozen(self.model), torch.enable_grad():
-                logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+                logits = rows.logits(self.model)
                 edit_loss(logits, rows, target_logprobs(logits, rows.targets), "target").backward()
         finally:
             for handle in handles:

@@ -257,7 +257,7 @@ def gradient_factors(model: nn.Module, arch: ModelArch, rows: TargetRows, layers
     handles = [arch.mlp_out(layer).register_forward_hook(catch(layer)) for layer in layers]
     try:
         with frozen(model), torch.enable_grad():
-            logits = rows.at_sites(model(**rows.inputs(), use_cache=False).logits)
+            logits = rows.logits(model)
             logprobs = target_logprobs(logits, rows.targets)
             loss = edit_loss(logits, rows, logprobs, "target")
             grads = torch.autograd.grad(loss, [outputs[layer] for layer in layers])
@@ -324,7 +324,7 @@ class MEND(Editor):
         with torch.no_grad():
             for layer, change in updates(self.network, factors).items():
                 writer.add(self.arch.weight_name(layer), self.arch.to_param_layout(change))
-            logits = rows.at_sites(self.model(**rows.inputs(), use_cache=False).logits)
+            logits = rows.logits(self.model)
         after = mean_probs(target_logprobs(logits, rows.targets), rows.owner, len(items))
         seconds = (time.perf_counter() - start) / len(items)
         logger.info("MEND layers %s: %d edits, %.2f s/edit, target p %.2f -> %.2f", self.layers, len(items), seconds,

@@ -165,7 +165,7 @@ def edit_step(model: nn.Module, tokenizer: Any, network: MendNetwork, items: Seq
                 original = model(**batch, use_cache=False).logits
         handles = _add_updates(arch, deltas)
         try:
-            logits = loss_rows.at_sites(model(**loss_rows.inputs(), use_cache=False).logits)
+            logits = loss_rows.logits(model)
             logprobs = target_logprobs(logits, loss_rows.targets)
             edit_term = edit_loss(logits, loss_rows, logprobs, "target")
             kl = (_kl(original, model(**batch, use_cache=False).logits, batch["attention_mask"].float())

@@ -7,6 +7,7 @@ of the value optimisation.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ Rows = Sequence[tuple[list[int], int, int]]  # (token ids, site index, how many 
 def context_templates(n: int) -> list[str]:
     """The bare prompt ``{}`` plus ``n`` prefixed versions of it."""
     return ["{}", *(f"{prefix} {{}}" for prefix in CONTEXT_PREFIXES[:n])]
+
+
+def keeps_logits(model: nn.Module) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (then the LM head can run on a few positions only)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def device_of(model: nn.Module) -> torch.device:

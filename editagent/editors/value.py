@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ from editagent.editors.arch import ModelArch
 from editagent.editors.base import EditReport, WeightEdit, fill, frozen
 from editagent.editors.capture import PositionDeltas, adder, hidden
 from editagent.editors.config import ValueConfig
-from editagent.editors.prompts import KL_TEMPLATE, Rows, SplitRows, device_of, subject_row
+from editagent.editors.prompts import KL_TEMPLATE, Rows, SplitRows, device_of, keeps_logits, subject_row
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -268,7 +267,7 @@ class _SuffixRunner:
         self.replay = list(replay)
         self._replayed: list[Any] | None = None
         self.columns = sorted({col for cols in rows.read for col in cols})
-        self._slice = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._slice = keeps_logits(model)
         self.cache = None
         if rows.prefix is not None:
             handle = None
