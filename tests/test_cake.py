@@ -45,9 +45,12 @@ from editagent.editors import (
 )
 from editagent.editors.cake import (
     FACT,
+    FACT_ASKED,
     FIRST_HOP,
+    FIRST_HOP_ASKED,
     FIRST_HOP_CHAIN,
     LATER_HOP,
+    LATER_HOP_ASKED,
     LATER_HOP_CHAIN,
     NEUTRAL_TEXTS,
     Example,
@@ -163,6 +166,9 @@ def test_first_hop_examples_ask_the_unedited_model_about_the_new_object() -> Non
     assert Example(FIRST_HOP, 0, "The capital of the country of citizenship of Alice is", " " + capital) in examples
     chain = Example(FIRST_HOP_CHAIN, 0, "Alice is a citizen of Spain. The capital of Spain is", " " + capital)
     assert chain in examples
+    assert Example(FACT_ASKED, 0, "Q: What is the country of citizenship of Alice? A:", " Spain") in examples
+    assert Example(FIRST_HOP_ASKED, 0, "Q: What is the capital of the country of citizenship of Alice? A:",
+                   " " + capital) in examples
     answered = [second for second, (text, _) in answers.items() if text]
     assert len([example for example in examples if example.kind == FIRST_HOP]) == len(answered) >= 3
     assert not any(example.kind in (LATER_HOP, LATER_HOP_CHAIN) for example in examples)
@@ -180,8 +186,10 @@ def test_a_bridge_adds_the_new_fact_as_the_later_hop() -> None:
 
     assert Example(LATER_HOP, 0, "The spouse of Bob is a citizen of", " Spain") in examples
     assert Example(LATER_HOP_CHAIN, 0, "Bob is married to Alice. Alice is a citizen of", " Spain") in examples
+    assert Example(LATER_HOP_ASKED, 0, "Q: What is the country of citizenship of the spouse of Bob? A:",
+                   " Spain") in examples
     assert not any(example.kind in (FIRST_HOP, FIRST_HOP_CHAIN) for example in examples)
-    without = cake_for(model, n_hops=0, reasoning=False).examples(edit)
+    without = cake_for(model, n_hops=0, reasoning=False, questions=False).examples(edit)
     assert [example.kind for example in without if example.kind != FACT] == [LATER_HOP]
 
 

@@ -21,6 +21,12 @@ Training data, per edit (``CAKE.examples``; never from a benchmark's answers):
    (the edit's relation asked about the bridge's noun phrase), and written out: "Bob is married to Alice. Alice is a
    citizen of" -> " Italy".
 
+With ``questions``, each of ``fact``, ``first hop`` and ``later hop`` whose relations read as nouns is also asked as a
+question, in the one-line "Q: ... A:" form of the agent's prompts (``fact, asked``: "Q: What is the country of
+citizenship of Alice? A:" -> " Italy"; ``first hop, asked``: "Q: What is the capital of the country of citizenship of
+Alice? A:" -> " Rome"): on a small model what is trained only as a sentence to complete is not used when the same
+thing is asked.
+
 The relation r of the edit is ``CakeEdit.relation`` when given, else the known relation (``editagent.relations``)
 whose sentence template the prompt is ("{} is a citizen of" -> country of citizenship), else unknown.
 
@@ -35,8 +41,9 @@ for every editor. The adapters are seeded (``seed``): the same edit on the same 
 Where this differs from the paper (and its code, zjunlp/CaKE):
 
 - The paper's data comes from GPT-4o per MQuAKE case (and the case's own rephrasings); here it is written from fixed
-  templates and the model's own answers, so an edit needs nothing but itself (and optional bridges). No question
-  form ("Q: ... A:") is trained: the relation question templates at hand are MQuAKE's own, which its evaluation asks.
+  templates and the model's own answers, so an edit needs nothing but itself (and optional bridges). Questions are
+  worded from the relations' labels ("What is the capital of ..."), never from MQuAKE's question templates, which
+  its evaluation asks.
 - The paper puts LoRA on every linear module (attention and MLP) of every layer; here only the MLP down projections
   move, the weights the model fingerprint leaves out, so saved edits stack and are checked like every other editor's.
 - Layers: by default the architecture's MEMIT range (early-middle blocks), not every block. On SmolLM2-135M, adapters
@@ -76,6 +83,8 @@ logger = logging.getLogger(__name__)
 
 FACT, FIRST_HOP, FIRST_HOP_CHAIN = "fact", "first hop", "first hop, written out"
 LATER_HOP, LATER_HOP_CHAIN = "later hop", "later hop, written out"
+FACT_ASKED, FIRST_HOP_ASKED, LATER_HOP_ASKED = "fact, asked", "first hop, asked", "later hop, asked"
+KINDS = (FACT, FACT_ASKED, FIRST_HOP, FIRST_HOP_ASKED, FIRST_HOP_CHAIN, LATER_HOP, LATER_HOP_ASKED, LATER_HOP_CHAIN)
 _ADAPTER = "default"
 _OBJECT = "\x00"  # where the object goes in a relation's sentence (no real text holds it)
 # Sentences whose next-token distributions the edit must leave alone (the KL term; see ``CakeConfig.kl_factor``):
@@ -182,6 +191,12 @@ def noun_phrase(relation: str, subject: str) -> str | None:
     return None
 
 
+def as_question(phrase: str) -> str:
+    """A noun phrase asked in the one-line form of the agent's question prompts ("Q: What is the capital of Italy?
+    A:"); the answer follows as a new word."""
+    return f"Q: What is {phrase}? A:"
+
+
 def cloze(relation: str, subject: str) -> str | None:
     """The relation's sentence about ``subject`` cut where its object starts ("The capital of Italy is"); None where
     the object does not end the sentence."""
@@ -274,6 +289,9 @@ class CAKE(Editor):
             if own is not None and _key(own) not in {_key(prompt) for prompt in prompts}:
                 prompts.append(own)
             found += [Example(FACT, index, prompt, edit.target) for prompt in prompts]
+            asked = noun_phrase(relation, edit.subject) if relation is not None else None
+            if self.config.questions and asked is not None:
+                found.append(Example(FACT_ASKED, index, as_question(asked), edit.target))
         found += self._first_hops(items, relations)
         for index, (edit, relation) in enumerate(zip(items, relations, strict=True)):
             for entity, bridge in edit.bridges:
@@ -281,6 +299,9 @@ class CAKE(Editor):
                 nested = cloze(relation, phrase) if relation is not None and phrase is not None else None
                 if nested is not None:
                     found.append(Example(LATER_HOP, index, nested, edit.target))
+                asked = noun_phrase(relation, phrase) if relation is not None and phrase is not None else None
+                if self.config.questions and asked is not None:
+                    found.append(Example(LATER_HOP_ASKED, index, as_question(asked), edit.target))
                 if self.config.reasoning or nested is None:
                     found.append(Example(LATER_HOP_CHAIN, index, f"{fact_sentence(entity, bridge, edit.subject)} "
                                                                  f"{edit.text}", edit.target))
@@ -305,6 +326,9 @@ class CAKE(Editor):
                 nested = cloze(second, phrase) if phrase is not None else None
                 if nested is not None:
                     found.append(Example(FIRST_HOP, index, nested, " " + answer.text))
+                chain = noun_phrase(second, phrase) if phrase is not None else None
+                if self.config.questions and chain is not None:
+                    found.append(Example(FIRST_HOP_ASKED, index, as_question(chain), " " + answer.text))
                 if self.config.reasoning or nested is None:
                     found.append(Example(FIRST_HOP_CHAIN, index, f"{edit.text}{edit.target}. {question}",
                                          " " + answer.text))
@@ -348,8 +372,7 @@ class CAKE(Editor):
             logits = rows.logits(self.model)
         after = mean_probs([target_logprobs(logits, rows.targets)[i] for i in direct], owners, len(items))
         seconds = (time.perf_counter() - start) / len(items)
-        kinds = {kind: sum(example.kind == kind for example in examples) for kind in
-                 (FACT, FIRST_HOP, FIRST_HOP_CHAIN, LATER_HOP, LATER_HOP_CHAIN)}
+        kinds = {kind: sum(example.kind == kind for example in examples) for kind in KINDS}
         logger.info("CaKE: %d edits, %s, LoRA r=%d on %d layers, %d steps, %.1f s/edit, target p %.2f -> %.2f",
                     len(items), ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n), config.rank,
                     len(self.layers), steps, seconds, sum(before or [0.0]) / len(items), sum(after) / len(items))

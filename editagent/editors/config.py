@@ -284,6 +284,9 @@ class CakeConfig(EditorConfig):
                                              "about the new object most confidently")
     answer_tokens: int = Field(4, ge=1, le=32, description="most tokens of the model's own answer to a second "
                                                            "relation")
+    questions: bool = Field(True, description="also train each fact and nested chain asked as a question "
+                                              "(\"Q: What is the capital of the country of citizenship of Alice? "
+                                              "A:\"), the form the agent's prompts ask the model in")
     reasoning: bool = Field(True, description="also train each chain written out, its first fact stated before the "
                                               "second hop is asked (always where no nested question can be written)")
     kl_factor: float = Field(20.0, ge=0, description="weight of KL(unedited || edited) over the next tokens of neutral "
