@@ -176,16 +176,16 @@ def gather(results: Path, model: str, targets: dict[int, set[str]]) -> list[dict
     rows = []
     for family, method, how in ROWS:
         run = mquake_run(results, model, method)
-        if run is None:
-            continue
-        mquake = run["summary"]
         memory_method = method in MEMORY_METHODS
         locality = locality_row(results, method) if memory_method else editing_row(results, model, method)
         cost = undo.get("memory" if memory_method else method, {})
+        if run is None and not (locality and cost):
+            continue
+        mquake = run["summary"] if run else {}  # a row whose MQuAKE run is not done shows its other columns
         rows.append({
-            "family": family, "method": method, "multi_hop_acc": mquake["multi_hop_acc"],
-            "n_cases": mquake["n_cases"], "seconds_per_question": mquake["seconds_per_question"],
-            "right_beyond_edit_targets": beyond_targets(run, targets) if targets else None,
+            "family": family, "method": method, "multi_hop_acc": mquake.get("multi_hop_acc"),
+            "n_cases": mquake.get("n_cases"), "seconds_per_question": mquake.get("seconds_per_question"),
+            "right_beyond_edit_targets": beyond_targets(run, targets) if run and targets else None,
             "locality": (locality.get("agreement") if memory_method else locality.get("locality"))
             if locality else None,
             "locality_measure": ("unedited single-hop questions, all dev edits stored" if memory_method
@@ -222,7 +222,8 @@ def render(rows: list[dict[str, Any]], model: str, undo: dict[str, Any]) -> str:
     for row in rows:
         beyond = row["right_beyond_edit_targets"]
         inferred = "-" if beyond is None else f"{beyond} / {row['n_cases']}"
-        lines.append(f"| {row['family']} | {row['method']} | {row['multi_hop_acc']} | {inferred} | "
+        accuracy = "not run yet" if row["multi_hop_acc"] is None else row["multi_hop_acc"]
+        lines.append(f"| {row['family']} | {row['method']} | {accuracy} | {inferred} | "
                      f"{_cell(row['locality'])} | "
                      f"{_cell(row['seconds_per_edit'])} | {_cell(row['seconds_per_question'])} | {row['undo']} | "
                      f"{_cell(row['undo_seconds'])} | {_cell(row['undo_held_mb'])} | "
