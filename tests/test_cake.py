@@ -7,7 +7,6 @@ default (``FAST``): the default is set for a real model, and a random 2-layer on
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from test_editors_more import (
     assert_deltas_write_what_apply_writes,
     assert_same_logits,
     assert_saved_edit_round_trips,
+    assert_undo_out_of_order_restores,
     edits_for,
     hooks_on,
     logits_of,
@@ -264,19 +264,8 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
 
 def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(caplog: pytest.LogCaptureFixture) -> None:
     model = sharp_model("mistral")
-    before = snapshot(model)
     editor = cake_for(model)
-    first = editor.apply(edits_for(model, FACTS[:1]))
-    middle = snapshot(model)
-    second = editor.apply(edits_for(model, FACTS[1:2]))
-    assert not all(torch.equal(value, middle[name]) for name, value in model.state_dict().items())
-
-    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
-        first.undo()
-    assert "out of last-in-first-out order" in caplog.text
-    assert_same_weights(model, before)
-    second.undo()
-    assert_same_weights(model, middle)
+    assert_undo_out_of_order_restores(model, editor, FACTS[:1], FACTS[1:2], caplog)
 
 
 def test_saved_edit_reapplies_on_the_same_model_and_refuses_another(tmp_path: Path) -> None:

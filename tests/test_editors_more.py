@@ -93,6 +93,26 @@ def hooks_on(model: nn.Module) -> int:
     return sum(len(module._forward_hooks) for module in model.modules())
 
 
+def assert_undo_out_of_order_restores(model: nn.Module, editor: Any, first_facts: list[tuple[str, str]],
+                                      second_facts: list[tuple[str, str]],
+                                      caplog: pytest.LogCaptureFixture) -> dict[str, torch.Tensor]:
+    """Two edits written one after the other, the older undone first: that gives exactly the weights from before it
+    (with a warning), and undoing the newer then brings back what it saw (the documented caveat). Returns those."""
+    before = snapshot(model)
+    first = editor.apply(edits_for(model, first_facts))
+    middle = snapshot(model)
+    second = editor.apply(edits_for(model, second_facts))
+    assert not all(torch.equal(value, middle[name]) for name, value in model.state_dict().items())
+
+    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
+        first.undo()
+    assert "out of last-in-first-out order" in caplog.text
+    assert_same_weights(model, before)
+    second.undo()
+    assert_same_weights(model, middle)
+    return middle
+
+
 def assert_deltas_write_what_apply_writes(model: nn.Module, editor: Any, deltas: Any, edits: Any, texts: list[str],
                                           original: tuple[dict[str, torch.Tensor], list[torch.Tensor]]) -> None:
     """``apply_deltas(model, deltas)`` and computing again with ``editor.apply(edits)`` give the same weights and
@@ -383,19 +403,8 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
 def test_fine_tuning_undo_restores_every_weight_bit_for_bit_even_out_of_order(
         method: str, caplog: pytest.LogCaptureFixture) -> None:
     model = sharp_model("llama")
-    before = snapshot(model)
     editor = editor_for(model, method)
-    first = editor.apply(edits_for(model, FACTS[:1]))
-    middle = snapshot(model)
-    second = editor.apply(edits_for(model, FACTS[1:2]))
-    assert not all(torch.equal(value, middle[name]) for name, value in model.state_dict().items())
-
-    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
-        first.undo()  # not last-in-first-out: exactly the weights from before `first`
-    assert "out of last-in-first-out order" in caplog.text
-    assert_same_weights(model, before)
-    second.undo()  # the documented caveat: brings back what `second` saw
-    assert_same_weights(model, middle)
+    middle = assert_undo_out_of_order_restores(model, editor, FACTS[:1], FACTS[1:2], caplog)
 
     third = editor.apply(edits_for(model, FACTS[2:]))
     third.undo()

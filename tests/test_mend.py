@@ -7,7 +7,6 @@ Models come from ``test_editors.sharp_model`` (see that module's doc); edit prom
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from test_editors_more import (
     assert_deltas_write_what_apply_writes,
     assert_same_logits,
     assert_saved_edit_round_trips,
+    assert_undo_out_of_order_restores,
+    edits_for,
     hooks_on,
     logits_of,
 )
@@ -58,10 +59,6 @@ def network_for(model: nn.Module, layers: list[int], edit_lr: float = 0.5, seed:
 def mend_for(model: nn.Module, network: MendNetwork, **config: Any) -> MEND:
     return MEND(model, TOKENIZER, MendConfig(rank=16, layers=network.layers, **config), network=network,
                 progress=False)
-
-
-def edits_for(model: nn.Module, facts: list[tuple[str, str]]) -> list[WeightEdit]:
-    return [WeightEdit(prompt=prompt, subject=subject, target=near_miss(model, prompt)[1]) for prompt, subject in facts]
 
 
 def gradient(model: nn.Module, edits: list[WeightEdit], names: list[str]) -> list[torch.Tensor]:
@@ -179,19 +176,8 @@ def test_compute_leaves_the_model_bit_identical_and_apply_gives_what_it_computed
 
 def test_undo_restores_every_weight_bit_for_bit_even_out_of_order(caplog: pytest.LogCaptureFixture) -> None:
     model = sharp_model("llama")
-    before = snapshot(model)
     editor = mend_for(model, network_for(model, [0, 1]))
-    first = editor.apply(edits_for(model, FACTS[:1]))
-    middle = snapshot(model)
-    second = editor.apply(edits_for(model, FACTS[1:]))
-    assert not all(torch.equal(value, middle[name]) for name, value in model.state_dict().items())
-
-    with caplog.at_level(logging.WARNING, logger="editagent.editors.base"):
-        first.undo()
-    assert "out of last-in-first-out order" in caplog.text
-    assert_same_weights(model, before)
-    second.undo()
-    assert_same_weights(model, middle)
+    assert_undo_out_of_order_restores(model, editor, FACTS[:1], FACTS[1:], caplog)
 
 
 def four_layer_llama() -> nn.Module:
