@@ -170,9 +170,8 @@ def measure_memory_undo(n_cases: int, n_deletes: int) -> dict[str, Any]:
 
 # -- the page ----------------------------------------------------------------------------------------------------
 
-def gather(results: Path, model: str, targets: dict[int, set[str]]) -> list[dict[str, Any]]:
-    undo_path = results / UNDO_FILE
-    undo = json.loads(undo_path.read_text()) if undo_path.exists() else {}
+def gather(results: Path, model: str, targets: dict[int, set[str]], undo: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method with an MQuAKE run, or with both an editing row and an undo measurement."""
     rows = []
     for family, method, how in ROWS:
         run = mquake_run(results, model, method)
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         measured["command"] = " ".join(["python", *sys.argv])
         undo_path.write_text(json.dumps(measured, indent=1))
     undo = json.loads(undo_path.read_text()) if undo_path.exists() else {}
-    rows = gather(args.results, args.model, edit_targets(args.dataset))
+    rows = gather(args.results, args.model, edit_targets(args.dataset), undo)
     (args.results / "families.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=1))
     (args.results / "families.md").write_text(render(rows, args.model, undo))
     logger.info("%d rows -> %s", len(rows), args.results / "families.md")
