@@ -11,7 +11,8 @@ import transformers
 from _models import packaged_tokenizer, tiny_config
 from test_bench_parameter import benchmark_main
 
-from editagent.eval.runner import RunConfig, merge_shards
+from editagent.eval.runner import RunConfig, merge_shards, run
+from editagent.schema import Answer
 
 
 def _answers(out: Path) -> dict[tuple[int, str], str]:
@@ -27,6 +28,28 @@ def test_shards_merge_into_the_runs_checkpoint_once(tmp_path: Path) -> None:
     assert merge_shards(config, 2) == 3
     assert [json.loads(line)["case_id"] for line in config.checkpoint.read_text().splitlines()] == [1, 3, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == [config.checkpoint.name]
+
+
+def test_a_shard_skips_the_cases_its_run_already_did_in_one_process(mquake_dir: Path, tmp_path: Path) -> None:
+    dataset = str(mquake_dir / "MQuAKE-CF-3k-dev600.json")
+    config = RunConfig(dataset=dataset, method="agent", k=1, n_cases=6, out=tmp_path)
+    shard = RunConfig(dataset=dataset, method="agent", k=1, n_cases=6, out=tmp_path, shard=(0, 2))
+    asked: list[str] = []
+
+    def ask(questions, namespaces):  # the runner's scheduling is under test here, not a model
+        asked.extend(questions)
+        return [Answer(question=q, text="") for q in questions]
+
+    rows = run(shard, ask, lambda cases, namespace: None)["cases"]
+    assert len(rows) == 3
+    # as if one process had done the share's first two cases before the run was resumed on two workers
+    config.checkpoint.write_text("".join(json.dumps(row) + "\n" for row in rows[:2]))
+    shard.checkpoint.unlink()
+    asked.clear()
+    again = run(shard, ask, lambda cases, namespace: None)["cases"]
+    assert set(asked) == {q["question"] for q in rows[2]["questions"]}
+    assert [row["case_id"] for row in again] == [row["case_id"] for row in rows]
+    assert merge_shards(config, 2) == 1  # only the case the shard answered is appended
 
 
 @pytest.mark.slow

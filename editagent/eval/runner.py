@@ -165,6 +165,8 @@ def run(config: RunConfig, ask: Asker, add_edits: Callable[[list[MQuAKECase], st
     config.out.mkdir(parents=True, exist_ok=True)
     checkpoint = config.checkpoint
     done = _read_checkpoint(checkpoint)
+    if config.shard is not None:  # a sharded resume of a run begun in one process skips what that process did
+        done = {**_read_checkpoint(replace(config, shard=None).checkpoint), **done}
     todo = sum(1 for case in selected if case.case_id not in done)
     logger.info("%s: %d cases selected, %d already in %s", config.run_id, len(selected), len(done), checkpoint)
     # Every group's edits go into its own namespace first, so that one batch of questions
