@@ -45,7 +45,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -74,6 +73,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from editagent.eval import host  # noqa: E402
 from editagent.memory import EditMemory, VectorIndex, is_postgres_url  # noqa: E402
 from editagent.relations import fact_question  # noqa: E402
 from editagent.schema import Edit  # noqa: E402
@@ -546,10 +546,8 @@ def report_and_save(args: argparse.Namespace, out: Path, records: list[dict[str,
                    "llm_calls": sum(r["llm_calls"] for r in records)},
         "errors_sample": errors[:5],
         "check": check,
-        "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
-                    "python": platform.python_version(), "faiss": faiss.__version__,
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                    "load_average_at_start": load_at_start, "load_average_at_end": load_at_end},
+        "machine": host.machine(faiss=faiss.__version__, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
+                                load_average_at_start=load_at_start, load_average_at_end=load_at_end),
         "wall_seconds": round(time.perf_counter() - wall, 1),
     }
     name = args.name or ("http_load" if args.http else "load_bench")
@@ -619,16 +617,6 @@ def http_server(args: argparse.Namespace, store: str | Path, scratch: Path) -> I
         for server in servers:
             server.terminate()
             server.wait(timeout=60)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

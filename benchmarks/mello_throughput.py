@@ -47,7 +47,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -68,7 +67,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from editagent.decompose import MeLLo, Retriever, mello_prompt  # noqa: E402
 from editagent.decompose.mello import STOP  # noqa: E402
-from editagent.eval import MQUAKE_DEV, data_file  # noqa: E402
+from editagent.eval import MQUAKE_DEV, data_file, host  # noqa: E402
 from editagent.eval.mquake import load_mquake  # noqa: E402
 from editagent.eval.runner import command_line, select_cases  # noqa: E402
 from editagent.llm import TransformersLLM, cut_at_stop  # noqa: E402
@@ -220,18 +219,8 @@ def compare(sequential: list[Answer], batched: list[Answer]) -> list[dict[str, A
 
 
 def machine() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model or platform.processor(),
-            "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    return host.machine(torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                        transformers=transformers.__version__, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

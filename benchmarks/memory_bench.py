@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -62,6 +61,7 @@ for folder in (REPO_ROOT, Path(__file__).resolve().parent):
 
 import memory_bench_postgres  # noqa: E402 - beside this script
 
+from editagent.eval import host  # noqa: E402
 from editagent.memory import index as index_module  # noqa: E402
 from editagent.memory.index import VectorIndex, resolve_kind  # noqa: E402
 
@@ -449,25 +449,9 @@ def bench_store(model: Any, facts: list[tuple[str, str, str]]) -> dict[str, Any]
 
 
 def machine() -> dict[str, Any]:
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model or platform.processor(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    return host.machine(faiss=faiss.__version__, numpy=np.__version__, faiss_omp_threads=faiss.omp_get_max_threads(),
+                        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                        load_average_at_start=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
 
 
 def meets(r: dict[str, Any]) -> bool:
