@@ -33,6 +33,7 @@ from editagent.schema import Answer
 from editagent.scope import scope_model
 
 logger = logging.getLogger("benchmarks.mquake")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -144,6 +145,7 @@ class WeightRun:
 
 def evaluate(args: argparse.Namespace, config: RunConfig) -> dict[str, Any]:
     """One process's run of ``config`` (the whole run, or one shard of it), with its own model and memory."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # a Ray worker's own log (main's call is not run there)
     llm = TransformersLLM.load(args.model, batch_size=args.batch_size)
     if args.method in PARAMETER_METHODS:
         method_run: MemoryRun | WeightRun = WeightRun(llm, args.method, dict(map(_option, args.editor_option)))
@@ -181,7 +183,7 @@ def evaluate_sharded(args: argparse.Namespace, config: RunConfig) -> dict[str, A
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = RunConfig(dataset=args.dataset, method=args.method, model=args.model, k=args.k, n_cases=args.cases,
                        seed=args.seed, out=args.out, chunk=args.chunk, conflicted=args.conflicted,
                        command=command_line(), extra={"workers": args.workers})
