@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,10 +35,11 @@ def test_shards_merge_into_the_runs_checkpoint_once(tmp_path: Path) -> None:
 def test_a_shard_skips_the_cases_its_run_already_did_in_one_process(mquake_dir: Path, tmp_path: Path) -> None:
     dataset = str(mquake_dir / "MQuAKE-CF-3k-dev600.json")
     config = RunConfig(dataset=dataset, method="agent", k=1, n_cases=6, out=tmp_path)
-    shard = RunConfig(dataset=dataset, method="agent", k=1, n_cases=6, out=tmp_path, shard=(0, 2))
+    shard = replace(config, shard=(0, 2))
     asked: list[str] = []
 
-    def ask(questions, namespaces):  # the runner's scheduling is under test here, not a model
+    # the runner's scheduling is under test here, not a model
+    def ask(questions: Sequence[str], namespaces: Sequence[str]) -> list[Answer]:
         asked.extend(questions)
         return [Answer(question=q, text="") for q in questions]
 

@@ -168,7 +168,8 @@ def run(config: RunConfig, ask: Asker, add_edits: Callable[[list[MQuAKECase], st
     if config.shard is not None:  # a sharded resume of a run begun in one process skips what that process did
         done = {**_read_checkpoint(replace(config, shard=None).checkpoint), **done}
     todo = sum(1 for case in selected if case.case_id not in done)
-    logger.info("%s: %d cases selected, %d already in %s", config.run_id, len(selected), len(done), checkpoint)
+    logger.info("%s: %d cases selected, %d of them already done (%s)", config.run_id, len(selected),
+                len(selected) - todo, checkpoint)
     # Every group's edits go into its own namespace first, so that one batch of questions
     # can span groups (at k=1 a group is a single case, too small to batch on its own).
     pending: list[tuple[MQuAKECase, str]] = []
