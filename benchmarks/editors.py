@@ -29,7 +29,6 @@ import json
 import logging
 import re
 import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from editagent.eval.editing import (
     summarise,
     token_recall,
 )
+from editagent.eval.host import command_line
 from editagent.eval.mquake import load_mquake
 from editagent.models import load_causal_lm
 
@@ -182,7 +182,8 @@ def row(args: argparse.Namespace, summary: EditingSummary | None, method: str, n
         ) -> dict[str, Any]:
     base: dict[str, Any] = {"model": args.model, "method": method, "n_edits": n_edits,
                             "reliability": None, "generalization": None, "locality": None, "portability": None,
-                            "seconds_per_edit": None, "command": command(), "torch_threads": torch.get_num_threads()}
+                            "seconds_per_edit": None, "command": command_line(),
+                            "torch_threads": torch.get_num_threads()}
     if summary is not None:
         base |= {k: getattr(summary, k) for k in ("reliability", "generalization", "locality", "locality_exact",
                                                    "portability", "fluency", "n_portability")} | {
@@ -483,10 +484,6 @@ def update_summary(path: Path, rows: list[dict[str, Any]]) -> None:
         tmp.replace(path)
 
 
-def command() -> str:
-    return " ".join(["python", *sys.argv])
-
-
 def method_count(text: str) -> tuple[str, int]:
     method, _, count = text.partition("=")
     if method not in SHORT_METHODS or not count.isdigit() or int(count) < 1:
@@ -536,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     model, tok = load_causal_lm(args.model)
-    result: dict[str, Any] = {"model": args.model, "command": command(), "rows": [], "scores": {},
+    result: dict[str, Any] = {"model": args.model, "command": command_line(), "rows": [], "scores": {},
                               "edits": args.edits, "quick": args.quick, "torch_threads": torch.get_num_threads()}
     if args.sequential:
         run_sequential(args, model, tok, result)

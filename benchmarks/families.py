@@ -24,11 +24,12 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from editagent.eval.host import command_line
 
 logger = logging.getLogger("benchmarks.families")
 
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_undo:
         measured = measure_weight_undo(args.model, args.undo_methods, args.undo_edits)
         measured["memory"] = measure_memory_undo(150, 20)
-        measured["command"] = " ".join(["python", *sys.argv])
+        measured["command"] = command_line()
         undo_path.write_text(json.dumps(measured, indent=1))
     undo = json.loads(undo_path.read_text()) if undo_path.exists() else {}
     rows = gather(args.results, args.model, edit_targets(args.dataset), undo)

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -29,6 +28,7 @@ from tqdm.auto import tqdm
 from editagent import Edit, EditAgent
 from editagent.decompose import answer_directly
 from editagent.eval import answer_matches
+from editagent.eval.host import command_line
 from editagent.llm import TransformersLLM
 from editagent.models import load_embedder
 
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = evaluate(agent, llm, probes, args.batch)
         untuned = evaluate(agent, llm, held_out, args.batch) if held_out else []
         result = {"model": args.model, "n_edits": len(edits), **summarise(rows, untuned),
-                  "command": " ".join(["python", *sys.argv])}
+                  "command": command_line()}
         result["timing"] = {} if args.no_timing else timing(agent, embedder, probes, rows)
         result["p50_ms_edits_only"] = result["timing"].get("p50_ms_edits_only")
     result["wall_seconds"] = round(time.time() - started, 1)

@@ -46,7 +46,6 @@ import logging
 import multiprocessing
 import os
 import random
-import shlex
 import shutil
 import socket
 import sqlite3
@@ -352,16 +351,6 @@ def check_store(store: str | Path, embedder: Any, records: list[dict[str, Any]],
             "sqlite_integrity_check": integrity, "namespaces": per_namespace}
 
 
-def command() -> str:
-    env = [f"{key}={shlex.quote(os.environ[key])}" for key in ("OMP_NUM_THREADS",) if key in os.environ]
-    script = Path(sys.argv[0])
-    argv = [str(script.resolve().relative_to(REPO_ROOT)) if script.resolve().is_relative_to(REPO_ROOT)
-            else sys.argv[0], *sys.argv[1:]]
-    python = Path(sys.executable)
-    interpreter = str(python.relative_to(REPO_ROOT)) if python.is_relative_to(REPO_ROOT) else str(python)
-    return " ".join([*env, interpreter, *(shlex.quote(a) for a in argv)])
-
-
 def markdown(report: dict[str, Any]) -> str:
     server = report.get("server")
     lines = [
@@ -521,7 +510,7 @@ def report_and_save(args: argparse.Namespace, out: Path, records: list[dict[str,
     added = sum(len(r["added"]) for r in records)
     errors = [e for r in records for e in r["errors"]]
     report = {
-        "command": command(),
+        "command": host.command_line(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "backend": "PostgreSQL + pgvector" if is_postgres_url(store) else "embedded (SQLite + FAISS)",
         "hosts": args.hosts if args.http else None,

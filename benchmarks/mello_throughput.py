@@ -69,7 +69,7 @@ from editagent.decompose import MeLLo, Retriever, mello_prompt  # noqa: E402
 from editagent.decompose.mello import STOP  # noqa: E402
 from editagent.eval import MQUAKE_DEV, data_file, host  # noqa: E402
 from editagent.eval.mquake import load_mquake  # noqa: E402
-from editagent.eval.runner import command_line, select_cases  # noqa: E402
+from editagent.eval.runner import select_cases  # noqa: E402
 from editagent.llm import TransformersLLM, cut_at_stop  # noqa: E402
 from editagent.memory import EditMemory  # noqa: E402
 from editagent.models import load_causal_lm, load_embedder  # noqa: E402
@@ -414,7 +414,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.command = command_line()
+    args.command = host.command_line()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     report = run(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from editagent.eval.editing import (
     probe_for,
     retention,
 )
+from editagent.eval.host import command_line
 from editagent.eval.mquake import load_mquake
 from editagent.models import load_causal_lm
 
@@ -173,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  [p.edit.subject for p in probes]))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"memit_mass_{args.model}"
-    result: dict[str, Any] = {"model": args.model, "command": " ".join(["python", *sys.argv]), "edits": args.edits,
+    # The command that reproduces the whole table (kept rows are reused); a run with --only would misname it.
+    reproduce = f"python benchmarks/memit_mass.py --model {args.model} --edits {args.edits} " \
+                f"--locality-prompts {args.locality_prompts}"
+    result: dict[str, Any] = {"model": args.model, "command": reproduce, "edits": args.edits,
                               "locality_prompts": args.locality_prompts, "torch_threads": torch.get_num_threads(),
                               "rows": []}
     if stem.with_suffix(".json").exists():
@@ -187,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if variant.name in done:
             logger.info("%s: kept from the last run", variant.name)
             continue
-        row = run_variant(variant, model, tok, probes, scorer, cache)
+        row = run_variant(variant, model, tok, probes, scorer, cache) | {"command": command_line()}
         logger.info("%s", row)
         result["rows"].append(row)
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1))

@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -848,20 +847,6 @@ def save(report: dict[str, Any], out: Path, final: bool) -> None:
 # -- main ----------------------------------------------------------------------------------------
 
 
-def command() -> str:
-    """The exact command line: OpenMP environment settings, the interpreter and the script relative to the
-    repository root when they lie inside it, and the arguments."""
-    env = [f"{key}={shlex.quote(os.environ[key])}" for key in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
-           if key in os.environ]
-    python = Path(sys.executable)
-    argv = list(sys.argv)
-    script = Path(argv[0])
-    if script.is_absolute() and script.is_relative_to(REPO_ROOT):
-        argv[0] = str(script.relative_to(REPO_ROOT))
-    interpreter = str(python.relative_to(REPO_ROOT)) if python.is_relative_to(REPO_ROOT) else str(python)
-    return " ".join([*env, interpreter, *(shlex.quote(a) for a in argv)])
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -910,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     if args.backend == "postgresql":
-        return memory_bench_postgres.run(args, command(), (random_unit_vectors, noisy_queries, QUERY_COSINE))
+        return memory_bench_postgres.run(args, host.command_line(), (random_unit_vectors, noisy_queries, QUERY_COSINE))
     started = time.perf_counter()
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -931,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         **dict.fromkeys(HEADLINE_KEYS),
         "complete": False,
-        "command": command(),
+        "command": host.command_line(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_seconds": None,
         "seed": args.seed,

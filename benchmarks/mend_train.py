@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from editagent.editors.mend_training import (
 )
 from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import load_cloze_templates
+from editagent.eval.host import command_line
 from editagent.eval.mquake import load_mquake
 from editagent.models import load_causal_lm
 
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(settings.seed)
     network = MendNetwork.for_model(arch, layers, args.rank, args.edit_lr)
     out_json = args.out / f"{args.name}.json"
-    result: dict[str, Any] = {"model": args.model, "command": " ".join(["python", *sys.argv]),
+    result: dict[str, Any] = {"model": args.model, "command": command_line(),
                               "fingerprint": fingerprint[:16], "checkpoint": str(target), "layers": layers,
                               "rank": network.rank, "edit_lr_init": args.edit_lr, "settings": settings.model_dump(),
                               "split": split, "torch_threads": torch.get_num_threads()}

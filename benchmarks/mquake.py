@@ -24,8 +24,9 @@ from editagent.decompose.methods import REASONERS, Parts, PlainModel, build_reas
 from editagent.editors.config import editor_config
 from editagent.eval import CONFLICTED, MQUAKE_DEV, data_file
 from editagent.eval.editing import rewrite_to_edit
+from editagent.eval.host import command_line
 from editagent.eval.mquake import MQuAKECase
-from editagent.eval.runner import PARAMETER_METHODS, RunConfig, command_line, fresh_dir, merge_shards, run
+from editagent.eval.runner import PARAMETER_METHODS, RunConfig, fresh_dir, merge_shards, run
 from editagent.llm import TransformersLLM
 from editagent.memory import EditMemory
 from editagent.models import load_embedder

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from editagent.eval.host import command_line
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "n_questions": len(a), "same_answers": not differ, "differing": differ,
               "wall_seconds_1_worker": round(one_wall, 1), f"wall_seconds_{args.workers}_workers": round(many_wall, 1),
               "multi_hop_acc": [one["summary"]["multi_hop_acc"], many["summary"]["multi_hop_acc"]],
-              "cpus": os.cpu_count(), "command": " ".join(["python", *sys.argv])}
+              "cpus": os.cpu_count(), "command": command_line()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mquake_workers.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "mquake_workers.md").write_text(

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import re
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from editagent import Edit, EditAgent
 from editagent.eval import answer_matches
+from editagent.eval.host import command_line
 from editagent.linking import normalise_name
 from editagent.llm import TransformersLLM
 from editagent.models import load_embedder
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               sorted(_group(rows, "relation").items())},
               "tiers_of_correct": dict(Counter(t for r in rows if r["correct"] for t in r["tiers"])),
               "routes": dict(Counter(r["route"] for r in rows)), "model": args.model,
-              "wall_seconds": round(time.time() - started, 1), "command": " ".join(["python", *sys.argv])}
+              "wall_seconds": round(time.time() - started, 1), "command": command_line()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "paraphrase.json").write_text(json.dumps({**result, "wrong": [r for r in rows if not r["correct"]]},
                                                          indent=1))

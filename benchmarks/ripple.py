@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from editagent import EditAgent
 from editagent.decompose import answer_directly
 from editagent.decompose.methods import REASONERS, Parts, build_reasoner
 from editagent.eval import MQUAKE_DEV, data_file
+from editagent.eval.host import command_line
 from editagent.eval.mquake import answer_matches, load_mquake
 from editagent.eval.runner import fresh_dir, rate, select_cases
 from editagent.graph import EditGraph
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     def expected(rows: list[dict[str, Any]]) -> float | None:
         return rate([r["as_expected"] for r in rows])
 
-    command = " ".join(["python", *sys.argv])
+    command = command_line()
     single_change = [r for r in change if r["kind"] == "single-hop"]
     multi_change = [r for r in change if r["kind"] == "multi-hop"]
     summary = {"model": args.model, "method": args.method, "n_cases": len(cases), "seed": args.seed, "k": "all",

@@ -23,16 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from editagent.eval.host import command_line
 from editagent.scope.data import resolve_data_path
 from editagent.scope.embedding import CALIBRATION, DEFAULT_SCOPE_THRESHOLD, EmbeddingScopeDetector, fit_calibration
 from editagent.scope.evaluate import evaluate
 from editagent.scope.trained import INFO_FILE, TrainConfig, fingerprint, load_or_train, scope_cache_root, training_split
 
 logger = logging.getLogger(__name__)
-
-
-def _command() -> str:
-    return " ".join(["python", *sys.argv])
 
 
 def train_and_evaluate(data: str | Path | None = None, *, cache: str | Path | None = None, retrain: bool = False,
@@ -72,7 +69,7 @@ def train_and_evaluate(data: str | Path | None = None, *, cache: str | Path | No
     rows.append({**metrics.as_row(), "threshold": trained.threshold, "pre_threshold": trained.pre_threshold,
                  "seconds_train": seconds_train})
     logger.info("%s: recall %.3f, block rate %.3f (n %d)", label, metrics.recall, metrics.block_rate, metrics.n)
-    command = _command()
+    command = command_line()
     for row in rows:
         row["command"] = command
     return {"rows": rows, "cache": str(folder), "loaded_from_cache": cached, "seconds_load": seconds_load,

@@ -13,7 +13,6 @@ import logging
 import random
 import re
 import shutil
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -318,10 +317,6 @@ def _update_summary_file(path: Path, summary: dict[str, Any]) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rows, indent=1))
         tmp.replace(path)
-
-
-def command_line() -> str:
-    return " ".join(["python", *sys.argv])
 
 
 def fresh_dir(path: Path) -> Path:
