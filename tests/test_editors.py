@@ -684,6 +684,10 @@ def test_weight_edit_and_config_validation_name_the_field(cache: Path) -> None:
         MemitConfig(layers=[])
     with pytest.raises(EditError, match="layer: 5 is out of range"):
         ROME(sharp_model("llama"), TOKENIZER, {"layer": 5}, cache_dir=cache)
+    arch = ModelArch(sharp_model("llama"))
+    assert arch.check_layer(None, "layer", arch.rome_layer) == arch.rome_layer
+    with pytest.raises(EditError, match="layer: give a layer number"):
+        arch.check_layer(None)
     with pytest.raises(EditError, match="edits: empty"):
         rome_for(sharp_model("llama"), cache).apply([])
 

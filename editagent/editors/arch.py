@@ -131,7 +131,12 @@ class ModelArch:
     def n_layers(self) -> int:
         return len(self.blocks)
 
-    def check_layer(self, layer: int, field: str = "layer") -> int:
+    def check_layer(self, layer: int | None, field: str = "layer", default: int | None = None) -> int:
+        """A config's layer (``default`` when None), checked; the error names ``field``."""
+        if layer is None:
+            if default is None:
+                raise EditError(f"{field}: give a layer number (0..{self.n_layers - 1})")
+            layer = default
         if not 0 <= layer < self.n_layers:
             raise EditError(f"{field}: {layer} is out of range; this {self.model_type} model has layers "
                             f"0..{self.n_layers - 1}")

@@ -129,8 +129,7 @@ class FineTune(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: FineTuneConfig | dict[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layer if self.config.layer is not None else self.arch.rome_layer
-        self.layer = self.arch.check_layer(chosen, "layer")
+        self.layer = self.arch.check_layer(self.config.layer, "layer", self.arch.rome_layer)
 
     def _write(self, items: list[WeightEdit], writer: WeightWriter) -> list[EditReport]:
         start = time.perf_counter()

@@ -232,8 +232,7 @@ class GRACE(Editor):
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
         last = self.arch.n_layers - 1
-        chosen = self.config.layer if self.config.layer is not None else min(last, round(GRACE_DEPTH * last))
-        self.layer = self.arch.check_layer(chosen, "layer")
+        self.layer = self.arch.check_layer(self.config.layer, "layer", min(last, round(GRACE_DEPTH * last)))
 
     def compute(self, edits: Any) -> CodebookDeltas:
         """The codebook entries that make the model say each edit's target; the model is left as it was (only hooks

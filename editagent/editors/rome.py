@@ -67,8 +67,7 @@ class ROME(Editor):
     def __init__(self, model: nn.Module, tokenizer: Any, config: RomeConfig | dict[str, Any] | None = None,
                  **options: Any) -> None:
         super().__init__(model, tokenizer, config, **options)
-        chosen = self.config.layer if self.config.layer is not None else self.arch.rome_layer
-        self.layer = self.arch.check_layer(chosen, "layer")
+        self.layer = self.arch.check_layer(self.config.layer, "layer", self.arch.rome_layer)
         self._inverse: dict[int, torch.Tensor] = {}
 
     def inverse_second_moment(self, layer: int) -> torch.Tensor:
