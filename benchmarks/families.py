@@ -257,17 +257,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", help="the MQuAKE file of the runs (default: the dev cases)")
     parser.add_argument("--measure-undo", action="store_true", help="measure undo costs first (loads the model)")
     parser.add_argument("--undo-methods", nargs="+", default=["rome", "memit", "mend", "cake", "grace", "ft-m",
-                                                              "ft-l", "kne"])
+                                                              "ft-l", "kne", "kn"],
+                        help="weight methods to measure; earlier measurements of the others are kept")
     parser.add_argument("--undo-edits", type=int, default=2, help="edits per method for --measure-undo")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     undo_path = args.results / UNDO_FILE
-    if args.measure_undo:
-        measured = measure_weight_undo(args.model, args.undo_methods, args.undo_edits)
-        measured["memory"] = measure_memory_undo(150, 20)
-        measured["command"] = command_line()
-        undo_path.write_text(json.dumps(measured, indent=1))
     undo = json.loads(undo_path.read_text()) if undo_path.exists() else {}
+    if args.measure_undo:
+        undo |= measure_weight_undo(args.model, args.undo_methods, args.undo_edits)
+        undo["memory"] = measure_memory_undo(150, 20)
+        undo["command"] = command_line()
+        undo_path.write_text(json.dumps(undo, indent=1))
     rows = gather(args.results, args.model, edit_targets(args.dataset), undo)
     (args.results / "families.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=1))
     (args.results / "families.md").write_text(render(rows, args.model, undo))
