@@ -15,7 +15,9 @@ and peak memory. The MQuAKE dev cases and cloze templates come from ``editagent.
         --methods rome memit ft-l ft-m grace kn kne --sequential-cap kn=50
 
 Each method's finished curve is kept under ``--work``, so a stopped run resumes at the next method, and runs of
-different methods can go in parallel; the last run with every method writes the whole report.
+different methods can go in parallel; the last run with every method writes the whole report. An unfinished
+curve of a weight editor keeps its state there every ``--save-every`` edits (the edited weights, the points so far),
+and a rerun goes on from it.
 
 Timing: key statistics are loaded (from the on-disk cache; computing them is a separate, one-off cost) before
 the timed edits, and their load time is reported apart (``stats_seconds``). Peak memory is the process's peak
@@ -228,6 +230,41 @@ def run_mquake(args: argparse.Namespace, model: Any, tok: Any, result: dict[str,
             add_memit_timing(args, result, editor, cases, stats)
 
 
+def _checksums(weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {name: float(weight.double().sum()) for name, weight in weights.items()}
+
+
+def save_sequential(path: Path, count: int, params: dict[str, torch.nn.Parameter], before: dict[str, torch.Tensor],
+                    timed: Timed, points: list[dict[str, Any]]) -> None:
+    """A sequential run's state after ``count`` edits, for a run stopped mid-curve to go on: the edited weights as
+    they are now, the points so far, the apply time, and checksums of the unedited weights it started from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"count": count, "points": points, "seconds": timed.seconds, "edits": timed.edits,
+                "base": _checksums(before), "weights": {name: params[name].detach().clone() for name in before}}, tmp)
+    tmp.replace(path)
+
+
+def resume_sequential(path: Path, params: dict[str, torch.nn.Parameter], before: dict[str, torch.Tensor],
+                      timed: Timed, points: list[dict[str, Any]]) -> int:
+    """Load the state ``save_sequential`` left (edits written, points, time) and return how many edits it holds;
+    0 when there is none, or when it started from other weights than ``before`` (then it is set aside)."""
+    if not path.exists():
+        return 0
+    state = torch.load(path, weights_only=True)
+    if state["base"] != _checksums(before) or set(state["weights"]) != set(before):
+        logger.warning("%s began from other weights than this model's; starting the curve over", path)
+        path.replace(path.with_suffix(".stale"))
+        return 0
+    with torch.no_grad():
+        for name, weight in state["weights"].items():
+            params[name].copy_(weight)
+    timed.seconds, timed.edits = state["seconds"], state["edits"]
+    points.extend(state["points"])
+    logger.info("%s: resumes after %d sequential edits", path.name, state["count"])
+    return int(state["count"])
+
+
 def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[str, Any]) -> None:
     """Each method writes ``--sequential`` edits one after another, none undone until the end; at each checkpoint
     every edit so far is scored (retention) and so are the unrelated prompts (locality, against the unedited
@@ -257,11 +294,16 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
         # beside the weights (GRACE's codebook) are kept for their undo.
         params = dict(model.named_parameters())
         before = {name: params[name].detach().clone() for name in editor.arch.edited_weight_names()}
+        partial = done.with_suffix(".partial.pt")
+        start = resume_sequential(partial, params, before, timed, points)
+        if start:
+            bump_weights_version(model)
         reset_peak()
         try:
-            for count, probe in enumerate(tqdm(probes[:stop], desc=f"{method} sequential", unit="edit"), start=1):
+            for count, probe in enumerate(tqdm(probes[start:stop], desc=f"{method} sequential", unit="edit",
+                                               initial=start, total=stop), start=start + 1):
                 handle = timed([probe.edit])
-                if not handle.originals:
+                if type(handle).undo is not AppliedEdit.undo:  # its own undo: state beside the weights (a codebook)
                     handles.append(handle)
                 if count in checkpoints or count == stop:
                     point = retention(scorer, probes[:count]) | {
@@ -269,6 +311,8 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
                         "peak_rss_mb": peak_rss_mb()}
                     logger.info("%s after %d sequential edits: %s", method, count, point)
                     points.append(point)
+                if not handles and (count % args.save_every == 0 or count in checkpoints):
+                    save_sequential(partial, count, params, before, timed, points)
         finally:
             for handle in reversed(handles):
                 handle.undo()
@@ -279,6 +323,7 @@ def run_sequential(args: argparse.Namespace, model: Any, tok: Any, result: dict[
         curves[method] = points
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(points, indent=1))
+        partial.unlink(missing_ok=True)
     result["sequential"] = curves
     result["checkpoints"] = checkpoints
     result["capped"] = {m: n for m, n in caps.items() if m in curves and n < args.sequential}
@@ -511,7 +556,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential-cap", type=method_count, nargs="+", default=[], metavar="METHOD=N",
                         help="stop METHOD after N sequential edits (for slow methods; the report says so)")
     parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / ".work",
-                        help="where each method's finished sequential curve is kept (a rerun reuses it)")
+                        help="where each method's finished sequential curve is kept (a rerun reuses it), and an "
+                        "unfinished one's state (a rerun goes on from it)")
+    parser.add_argument("--save-every", type=int, default=10, metavar="N",
+                        help="--sequential: keep the run's state every N edits (and at each checkpoint)")
     parser.add_argument("--quick", action="store_true", help="10 edits (also --sequential), MEMIT at 1/10 only, "
                                                              "3 long targets")
     parser.add_argument("--name", default=None, help="report file stem (default editors_<model>); the summary "
@@ -520,6 +568,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.edits, args.memit_sizes, args.long_targets = min(args.edits, 10), [1, 10], min(args.long_targets, 3)
         args.sequential = min(args.sequential, 10)
+    if args.save_every < 1:
+        parser.error("--save-every must be at least 1")
     if args.edits < 1 or args.long_targets < 0 or args.sequential < 0:
         parser.error("--edits must be at least 1, --long-targets and --sequential at least 0")
     if args.sequential and not set(SHORT_METHODS) & set(args.methods):

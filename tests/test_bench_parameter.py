@@ -145,6 +145,58 @@ def test_the_sequential_benchmark_puts_the_weights_back_without_keeping_a_handle
         assert sum(len(module._forward_hooks) for module in model.modules()) == 0
 
 
+def test_a_sequential_run_stopped_mid_curve_goes_on_from_its_kept_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    editors = benchmark_module("editors")
+    model = sharp_model("llama")
+    before = snapshot(model)
+
+    def args(work: str) -> Any:
+        return editors.parse_args(["--sequential", "3", "--methods", "kne", "--locality-prompts", "2",
+                                   "--save-every", "1", "--work", str(tmp_path / work)])
+
+    whole: dict[str, Any] = {}
+    editors.run_sequential(args("whole"), model, TOKENIZER, whole)
+
+    # A stop while the third edit is scored (as a killed process would stop): only the state after 2 is kept.
+    # The first scoring of all three probes is the unedited model's.
+    score, scored = editors.retention, []
+
+    def stop_at_the_third(scorer: Any, probes: Sequence[Any]) -> dict[str, Any]:
+        scored.append(len(probes))
+        if scored.count(3) == 2:
+            raise KeyboardInterrupt
+        return score(scorer, probes)
+
+    monkeypatch.setattr(editors, "retention", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        editors.run_sequential(args("stopped"), model, TOKENIZER, {})
+    assert_same_weights(model, before)
+    (partial,) = (tmp_path / "stopped").glob("*.partial.pt")
+    assert torch.load(partial, weights_only=True)["count"] == 2
+
+    monkeypatch.setattr(editors, "retention", score)
+    resumed: dict[str, Any] = {}
+    with caplog.at_level(logging.INFO):
+        editors.run_sequential(args("stopped"), model, TOKENIZER, resumed)
+    assert "resumes after 2 sequential edits" in caplog.text
+    timing = ("seconds_per_edit", "stats_seconds", "peak_rss_mb")
+    strip = [{k: v for k, v in point.items() if k not in timing} for point in resumed["sequential"]["kne"]]
+    assert strip == [{k: v for k, v in point.items() if k not in timing} for point in whole["sequential"]["kne"]]
+    assert not partial.exists()
+    assert_same_weights(model, before)
+
+    # State begun from other weights is set aside, not loaded into this model.
+    state = {name: weight.clone() for name, weight in before.items()}
+    editors.save_sequential(partial, 2, dict(model.named_parameters()), state, editors.Timed(lambda e: None), [])
+    with torch.no_grad():
+        next(iter(model.parameters())).add_(1.0)
+    kept = dict(model.named_parameters())
+    assert editors.resume_sequential(partial, kept, {n: kept[n].detach().clone() for n in state}, editors.Timed(
+        lambda e: None), []) == 0
+    assert partial.with_suffix(".stale").exists() and not partial.exists()
+
+
 def test_the_families_page_measures_undo_on_real_edits_and_keeps_each_row_with_its_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     families = benchmark_module("families")
