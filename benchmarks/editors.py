@@ -66,6 +66,7 @@ RECALL_GOAL = 0.8
 # editors of MQuAKE's short objects
 SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn", "kne", "mend", "cake")
 METHODS = (*SHORT_METHODS, "anyedit")
+RETENTION_FLOOR, LOCALITY_FLOOR = 0.9, 0.95  # --sequential: the lifelong targets the report checks each curve against
 CHECKPOINTS = (10, 50, 100, 200)  # --sequential: edits written when everything so far is scored
 
 # Made-up long targets (no model has seen them): biographies, a company, code. Each is 100+ tokens.
@@ -413,6 +414,12 @@ def fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def first_below(points: Sequence[dict[str, Any]], key: str, floor: float) -> str:
+    """The first checkpoint whose ``key`` is under ``floor``, as "N edits (value)"; "never" when none is."""
+    below = next((p for p in points if p[key] < floor), None)
+    return "never" if below is None else f"{below['n_edits']} edits ({below[key]:.2f})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     cols = ("method", "mode", "n_edits", "n_evaluated", "reliability", "generalization", "locality", "locality_exact",
             "portability", "fluency", "token_recall", "seconds_per_edit", "seconds_per_edit_with_stats", "peak_rss_mb")
@@ -439,6 +446,13 @@ def markdown(result: dict[str, Any]) -> str:
                   for method, points in result["sequential"].items() for p in points]
         lines += [f"\n{method} was stopped after {count} edits (--sequential-cap): too slow here for more."
                   for method, count in result.get("capped", {}).items()]
+        lines += ["", f"Where each method falls below the lifelong targets (reliability over all edits so far "
+                  f"≥ {RETENTION_FLOOR}, locality ≥ {LOCALITY_FLOOR}): the first checkpoint below each.", "",
+                  "| method | edits written | reliability below target at | locality below target at |",
+                  "|---|---:|---|---|"]
+        lines += [f"| {method} | {points[-1]['n_edits']} | {first_below(points, 'reliability', RETENTION_FLOOR)} | "
+                  f"{first_below(points, 'locality', LOCALITY_FLOOR)} |"
+                  for method, points in result["sequential"].items() if method != "no-edit"]
     if result.get("long_targets"):
         lines += ["", "Long targets, token recall (LCS of greedy tokens / target tokens):", "",
                   "| subject | tokens | before | AnyEdit | MEMIT (whole target) |", "|---|---|---|---|---|"]

@@ -118,7 +118,14 @@ def test_the_sequential_benchmark_scores_every_checkpoint_keeps_each_curve_and_h
     assert [p["n_edits"] for p in curves["grace"]] == [3] and [p["n_edits"] for p in curves["ft-m"]] == [2]
     assert all(0 <= p[m] <= 1 for p in curves["grace"] for m in ("reliability", "generalization", "locality"))
     assert result["capped"] == {"ft-m": 2}
-    assert "ft-m was stopped after 2 edits" in (out / "sequential.md").read_text()
+    page = (out / "sequential.md").read_text()
+    assert "ft-m was stopped after 2 edits" in page
+    ft_m = curves["ft-m"][-1]  # its only checkpoint: the cap
+
+    def falls(key: str, floor: float) -> str:
+        return "never" if ft_m[key] >= floor else f"2 edits ({ft_m[key]:.2f})"
+
+    assert f"| ft-m | 2 | {falls('reliability', 0.9)} | {falls('locality', 0.95)} |" in page
     assert (out / "sequential.png").stat().st_size > 0
     kept = sorted(path.name for path in work.glob("sequential_*.json"))
     assert len(kept) == 2 and all("_n3_loc2" in name for name in kept)
