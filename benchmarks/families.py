@@ -242,7 +242,7 @@ def render(rows: list[dict[str, Any]], model: str, undo: dict[str, Any]) -> str:
               "runner times the whole group); seconds per edit come from the editing-metric run. For the memory, "
               "seconds per edit is storing one edit (embedding, SQLite, FAISS) and undo is deleting it.", ""]
     if undo:
-        commands = undo.get("commands") or [undo.get("command", "python benchmarks/families.py --measure-undo")]
+        commands = undo.get("commands", ["python benchmarks/families.py --measure-undo"])
         lines += [f"Undo measured by {' then '.join(f'`{c}`' for c in commands)}: one "
                   "real edit per method applied and undone on the model, every parameter compared bit for bit "
                   "with the original; the memory's figures are one edit stored and deleted at a time in a memory "
@@ -268,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_undo:
         undo |= measure_weight_undo(args.model, args.undo_methods, args.undo_edits)
         undo["memory"] = measure_memory_undo(150, 20)
-        earlier = undo.pop("command", None)  # one command before runs merged; each run's now stays listed
-        undo["commands"] = [*undo.get("commands", [earlier] if earlier else []), command_line()]
+        undo["commands"] = [*undo.get("commands", []), command_line()]
         undo_path.write_text(json.dumps(undo, indent=1))
     rows = gather(args.results, args.model, edit_targets(args.dataset), undo)
     (args.results / "families.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=1))

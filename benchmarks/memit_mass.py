@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -174,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"memit_mass_{args.model}"
     # The command that reproduces the whole table (kept rows are reused); a run with --only would misname it.
-    reproduce = f"python benchmarks/memit_mass.py --model {args.model} --edits {args.edits} " \
-                f"--locality-prompts {args.locality_prompts}"
+    reproduce = command_line([sys.argv[0], "--model", args.model, "--edits", str(args.edits),
+                              "--locality-prompts", str(args.locality_prompts)])
     result: dict[str, Any] = {"model": args.model, "command": reproduce, "edits": args.edits,
                               "locality_prompts": args.locality_prompts, "torch_threads": torch.get_num_threads(),
                               "rows": []}
