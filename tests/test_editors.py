@@ -473,6 +473,26 @@ def test_one_value_step_moves_delta_by_lr_in_units_of_the_outputs_scale(rule: st
     assert (float(spread.min()) > 0.99) == (rule == "adam")
 
 
+def test_an_attention_sink_row_does_not_set_the_scale_of_delta() -> None:
+    """A one-token subject opening the bare prompt sits at position 0, where deeper layers put the attention sink's
+    output (on SmolLM2's layer 12, 26,000 against about 160 elsewhere). δ's steps and clamp follow the rewrite row
+    of median norm, so that row cannot make δ a hundred times larger than any other row's output."""
+    torch.manual_seed(0)
+    problem = value_module.ValueProblem(rows=[([1], 0, 1)] * 4 + [([2], 0, 1)], target=[3], n_rewrite=4,
+                                        subject="Paris", target_text="x")
+    config = RomeConfig(step_rule="gradient", lr=10.0, clamp_norm_factor=4.0)
+    fitting = value_module._Fitting.new(problem, 16, config, torch.device("cpu"))
+    typical = torch.randn(3, 16)
+    fitting.start(torch.cat([1000 * torch.randn(1, 16), typical]))
+    median = typical[int(typical.norm(dim=1).argsort()[1])]
+
+    assert torch.equal(fitting.init, median)
+    fitting.theta.grad = torch.randn(16)
+    for _ in range(5):
+        fitting.step(config)
+    assert float(fitting.delta().detach().norm()) == pytest.approx(4.0 * float(median.norm()), rel=1e-4)
+
+
 @pytest.mark.parametrize("rule", ["gradient", "adam"])
 def test_values_fitted_in_one_batch_equal_values_fitted_one_at_a_time(rule: str) -> None:
     """Each edit in a batch has its own δ, loss and stop test, and leaves the batch when it stops: the δ, step

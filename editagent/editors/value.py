@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ValueFit:
-    """δ, and ``init``: the edited site's original output at the subject's last token of the bare prompt."""
+    """δ, and ``init``: the edited site's original output at the subject's last token, in the rewrite row whose
+    output has the median norm (see ``_Fitting.start``)."""
 
     delta: torch.Tensor
     init: torch.Tensor
@@ -45,9 +46,10 @@ class ValueFit:
 @dataclass
 class ValueProblem:
     """One δ to find: the first ``n_rewrite`` of ``rows`` must predict ``target`` as their last ``len(target)``
-    predictions, the rest (if any) are KL rows whose last prediction should stay as it was; row 0's site output is
-    the fit's ``init``. ``subject`` and ``target_text`` only label the report. ``prefix_deltas``: (row, position,
-    vector) added to the site's output before the site, e.g. values already chosen for earlier windows (AnyEdit)."""
+    predictions, the rest (if any) are KL rows whose last prediction should stay as it was; the rewrite rows' site
+    outputs give the fit's ``init``. ``subject`` and ``target_text`` only label the report. ``prefix_deltas``: (row,
+    position, vector) added to the site's output before the site, e.g. values already chosen for earlier windows
+    (AnyEdit)."""
 
     rows: Rows
     target: Sequence[int]
@@ -156,9 +158,14 @@ class _Fitting:
         optimiser = torch.optim.Adam([theta], lr=config.lr) if config.step_rule == "adam" else None
         return cls(problem, torch.tensor(list(problem.target), device=device), theta, optimiser)
 
-    def start(self, output: torch.Tensor) -> None:
-        """Record v, the site's original output at row 0's site."""
-        self.init = output.detach().float().clone()
+    def start(self, outputs: torch.Tensor) -> None:
+        """Record v, the site's original output [width] in the rewrite row of median norm, from ``outputs`` [rows,
+        width]. Not simply row 0: when the bare prompt puts the subject's last token at position 0 (a one-token
+        subject opening the sentence, no BOS), its output is the attention sink's, which in deeper layers is a
+        hundred times larger than at any other position, and δ's steps and clamp, scaled by it, would ask every
+        other row for a change far past its own size."""
+        norms = outputs.detach().float().norm(dim=1)
+        self.init = outputs[int(norms.argsort()[(len(norms) - 1) // 2])].detach().float().clone()
         self.scale = self.init.norm() / self.theta.numel() ** 0.5
 
     def delta(self) -> torch.Tensor:
@@ -249,7 +256,7 @@ class _Batch:
         states = hidden(output)
         for fitting, first in zip(self.fittings, self.firsts, strict=True):
             if fitting.init is None:
-                fitting.start(states[first, 0])
+                fitting.start(states[first: first + fitting.problem.n_rewrite, 0])
         deltas = torch.stack([fitting.delta() for fitting in self.fittings])[self.owner]  # [rows, width]
         states = torch.cat([states[:, :1] + deltas[:, None].to(states.dtype), states[:, 1:]], dim=1)  # col 0: site
         return (states, *output[1:]) if isinstance(output, tuple) else states
