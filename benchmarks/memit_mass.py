@@ -5,10 +5,11 @@ of the edits, locality of the same unrelated prompts; ``editagent.eval.editing.r
     OMP_NUM_THREADS=1 python benchmarks/memit_mass.py --edits 50 --locality-prompts 20
 
 Variants: the batch size (10, 25, 50 at once), λ (``mom2_update_weight``) from 1× to 16× the default, refit rounds,
-the layer range, and the 50 edits written as successive batches of 10 (each batch's values fitted on the model as
-already edited, so later values see earlier edits). The values of the first fit do not depend on λ or the refits,
-so they are fitted once per layer range and reused. Each finished variant is written to the result at once, so a
-stopped run resumes. Output: ``memit_mass_<model>.json``, ``.md`` and ``.png`` in ``--out``.
+the layer range, the key statistics' sample size, and the 50 edits written as successive batches of 10 (each
+batch's values fitted on the model as already edited, so later values see earlier edits). The values of the first
+fit do not depend on λ, the refits or the statistics, so they are fitted once per layer range and reused. Each
+finished variant is written to the result at once, so a stopped run resumes and runs of different variants can
+go in parallel. Output: ``memit_mass_<model>.json``, ``.md`` and ``.png`` in ``--out``.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def variants(n: int) -> list[Variant]:
         Variant(f"{n}, 2 refits", n, {"refits": 2}),
         Variant(f"{n}, λ ×4, 2 refits", n, {"lambda_times": 4, "refits": 2}),
         Variant(f"{n} as batches of 10", n, chunk=10),
+        Variant(f"{n}, C from 100k tokens", n, {"stats_tokens": 100_000}),
         Variant(f"{n}, layers 2-12", n, {"layers": list(range(2, 13))}),
-        Variant(f"{n}, layers 2-12, λ ×4", n, {"layers": list(range(2, 13)), "lambda_times": 4}),
+        *(Variant(f"{n}, layers 2-12, λ ×{times}", n, {"layers": list(range(2, 13)), "lambda_times": times})
+          for times in (4, 8, 16)),
     ]
 
 
@@ -155,6 +158,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def merged_rows(path: Path, result: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the rows another run (``--only`` in a parallel process) has written to ``path`` since this run
+    read it, for the same edits and prompts; this run's row wins for a variant both have."""
+    if not path.exists():
+        return rows
+    on_disk = json.loads(path.read_text())
+    if (on_disk["edits"], on_disk["locality_prompts"]) != (result["edits"], result["locality_prompts"]):
+        return rows
+    ours = {row["variant"] for row in rows}
+    return [*rows, *(row for row in on_disk["rows"] if row["variant"] not in ours)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -193,9 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         row = run_variant(variant, model, tok, probes, scorer, cache) | {"command": command_line()}
         logger.info("%s", row)
-        result["rows"].append(row)
+        result["rows"] = merged_rows(stem.with_suffix(".json"), result, [*result["rows"], row])
         stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     order = {v.name: i for i, v in enumerate(variants(args.edits))}
+    result["rows"] = merged_rows(stem.with_suffix(".json"), result, result["rows"])
     result["rows"].sort(key=lambda row: order.get(row["variant"], len(order)))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
