@@ -159,8 +159,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def merged_rows(path: Path, result: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with the rows another run (``--only`` in a parallel process) has written to ``path`` since this run
-    read it, for the same edits and prompts; this run's row wins for a variant both have."""
+    """``rows`` with the rows on disk at ``path`` for the same edits and prompts: the last run's at start-up, and
+    those another run (``--only`` in a parallel process) has written since; this run's row wins for a variant both
+    have."""
     if not path.exists():
         return rows
     on_disk = json.loads(path.read_text())
@@ -195,10 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"model": args.model, "command": reproduce, "edits": args.edits,
                               "locality_prompts": args.locality_prompts, "torch_threads": torch.get_num_threads(),
                               "rows": []}
-    if stem.with_suffix(".json").exists():
-        old = json.loads(stem.with_suffix(".json").read_text())
-        if (old["edits"], old["locality_prompts"]) == (args.edits, args.locality_prompts):
-            result["rows"] = old["rows"]
+    path = stem.with_suffix(".json")
+    result["rows"] = merged_rows(path, result, [])
     done = {row["variant"] for row in result["rows"]}
     chosen = [v for v in variants(args.edits) if not args.only or any(part in v.name for part in args.only)]
     cache: dict[tuple[Any, ...], Any] = {}
@@ -208,12 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         row = run_variant(variant, model, tok, probes, scorer, cache) | {"command": command_line()}
         logger.info("%s", row)
-        result["rows"] = merged_rows(stem.with_suffix(".json"), result, [*result["rows"], row])
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        result["rows"] = merged_rows(path, result, [*result["rows"], row])
+        path.write_text(json.dumps(result, indent=1))
     order = {v.name: i for i, v in enumerate(variants(args.edits))}
-    result["rows"] = merged_rows(stem.with_suffix(".json"), result, result["rows"])
+    result["rows"] = merged_rows(path, result, result["rows"])
     result["rows"].sort(key=lambda row: order.get(row["variant"], len(order)))
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     stem.with_suffix(".md").write_text(markdown(result))
     plot(result, stem.with_suffix(".png"))
     print(markdown(result))
