@@ -67,6 +67,7 @@ def _check_pair(config_type: type[EditorConfig], editor_type: type[Any]) -> None
 def register_editor(config_type: type[EditorConfig], editor_type: type[Editor] | str) -> Registration:
     """Make ``editor_type`` (an ``Editor`` subclass, or "module:Class") the editor of ``config_type``, by the name
     ``config_type.method``. A name already registered is refused: pick another name."""
+    _builtins()  # so that a built-in's name is taken before anyone else registers
     method = getattr(config_type, "method", "")
     if not isinstance(method, str) or not method.strip():
         raise EditError(f"config_type: {config_type.__name__} has no method name; give it "

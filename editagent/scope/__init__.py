@@ -36,7 +36,8 @@ def scope_model(scope: ScopeModel | str) -> ScopeModel | None:
     if scope == "trained":
         detector = load_trained()
         if detector is None:
-            raise EditError(f"scope: no trained scope detector is cached; train it once with `{TRAIN_COMMAND}`")
+            raise EditError(f"scope: no trained scope detector is cached; train it once with `{TRAIN_COMMAND}` (a "
+                            "detector already trained is reused, not trained again)")
         return detector
     raise EditError(f"scope: {scope!r} is not one of 'embedding', 'trained' (or a ScopeModel)")
 
