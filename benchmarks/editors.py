@@ -40,7 +40,7 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_config, make_editor
+from editagent.editors import AppliedEdit, Editor, LongEdit, WeightEdit, editor_config, editor_methods, make_editor
 from editagent.editors.base import bump_weights_version
 from editagent.eval.data import MQUAKE_DEV, data_file
 from editagent.eval.editing import (
@@ -63,9 +63,9 @@ from editagent.models import load_causal_lm
 logger = logging.getLogger("benchmarks.editors")
 
 RECALL_GOAL = 0.8
-# editors of MQuAKE's short objects
-SHORT_METHODS = ("rome", "memit", "ft-l", "ft-m", "grace", "kn", "kne", "mend", "cake")
-METHODS = (*SHORT_METHODS, "anyedit")
+# every registered editor; those of short objects (MQuAKE's) first
+SHORT_METHODS = editor_methods(long_targets=False)
+METHODS = (*SHORT_METHODS, *editor_methods(long_targets=True))
 RETENTION_FLOOR, LOCALITY_FLOOR = 0.9, 0.95  # --sequential: the lifelong targets the report checks each curve against
 CHECKPOINTS = (10, 50, 100, 200)  # --sequential: edits written when everything so far is scored
 

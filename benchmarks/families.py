@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from editagent.editors.registry import editor_methods
 from editagent.eval.host import command_line
 
 logger = logging.getLogger("benchmarks.families")
@@ -257,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dataset", help="the MQuAKE file of the runs (default: the dev cases)")
     parser.add_argument("--measure-undo", action="store_true", help="measure undo costs first (loads the model)")
-    parser.add_argument("--undo-methods", nargs="+", default=["rome", "memit", "mend", "cake", "grace", "ft-m",
-                                                              "ft-l", "kne", "kn"],
+    parser.add_argument("--undo-methods", nargs="+", default=list(editor_methods(long_targets=False)),
+                        choices=editor_methods(),
                         help="weight methods to measure; earlier measurements of the others are kept")
     parser.add_argument("--undo-edits", type=int, default=2, help="edits per method for --measure-undo")
     args = parser.parse_args(argv)

@@ -31,18 +31,18 @@ import torch
 from editagent.editors import ModelArch, model_fingerprint
 from editagent.editors.config import MendConfig
 from editagent.editors.mend import MendNetwork, checkpoint_path, default_layers, save_network
-from editagent.editors.mend_training import (
+from editagent.eval.data import MQUAKE_DEV, data_file
+from editagent.eval.editing import load_cloze_templates
+from editagent.eval.host import command_line
+from editagent.eval.mquake import load_mquake
+from editagent.models import load_causal_lm
+from editagent.train.mend import (
     TrainingSettings,
     evaluate_network,
     mquake_locality_texts,
     mquake_training_items,
     train,
 )
-from editagent.eval.data import MQUAKE_DEV, data_file
-from editagent.eval.editing import load_cloze_templates
-from editagent.eval.host import command_line
-from editagent.eval.mquake import load_mquake
-from editagent.models import load_causal_lm
 
 logger = logging.getLogger("benchmarks.mend_train")
 

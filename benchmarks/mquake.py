@@ -4,8 +4,9 @@
     python benchmarks/mquake.py --method mello --k all --cases 120 --seed 0
 
 Methods: every reasoning method of ``REASONERS`` (the edits go into the memory, one namespace per edit group), and
-every weight editor of ``editagent.editors.config.CONFIGS`` but AnyEdit (``rome``, ``memit``, ``ft-l``, ``kne``,
-...: each group's edits are written into the weights, its questions answered by the plain model, then undone).
+every registered weight editor of short objects (``editagent.editors.registry.editor_methods``: ``rome``, ``memit``,
+``ft-l``, ``kne``, ...: each group's edits are written into the weights, its questions answered by the plain model,
+then undone).
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from editagent import Edit, EditAgent
 from editagent.eval import answer_matches
 from editagent.eval.host import command_line
+from editagent.eval.scope_data import load_scope_edits, split_by_edit
 from editagent.linking import normalise_name
 from editagent.llm import TransformersLLM
 from editagent.models import load_embedder
 from editagent.relations import mquake_relations
-from editagent.scope import load_scope_edits, split_by_edit
 
 logger = logging.getLogger("benchmarks.paraphrase")
 # MQuAKE's own spellings of two templates, which editagent's relation table corrects

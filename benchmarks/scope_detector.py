@@ -4,7 +4,7 @@
 
 Rows (``benchmarks/results/scope_detector.json``): ``detector``, ``recall``, ``block_rate``, ``n`` (held-out
 questions, each judged twice: with its edits in memory for recall, without them for block rate; see
-``editagent.scope.evaluate``), ``top1``, ``n_edits``, ``threshold``, ``seconds_train``, ``seconds_eval``,
+``editagent.eval.scope``), ``top1``, ``n_edits``, ``threshold``, ``seconds_train``, ``seconds_eval``,
 ``command``.
 """
 
@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from editagent.eval.host import command_line
-from editagent.scope.data import resolve_data_path
-from editagent.scope.embedding import CALIBRATION, DEFAULT_SCOPE_THRESHOLD, EmbeddingScopeDetector, fit_calibration
-from editagent.scope.evaluate import evaluate
-from editagent.scope.trained import INFO_FILE, TrainConfig, fingerprint, load_or_train, scope_cache_root, training_split
+from editagent.eval.scope import evaluate
+from editagent.eval.scope_data import resolve_data_path
+from editagent.scope.embedding import CALIBRATION, DEFAULT_SCOPE_THRESHOLD, EmbeddingScopeDetector
+from editagent.scope.trained import INFO_FILE, scope_cache_root
+from editagent.train.scope import TrainConfig, fingerprint, fit_calibration, load_or_train, training_split
 
 logger = logging.getLogger(__name__)
 

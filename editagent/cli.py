@@ -176,7 +176,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         if not args.http:
             mcp_server.run_stdio(service, namespace=args.namespace or "default")
             return 0
-        keys = None if args.insecure_no_auth else KeyRing(service.memory.store)
+        keys = None if args.insecure_no_auth else KeyRing(service.memory.backend.keys)
         mcp_server.run_http(service, host=args.host, port=args.port, namespace=args.namespace, keys=keys)
     finally:
         service.close()
@@ -260,7 +260,7 @@ def cmd_models_install(args: argparse.Namespace) -> int:
 
 
 def cmd_scope_train(args: argparse.Namespace) -> int:
-    from editagent.scope import load_or_train  # noqa: PLC0415 - loads torch
+    from editagent.train.scope import load_or_train  # noqa: PLC0415 - loads torch
 
     detector = load_or_train(args.data, cache=args.cache, retrain=args.retrain)
     info = detector.info or {}

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from editagent.memory.backend import EditBackend, open_backend
+from editagent.memory.keystore import KeyStore, open_key_store
 from editagent.schema import EditError, Namespace, check_namespace
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,14 @@ def _from_row(row: dict[str, Any]) -> ApiKey:
 
 
 class KeyRing:
-    """The API keys of one store (a folder or a ``postgresql://`` URL). Opens the store itself: no embedder."""
+    """The API keys of one store: given as a folder or a ``postgresql://`` URL, it opens that store's key table
+    alone (no edits, no embedder); given an open backend's ``keys``, it shares them (a second connection to the
+    same store would only add a writer), and closing the ring leaves them open."""
 
-    def __init__(self, store: str | Path) -> None:
-        self._sql: EditBackend = open_backend(store)
-        self.location = self._sql.location
+    def __init__(self, store: str | Path | KeyStore) -> None:
+        self._owned = isinstance(store, str | Path)
+        self._keys: KeyStore = open_key_store(store) if isinstance(store, str | Path) else store
+        self.location = self._keys.location
 
     def create(self, namespaces: Sequence[str], *, read_only: bool = False, label: str = "") -> tuple[ApiKey, str]:
         """Make a key for ``namespaces``; returns its record and the key, which is not stored and not shown again."""
@@ -95,22 +98,22 @@ class KeyRing:
             raise EditError("label: one line of at most 200 characters")
         key_id = secrets.token_hex(6)
         secret = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-        self._sql.insert_key(key_id, hash_key(secret), held, "read" if read_only else "write", label)
+        self._keys.insert_key(key_id, hash_key(secret), held, "read" if read_only else "write", label)
         logger.info("created API key %s (%s) for %s", key_id, "read" if read_only else "write", ", ".join(held))
         return self.get(key_id), secret
 
     def get(self, key_id: str) -> ApiKey:
-        rows = self._sql.key_rows(key_id) if isinstance(key_id, str) and _ID_PATTERN.fullmatch(key_id) else []
+        rows = self._keys.key_rows(key_id) if isinstance(key_id, str) and _ID_PATTERN.fullmatch(key_id) else []
         if not rows:
             raise EditError(f"id: no API key {key_id!r} in this store; `editagent keys list` shows them")
         return _from_row(rows[0])
 
     def list(self) -> list[ApiKey]:
-        return [_from_row(row) for row in self._sql.key_rows()]
+        return [_from_row(row) for row in self._keys.key_rows()]
 
     def revoke(self, key_id: str) -> ApiKey:
         key = self.get(key_id)
-        if key.revoked or not self._sql.revoke_key(key_id):
+        if key.revoked or not self._keys.revoke_key(key_id):
             raise EditError(f"id: API key {key_id!r} is already revoked")
         logger.info("revoked API key %s", key_id)
         return self.get(key_id)
@@ -120,14 +123,15 @@ class KeyRing:
         match = _KEY_PATTERN.fullmatch(secret) if isinstance(secret, str) else None
         if match is None:
             return None
-        rows = self._sql.key_rows(match.group(1))
+        rows = self._keys.key_rows(match.group(1))
         if not rows or not hmac.compare_digest(str(rows[0]["key_hash"]), hash_key(secret)):
             return None
         key = _from_row(rows[0])
         return None if key.revoked else key
 
     def close(self) -> None:
-        self._sql.close()
+        if self._owned:
+            self._keys.close()
 
     def __enter__(self) -> KeyRing:
         return self

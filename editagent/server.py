@@ -311,7 +311,7 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
     owned = memory is None
     memory = memory if memory is not None else open_store(store, embedder=embedder)
     service = Service(memory, llm)
-    ring = (keys or KeyRing(memory.store)) if auth else None
+    ring = (keys or KeyRing(memory.backend.keys)) if auth else None
     if ring is None:
         logger.warning(INSECURE_WARNING, "every namespace of the store")
     else:

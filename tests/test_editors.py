@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -36,6 +36,7 @@ from editagent.editors import (
     AnyEditConfig,
     Deltas,
     FingerprintMismatch,
+    KnConfig,
     MemitConfig,
     ModelArch,
     RomeConfig,
@@ -43,17 +44,21 @@ from editagent.editors import (
     WeightEdit,
     apply_deltas,
     editor_config,
+    editor_methods,
     key_second_moment,
     key_second_moments,
     make_editor,
     model_fingerprint,
     register_arch,
+    register_editor,
+    registry,
 )
 from editagent.editors import stats as stats_module
 from editagent.editors import value as value_module
 from editagent.editors.anyedit import LongEdit, choose_window_starts, row_capture
 from editagent.editors.base import AppliedEdit, WeightWriter
 from editagent.editors.capture import Probe, capture
+from editagent.editors.config import CONFIGS
 from editagent.editors.memit import through_output_norm
 from editagent.editors.prompts import SplitRows, context_templates, make_batch, subject_row
 from editagent.editors.rome import template_keys
@@ -73,6 +78,7 @@ from editagent.eval.editing import (
     token_recall,
 )
 from editagent.eval.mquake import load_mquake
+from editagent.policy import EditPolicy
 from editagent.schema import EditError
 
 TOKENIZER = packaged_tokenizer()
@@ -879,6 +885,70 @@ def test_the_registry_maps_each_config_type_to_its_editor_and_errors_name_the_fi
         editor_config("memit", layers=[])
     with pytest.raises(EditError, match="MEMIT takes a MemitConfig, not a RomeConfig"):
         MEMIT(model, TOKENIZER, RomeConfig(), **options)
+
+
+class ToyConfig(RomeConfig):
+    """A new editor's settings, as a user would write them: ROME's, under another name."""
+
+    method: ClassVar[str] = "toy-rome"
+
+
+class ToyRome(ROME):
+    method = "toy-rome"
+    config_type = ToyConfig
+
+
+def test_a_new_editor_is_one_registration_and_usable_by_name_everywhere(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import editagent.editors as editors_package
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the toy leaves with the test
+    assert "toy-rome" not in editor_methods()
+    with pytest.raises(EditError, match="'toy-rome' is not a weight editor"):
+        editor_config("toy-rome")
+    register_editor(ToyConfig, ToyRome)
+    assert editor_methods()[-1] == "toy-rome" and "toy-rome" in editor_methods(long_targets=False)
+    assert editor_config("toy-rome", layer=1) == ToyConfig(layer=1)
+    assert CONFIGS["toy-rome"] is ToyConfig and EDITORS[ToyConfig] is ToyRome
+    assert editors_package.ToyRome is ToyRome and editors_package.ToyConfig is ToyConfig
+    assert {"ToyRome", "ToyConfig"} <= set(editors_package.__dir__())
+    assert EditPolicy(editor={"method": "toy-rome", "layer": 0}).editor == ToyConfig(layer=0)
+    model = sharp_model("llama")
+    prompt = "The city I love the most is Paris"
+    token, word = near_miss(model, prompt)
+    editor = make_editor(model, TOKENIZER, editor_config("toy-rome", stats_tokens=STATS_TOKENS, n_context_templates=0),
+                         stats_texts=STATS_TEXTS, cache_dir=cache, progress=False)
+    assert type(editor) is ToyRome
+    handle = editor.apply(WeightEdit(prompt=prompt, subject="Paris", target=word))
+    assert handle.method == "toy-rome" and int(next_logits(model, prompt).argmax()) == token
+    handle.undo()
+
+
+def test_registering_a_taken_name_or_a_mismatched_pair_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Duplicate(RomeConfig):
+        method: ClassVar[str] = "rome"
+
+    class Nameless(RomeConfig):
+        method: ClassVar[str] = ""
+
+    class Mismatched(KnConfig):
+        method: ClassVar[str] = "toy-kn"
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # a wrongly accepted one leaves too
+
+    before = list(editor_methods())
+    with pytest.raises(EditError, match=r"^method: 'rome' is already registered \(config RomeConfig, editor ROME\); "
+                                        "give Duplicate another method name"):
+        register_editor(Duplicate, ROME)
+    with pytest.raises(EditError, match=r"^method: 'rome' is already registered"):
+        register_editor(RomeConfig, "editagent.editors.rome:ROME")  # the built-in, twice
+    with pytest.raises(EditError, match="config_type: Nameless has no method name"):
+        register_editor(Nameless, ROME)
+    with pytest.raises(EditError, match=r"ToyRome\.config_type is ToyConfig, not Mismatched"):
+        register_editor(Mismatched, ToyRome)
+    with pytest.raises(EditError, match=r"'package\.module:Class'"):
+        register_editor(ToyConfig, "editagent.editors.rome.ROME")
+    assert list(editor_methods()) == before and CONFIGS["rome"] is RomeConfig and EDITORS[RomeConfig] is ROME
 
 
 def test_editor_configs_import_without_torch() -> None:

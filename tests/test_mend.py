@@ -41,9 +41,9 @@ from editagent.editors import (
 )
 from editagent.editors.finetune import edit_loss, target_logprobs, target_rows
 from editagent.editors.mend import checkpoint_path, save_network
-from editagent.editors.mend_training import TrainingItem, TrainingSettings, evaluate_network, train
 from editagent.policy import EditPolicy
 from editagent.schema import EditError
+from editagent.train.mend import TrainingItem, TrainingSettings, evaluate_network, train
 
 TEMPLATES = ("I went to visit {}", "Everyone admires {}", "My brother plays the {}", "We talked for hours about {}",
              "She wrote a song about the {}", "They built a house near the {}")

@@ -8,21 +8,13 @@ from typing import Any
 
 import pytest
 
+from editagent.eval.scope_data import ScopeEdit, in_scope_sets, load_scope_edits, parse_edit, split_by_edit
 from editagent.memory import EditMemory
-from editagent.schema import Edit, SearchHit
-from editagent.scope import (
-    CALIBRATION,
-    EmbeddingScopeDetector,
-    TrainConfig,
-    TrainedScopeDetector,
-    load_or_train,
-    load_scope_edits,
-    split_by_edit,
-    threshold_scope,
-)
-from editagent.scope import trained as trained_module
-from editagent.scope.data import ScopeEdit, in_scope_sets, parse_edit
-from editagent.scope.trained import fingerprint
+from editagent.schema import Edit, EditError, SearchHit
+from editagent.scope import CALIBRATION, EmbeddingScopeDetector, TrainedScopeDetector, scope_model, threshold_scope
+from editagent.scope.trained import load_trained, pointer_path
+from editagent.train import scope as trained_module
+from editagent.train.scope import TrainConfig, fingerprint, load_or_train
 
 SAGAN = "Carl Sagan is employed by British Broadcasting Corporation"
 UNRELATED = "What is the boiling point of water at sea level?"
@@ -126,6 +118,26 @@ def test_trained_detector_is_cached_and_loads_without_training(
     pair = [("Who is the employer of Carl Sagan?", SAGAN)]
     assert again.pre_threshold == detector.pre_threshold
     assert again.probabilities(pair) == pytest.approx(detector.probabilities(pair), abs=1e-5)
+
+
+def test_the_runtime_finds_the_trained_detector_by_its_pointer_without_the_data(
+        tiny_detector: tuple[TrainedScopeDetector, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    detector, cache = tiny_detector
+    assert pointer_path(TINY.base_model, cache).is_file()
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the runtime must not read or hash the training data")
+
+    monkeypatch.setattr(trained_module, "resolve_data_path", refuse)
+    monkeypatch.setattr(trained_module, "fingerprint", refuse)
+    found = load_trained(TINY.base_model, cache=cache, device="cpu")
+    assert found is not None and found.info == detector.info
+    pair = [("Who is the employer of Carl Sagan?", SAGAN)]
+    assert found.probabilities(pair) == pytest.approx(detector.probabilities(pair), abs=1e-5)
+    assert load_trained(TINY.base_model, cache=tmp_path / "empty") is None
+    monkeypatch.setenv("EDITAGENT_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(EditError, match="train it once with `editagent scope train`"):
+        scope_model("trained")
 
 
 def test_trained_detector_scores_pairs_and_works_over_a_real_edit_memory(

@@ -3,10 +3,11 @@
     from editagent.editors.config import MemitConfig, editor_config
     MemitConfig(layers=[4, 5, 6])
     editor_config("rome", layer=6)          # the same by method name, e.g. from a command line
-    editor_config("ft-m", steps=10)         # also "ft-l", "grace", "kn", "kne"
+    editor_config("ft-m", steps=10)         # any registered name: editagent.editors.registry.editor_methods()
 
-``editagent.editors.registry.make_editor(model, tokenizer, config)`` builds the editor a config belongs to. Why the
-defaults are what they are, with the runs that measured them: ``docs/decisions.md``.
+Each config registers its editor right after its definition (``register_editor``, by "module:Class", so torch
+loads only when an editor is built); ``editagent.editors.registry.make_editor(model, tokenizer, config)`` builds
+it. Why the defaults are what they are, with the runs that measured them: ``docs/decisions.md``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from editagent.editors.registry import CONFIGS, config_type_of, register_editor
 from editagent.schema import EditError
 
 # Fixed, neutral sentence prefixes (ROME samples its own from the model; fixed ones are deterministic and free).
@@ -36,11 +38,13 @@ LayerList = Annotated[list[int] | None, AfterValidator(_layer_list)]
 
 
 class EditorConfig(BaseModel):
-    """Base of every editor's settings: frozen, unknown fields refused; ``method`` names the editor."""
+    """Base of every editor's settings: frozen, unknown fields refused; ``method`` names the editor (its registry
+    key); ``long_targets``: the editor is made for long targets (paragraphs), not short objects."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: ClassVar[str] = ""
+    long_targets: ClassVar[bool] = False
 
 
 class ValueConfig(EditorConfig):
@@ -81,6 +85,9 @@ class RomeConfig(ValueConfig):
                                                      "collinear")
 
 
+register_editor(RomeConfig, "editagent.editors.rome:ROME")
+
+
 class MemitConfig(ValueConfig):
     """MEMIT settings; ``layers`` None takes the architecture's default range of early-middle layers."""
 
@@ -103,6 +110,9 @@ class MemitConfig(ValueConfig):
                                                    "again for those short of the stop test, write again")
 
 
+register_editor(MemitConfig, "editagent.editors.memit:MEMIT")
+
+
 class AnyEditConfig(MemitConfig):
     """AnyEdit settings: MEMIT's (layers, λ, value optimisation) plus the windows a long target is cut into.
 
@@ -112,6 +122,7 @@ class AnyEditConfig(MemitConfig):
     """
 
     method: ClassVar[str] = "anyedit"
+    long_targets: ClassVar[bool] = True
 
     window_tokens: int = Field(16, ge=1, le=512, description="most target tokens per window (one key/value each)")
     window_slack: int = Field(6, ge=0, le=511, description="a window may end up to this many tokens early, where the "
@@ -133,6 +144,9 @@ class AnyEditConfig(MemitConfig):
     # Without them the write disturbs the tokens between window sites, which the fits assumed unchanged.
     hold_other_positions: bool = Field(True, description="keep the top-layer output at every other prompt/target "
                                                          "position as it was (extra zero-change keys)")
+
+
+register_editor(AnyEditConfig, "editagent.editors.anyedit:AnyEdit")
 
 
 class GradientConfig(EditorConfig):
@@ -173,10 +187,16 @@ class FtlConfig(FineTuneConfig):
                                                                   "is clamped to ±this; None: unconstrained")
 
 
+register_editor(FtlConfig, "editagent.editors.finetune:FTL")
+
+
 class FtmConfig(FineTuneConfig):
     """FT-M (EasyEdit): cross-entropy over the target tokens only, no L∞ bound by default."""
 
     method: ClassVar[str] = "ft-m"
+
+
+register_editor(FtmConfig, "editagent.editors.finetune:FTM")
 
 
 class GraceConfig(EditorConfig):
@@ -201,6 +221,9 @@ class GraceConfig(EditorConfig):
                                                  "the bare prompt")
 
 
+register_editor(GraceConfig, "editagent.editors.grace:GRACE")
+
+
 class KnConfig(EditorConfig):
     """KN settings (Dai et al. 2022, and the knowledge-neurons code EasyEdit uses): integrated gradients in 20 steps,
     neurons above 0.2 of the largest attribution, value slots moved by 2·(e_target − e_answer)."""
@@ -218,6 +241,9 @@ class KnConfig(EditorConfig):
                                      description="prefixed copies of the prompt attributed too, besides the bare one")
 
 
+register_editor(KnConfig, "editagent.editors.kn:KN")
+
+
 class KneConfig(GradientConfig):
     """KNE settings (Li et al. 2024): per layer, the MLP neurons with the largest gradient attribution to the target
     loss form the ensemble, and only their value slots are trained, with FT-M's loss (cross-entropy over the target
@@ -232,6 +258,9 @@ class KneConfig(GradientConfig):
                                              "neutral sentences, so the ensemble leaves out neurons busy everywhere")
     lr: float = Field(5e-4, gt=0, description="learning rate, in the weight's own units")
     steps: int = Field(40, ge=0, description="most optimisation steps; fewer once the stop test is met")
+
+
+register_editor(KneConfig, "editagent.editors.kne:KNE")
 
 
 class MendConfig(EditorConfig):
@@ -251,6 +280,9 @@ class MendConfig(EditorConfig):
     n_context_templates: int = Field(0, ge=0, le=len(CONTEXT_PREFIXES),
                                      description="prefixed copies of the prompt in the edit's gradient, besides the "
                                                  "bare prompt")
+
+
+register_editor(MendConfig, "editagent.editors.mend:MEND")
 
 
 def _relation_names(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -294,15 +326,13 @@ class CakeConfig(EditorConfig):
     seed: int = Field(0, ge=0, description="seed of the adapters' initialisation: the same edit gives the same "
                                            "deltas")
 
-CONFIGS: dict[str, type[EditorConfig]] = {kind.method: kind for kind in (RomeConfig, MemitConfig, AnyEditConfig,
-                                                                          FtlConfig, FtmConfig, GraceConfig, KnConfig,
-                                                                          KneConfig, MendConfig, CakeConfig)}
+
+register_editor(CakeConfig, "editagent.editors.cake:CAKE")
 
 
 def editor_config(method: str, **fields: Any) -> EditorConfig:
-    """The config of editor ``method`` (a key of ``CONFIGS``: "rome", "memit", "anyedit", "ft-l", "ft-m", "grace",
-    "kn", "kne") with ``fields`` set; errors name the field."""
-    kind = CONFIGS.get(method)
+    """The config of the editor registered as ``method`` with ``fields`` set; errors name the field."""
+    kind = config_type_of(method)
     if kind is None:
         raise EditError(f"method: {method!r} is not a weight editor; use one of {', '.join(CONFIGS)}")
     try:

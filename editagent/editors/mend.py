@@ -21,7 +21,7 @@ Two choices of ours, both keeping the paper's function class:
   one gradient step of size α (the paper's network outputs normalised units);
 * the step is learned as log α, which keeps it positive and lets it move by factors in a short training run.
 
-Training (``editagent.editors.mend_training``, driver ``benchmarks/mend_train.py``) minimises the edit loss after the
+Training (``editagent.train.mend``, driver ``benchmarks/mend_train.py``) minimises the edit loss after the
 update plus c_loc · KL(original ‖ edited) on unrelated prompts, through the update, the base model frozen. A trained
 network is saved for one model (its fingerprint, layers and shapes) under ``<cache>/mend/``; ``MEND`` refuses to run
 without one, or with one trained for another model.
@@ -48,7 +48,7 @@ from editagent.editors.config import MendConfig
 from editagent.editors.editor import Editor
 from editagent.editors.finetune import TargetRows, edit_loss, mean_probs, target_logprobs, target_rows
 from editagent.editors.prompts import device_of
-from editagent.models import cache_dir as default_cache_dir
+from editagent.paths import cache_dir as default_cache_dir
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from editagent.editors.arch import ModelArch
 from editagent.editors.base import model_fingerprint
 from editagent.editors.capture import Probe, capture
 from editagent.editors.config import DEFAULT_STATS_TOKENS
-from editagent.models import cache_dir as default_cache_dir
+from editagent.paths import cache_dir as default_cache_dir
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)

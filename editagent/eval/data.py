@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from editagent.models import cache_dir
+from editagent.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 

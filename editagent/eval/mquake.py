@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from editagent.eval.data import write_atomically
-from editagent.models import cache_dir
+from editagent.paths import cache_dir
 from editagent.schema import DEFAULT_NAMESPACE, Edit
 
 logger = logging.getLogger(__name__)

@@ -23,14 +23,14 @@ from typing import Any
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from editagent.editors.config import CONFIGS
+from editagent.editors.registry import editor_methods
 from editagent.eval.mquake import MQuAKECase, answer_matches, load_conflicted_case_ids, load_mquake
 from editagent.schema import Answer
 
 logger = logging.getLogger(__name__)
 
-# The edits go into the weights (every editor of an edit's short object); the edited model answers directly.
-PARAMETER_METHODS = tuple(method for method in CONFIGS if method != "anyedit")
+# The edits go into the weights (every registered editor of short objects); the edited model answers directly.
+PARAMETER_METHODS = editor_methods(long_targets=False)
 DIRECT_METHODS = ("no-edit", *PARAMETER_METHODS)  # one answer per question, no decomposition to check
 Asker = Callable[[Sequence[str], Sequence[str]], list[Answer]]  # (questions, their namespaces) -> answers
 

@@ -12,11 +12,15 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from editagent.paths import cache_dir
 from editagent.schema import Edit, StoredEdit, check_namespace
+
+if TYPE_CHECKING:
+    from editagent.memory.keystore import KeyStore
 
 Scored = list[tuple[float, StoredEdit]]
 
@@ -24,6 +28,7 @@ Scored = list[tuple[float, StoredEdit]]
 class EditBackend(Protocol):
     location: str  # for messages and logs: a folder, or the URL without its password
     home: Path  # a local folder for the store's files that are not edits (weight deltas)
+    keys: KeyStore  # the store's API keys (hashes), kept apart from the edits
 
     def meta(self, key: str) -> str | None: ...
     def set_meta_once(self, key: str, value: str) -> str: ...
@@ -40,10 +45,6 @@ class EditBackend(Protocol):
     def data_version(self) -> int: ...
     def dump(self, namespace: str) -> tuple[list[StoredEdit], np.ndarray]: ...
     def restore(self, rows: Sequence[StoredEdit], vectors: np.ndarray) -> None: ...
-    def insert_key(self, key_id: str, key_hash: str, namespaces: Sequence[str], scope: str, label: str) -> None: ...
-    def key_rows(self, key_id: str | None = None) -> list[dict[str, Any]]: ...
-    def revoke_key(self, key_id: str) -> bool: ...
-    def restore_keys(self, rows: Sequence[dict[str, Any]]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -105,7 +106,5 @@ def where(namespace: str | None, include_history: bool, subject: str | None = No
 
 def local_home(url: str) -> Path:
     """A local folder for a database store's files, one per database (never holding the password)."""
-    from editagent.models import cache_dir  # noqa: PLC0415
-
     digest = hashlib.sha256(redacted(url).encode()).hexdigest()[:16]
     return cache_dir() / "stores" / digest

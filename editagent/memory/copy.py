@@ -96,7 +96,7 @@ def _copy(src: EditBackend, dst: EditBackend, namespace: str | None, progress: b
         logger.info("copied %s: %d edits, sha256 %s", name, len(rows), sums[0][:12])
     keys = 0
     if namespace is None:
-        key_rows = src.key_rows()
-        dst.restore_keys(key_rows)
+        key_rows = src.keys.key_rows()
+        dst.keys.restore_keys(key_rows)
         keys = len(key_rows)
     return CopyReport(source=src.location, destination=dst.location, namespaces=copied, keys=keys)

@@ -17,6 +17,7 @@ from filelock import FileLock
 
 from editagent.memory.backend import Scored
 from editagent.memory.index import IndexKind, Kind, VectorIndex, resolve_kind
+from editagent.memory.keystore import KeyStore
 from editagent.memory.sqlite_store import SQLiteEdits
 from editagent.schema import Edit, StoredEdit, check_namespace
 
@@ -29,9 +30,8 @@ class EmbeddedEdits:
     def __init__(self, path: Path) -> None:
         self.path = self.home = path
         self.location = str(path)
-        path.mkdir(parents=True, exist_ok=True)
+        self.sql = SQLiteEdits.in_folder(path)
         (path / "index").mkdir(exist_ok=True)
-        self.sql = SQLiteEdits(path / "edits.sqlite3")
         self.dim = 0
         self.index_kind: IndexKind = "auto"
         self._lock = threading.RLock()
@@ -42,8 +42,8 @@ class EmbeddedEdits:
         sql = self.sql
         self.meta, self.set_meta_once, self.get, self.rows = sql.meta, sql.set_meta_once, sql.get, sql.rows
         self.count, self.namespaces, self.data_version = sql.count, sql.namespaces, sql.data_version
-        self.insert_key, self.key_rows, self.revoke_key = sql.insert_key, sql.key_rows, sql.revoke_key
-        self.restore_keys, self.close = sql.restore_keys, sql.close
+        self.keys: KeyStore = sql
+        self.close = sql.close
 
     def open_edits(self, dim: int, index: IndexKind) -> None:
         self.dim, self.index_kind = dim, index

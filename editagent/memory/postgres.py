@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from editagent.memory.backend import Scored, local_home, redacted, where
+from editagent.memory.keystore import KeyStore
 from editagent.schema import Edit, EditError, StoredEdit
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class PostgresEdits:
             raise EditError("store: a postgresql:// store needs psycopg; pip install 'editagent[postgres]'") from None
         self.location = redacted(url)
         self.home = local_home(url)
+        self.keys: KeyStore = self  # the key table lives beside the edits
         self.dim = 0
         self.exact_rows = EXACT_SCAN_ROWS
         self.ef_search = HNSW_EF_SEARCH

@@ -23,6 +23,7 @@ import numpy as np
 from editagent.memory.backend import where
 from editagent.schema import Edit, EditError, StoredEdit
 
+SQLITE_FILE = "edits.sqlite3"  # in the store's folder
 SCHEMA_VERSION = "3"  # 2: the aliases column; 3: the api_keys table
 _OPEN_TIMEOUT_S = 60.0  # how long a write or the switch to WAL waits for other processes
 
@@ -119,6 +120,7 @@ class SQLiteEdits:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = str(path.parent)  # the store is the folder holding the file
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), timeout=_OPEN_TIMEOUT_S, check_same_thread=False,
                                    isolation_level=None)
@@ -132,6 +134,12 @@ class SQLiteEdits:
                 db.execute(statement)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             _migrate(db)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> SQLiteEdits:
+        """The SQL side of the embedded store in ``folder`` (made if missing)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder / SQLITE_FILE)
 
     def _enable_wal(self, deadline: float) -> None:
         """Switch the file to WAL, retrying while another process holds it.

@@ -5,15 +5,16 @@ that ``PokeMQA`` takes):
 
 * ``EmbeddingScopeDetector``: the memory's top-1 edit by MiniLM cosine, in scope above a threshold
   calibrated on PokeMQA's training data; nothing to train;
-* ``TrainedScopeDetector`` (``load_or_train``): a fine-tuned bi-encoder pre-detector and a cross-encoder
-  disambiguator, trained once on ``cls-filtered.json`` (``editagent scope train``) and cached.
+* ``TrainedScopeDetector`` (``load_trained``): a fine-tuned bi-encoder pre-detector and a cross-encoder
+  disambiguator, trained once on ``cls-filtered.json`` (``editagent scope train``, ``editagent.train.scope``) and
+  cached.
 
-Importing this package loads neither torch nor a model.
+Importing this package loads neither torch nor a model. Training and scoring live outside it (``editagent.train``,
+``editagent.eval.scope``).
 """
 
 from editagent.schema import EditError
 from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
-from editagent.scope.data import ScopeEdit, Split, load_scope_edits, resolve_data_path, split_by_edit
 from editagent.scope.embedding import (
     CALIBRATION,
     DEFAULT_SCOPE_THRESHOLD,
@@ -21,8 +22,7 @@ from editagent.scope.embedding import (
     EmbeddingScopeDetector,
     threshold_scope,
 )
-from editagent.scope.evaluate import ScopeMetrics, evaluate
-from editagent.scope.trained import TrainConfig, TrainedScopeDetector, load_cached, load_or_train, training_split
+from editagent.scope.trained import TRAIN_COMMAND, TrainedScopeDetector, load_trained
 
 
 def scope_model(scope: ScopeModel | str) -> ScopeModel | None:
@@ -34,9 +34,10 @@ def scope_model(scope: ScopeModel | str) -> ScopeModel | None:
     if scope == "embedding":
         return None
     if scope == "trained":
-        detector = load_cached()
+        detector = load_trained()
         if detector is None:
-            raise EditError("scope: no trained scope detector is cached; train it once with `editagent scope train`")
+            raise EditError(f"scope: no trained scope detector is cached; train it once with `{TRAIN_COMMAND}` (a "
+                            "detector already trained is reused, not trained again)")
         return detector
     raise EditError(f"scope: {scope!r} is not one of 'embedding', 'trained' (or a ScopeModel)")
 
@@ -44,25 +45,16 @@ def scope_model(scope: ScopeModel | str) -> ScopeModel | None:
 __all__ = [
     "CALIBRATION",
     "DEFAULT_SCOPE_THRESHOLD",
+    "TRAIN_COMMAND",
     "Calibration",
     "EditSource",
     "EmbeddingScopeDetector",
     "Retriever",
     "ScopeDetector",
-    "ScopeEdit",
-    "ScopeMetrics",
     "ScopeModel",
-    "Split",
-    "TrainConfig",
     "TrainedScopeDetector",
     "Verdict",
-    "evaluate",
-    "load_cached",
-    "load_or_train",
-    "load_scope_edits",
-    "resolve_data_path",
+    "load_trained",
     "scope_model",
-    "split_by_edit",
     "threshold_scope",
-    "training_split",
 ]

@@ -5,14 +5,12 @@ No training at use time. The cosine is mapped to a probability by a 1-D logistic
 (``split_by_edit``, seed 0), one positive per question (the cosine to its own edit) and one negative
 (the best cosine among the other training edits, i.e. the edit the detector would wrongly return),
 so the p = 0.5 point is where a question's own edit and its best wrong edit are equally likely.
-``fit_calibration`` reproduces the constants (``benchmarks/scope_detector.py --calibrate``).
+``editagent.train.scope.fit_calibration`` reproduces the constants (``benchmarks/scope_detector.py --calibrate``).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +19,6 @@ import numpy as np
 
 from editagent.schema import SearchHit
 from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
-from editagent.scope.data import ScopeEdit, in_scope_sets
-
-logger = logging.getLogger(__name__)
 
 # Cosine similarity (all-MiniLM-L6-v2) of the top-1 edit to the subquestion at or above which
 # ``threshold_scope`` keeps the edit: the plain detector PokeMQA and the MQuAKE benchmark use by default
@@ -48,8 +43,8 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-(self.slope * np.asarray(cosine, dtype=np.float64) + self.intercept)))
 
 
-# Fit by ``fit_calibration`` on the training split (seed 0: 3,947 edits, one question each, all 3,947 edits as
-# the memory), all-MiniLM-L6-v2: threshold 0.681.
+# Fit by ``editagent.train.scope.fit_calibration`` on the training split (seed 0, one question per edit, every
+# training edit as the memory), all-MiniLM-L6-v2.
 CALIBRATION = Calibration(slope=28.816, intercept=-19.614)
 
 
@@ -104,44 +99,3 @@ class EmbeddingScopeDetector(ScopeModel):
     def over(self, memory: EditSource) -> ScopeDetector:
         """Through the memory's own FAISS index (``top1``); its embedder must be the one calibrated (MiniLM)."""
         return threshold_scope(memory.top1, self.threshold)
-
-
-def _fit_logistic(x: np.ndarray, y: np.ndarray, *, ridge: float = 1e-3, steps: int = 50) -> tuple[float, float]:
-    """Slope and intercept of a 1-D logistic regression (Newton's method, a little ridge for stability)."""
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    weights = np.zeros(2)
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-design @ weights))
-        gradient = design.T @ (p - y) + ridge * weights
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
-        weights -= step
-        if np.abs(step).max() < 1e-9:
-            break
-    return float(weights[0]), float(weights[1])
-
-
-def fit_calibration(embedder: Any, train: Sequence[ScopeEdit], *, questions_per_edit: int = 1,
-                    seed: int = 0) -> Calibration:
-    """Fit ``Calibration`` on training edits: own-edit cosine (1) vs best wrong-edit cosine (0) per question."""
-    questions, gold, owners = in_scope_sets(train)
-    rng, by_owner = random.Random(seed), dict[int, list[int]]()
-    for row, owner in enumerate(owners):
-        by_owner.setdefault(owner, []).append(row)
-    rows = sorted(r for owned in by_owner.values() for r in rng.sample(owned, min(questions_per_edit, len(owned))))
-    edit_vectors = embedder.encode([edit.sentence for edit in train], progress=True)
-    question_vectors = embedder.encode([questions[r] for r in rows], progress=True)
-    scores = question_vectors @ edit_vectors.T
-    positives, negatives = [], []
-    for i, r in enumerate(rows):
-        own = list(gold[r])
-        positives.append(scores[i, own].max())
-        wrong = scores[i].copy()
-        wrong[own] = -np.inf
-        negatives.append(wrong.max())
-    x = np.array(positives + negatives, dtype=np.float64)
-    y = np.array([1.0] * len(positives) + [0.0] * len(negatives))
-    slope, intercept = _fit_logistic(x, y)
-    logger.info("calibration on %d questions: slope %.3f intercept %.3f threshold %.3f", len(rows), slope,
-                intercept, -intercept / slope)
-    return Calibration(slope=round(slope, 3), intercept=round(intercept, 3))

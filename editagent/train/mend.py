@@ -1,4 +1,5 @@
-"""Training MEND's hypernetwork (``editagent.editors.mend``) for one model, as in Mitchell et al. (2022).
+"""Training MEND's hypernetwork for one model, as in Mitchell et al. (2022); ``editagent.editors.mend`` only loads
+and applies a trained one.
 
 Each step samples edits, takes the rank-1 factors of their fine-tuning gradient on the unedited model, maps them
 through the network to the update ΔW of every edited layer, and minimises
@@ -40,6 +41,7 @@ from editagent.editors.config import CONTEXT_PREFIXES
 from editagent.editors.finetune import edit_loss, target_logprobs, target_rows
 from editagent.editors.mend import MendNetwork, gradient_factors
 from editagent.editors.prompts import device_of
+from editagent.eval.editing import probe_for
 from editagent.schema import EditError
 
 logger = logging.getLogger(__name__)
@@ -82,8 +84,6 @@ def mquake_training_items(cases: Sequence[Any], clozes: Mapping[str, str], avoid
                           ) -> list[TrainingItem]:
     """One item per requested rewrite of ``cases`` (deduplicated), with the rewrite's question and the relation's
     cloze as paraphrases where they name the subject; rewrites of ``avoid_subjects`` (the evaluation's) are left out."""
-    from editagent.eval.editing import probe_for  # noqa: PLC0415 - the eval package is not needed to edit
-
     avoid, seen, items = set(avoid_subjects), set(), []
     for case in cases:
         for index, rewrite in enumerate(case.requested_rewrite):

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from editagent.eval.scope_data import ScopeEdit, in_scope_sets
 from editagent.scope.base import ScopeModel
-from editagent.scope.data import ScopeEdit, in_scope_sets
 
 
 @dataclass(frozen=True)
