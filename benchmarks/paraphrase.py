@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from editagent import Edit, EditAgent
 from editagent.eval import answer_matches
 from editagent.eval.host import command_line
-from editagent.linking import normalise_name
 from editagent.llm import TransformersLLM
 from editagent.models import load_embedder
+from editagent.names import normalise_name
 from editagent.relations import mquake_relations
 from editagent.scope import load_scope_edits, split_by_edit
 

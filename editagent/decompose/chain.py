@@ -37,15 +37,17 @@ import numpy as np
 from editagent.decompose.direct import answer_directly, as_data, clean_answer
 from editagent.decompose.llm_decompose import LLMDecomposer
 from editagent.decompose.question_parse import RelationMention, parse_question
-from editagent.decompose.store_view import StoreView, ViewCache, match_key, same_entity
-from editagent.linking import RelationLinker, RelationScores, normalise_name
+from editagent.decompose.store_view import StoreView, ViewCache
+from editagent.linking import RelationLinker, RelationScores
 from editagent.llm.base import LLM
+from editagent.names import named_in, names_match, normalise_name
 from editagent.relations import fact_question, find_relation
 from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit, StoredEdit
 from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import CALIBRATION
+from editagent.words import FUNCTION_WORDS
 
-__all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "match_key", "relation_prompts", "same_entity"]
+__all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "relation_prompts"]
 
 HOP_STOP = ("\n", "Q:")
 HOP_TOKENS = 16
@@ -57,13 +59,6 @@ _GENERIC_SHOTS = ("P36", "P30", "P27", "P37", "P19", "P26", "P50", "P112")
 # A walk goes on past its last cue only if an edit explains the rest of the question this much better than stopping.
 EXTEND_MARGIN = 0.03
 RETRIEVAL_HITS = 3
-# Words that name no relation: a question with none but these besides its entity and cues is read completely.
-_FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
-    a an the of in on at to by for from with into onto about as and or but so than then that this these those
-    what which who whom whose where when why how is are was were be been being do does did done has have had
-    can could would should will shall may might must it its it's i me my we our you your he him his she her they
-    them their there here now these days currently today still please tell me name give show say find know
-    let us s 's also any some one ones person people thing named called"""))
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 Tier = Literal["exact", "meaning", "retrieval", "model"]
@@ -129,14 +124,9 @@ class _Walk:
 def _uncovered(question: str, covered: Sequence[tuple[int, int]]) -> bool:
     for match in _WORD.finditer(question):
         inside = any(start <= match.start() < end for start, end in covered)
-        if not inside and match.group().casefold().split("'")[0] not in _FUNCTION_WORDS:
+        if not inside and match.group().casefold().split("'")[0] not in FUNCTION_WORDS:
             return True
     return False
-
-
-def _names_overlap(a: str, b: str) -> bool:
-    """Whether two names are one entity's: same normalised name, or a plausible variant (``same_entity``)."""
-    return normalise_name(a) == normalise_name(b) or same_entity(a, b)
 
 
 class ChainReasoner:
@@ -391,13 +381,13 @@ class ChainReasoner:
             if self.scope is None and hit.score < CALIBRATION.threshold:
                 break
             names = (hit.edit.subject, *hit.edit.aliases)
-            if walk.entity and any(_names_overlap(walk.entity, name) for name in names):
+            if walk.entity and any(names_match(walk.entity, name) for name in names):
                 return hit.edit.subject
             # the question's own entity, spelt unlike any stored name; not a stored name inside a longer one the
             # question uses ("Germany" in "West Germany" names another entity)
             inside = walk.entity and set(normalise_name(hit.edit.subject).split()) < set(
                 normalise_name(walk.entity).split())
-            if not walk.hops and not inside and _named_in(walk.question, hit.edit):
+            if not walk.hops and not inside and named_in(walk.question, (hit.edit.subject, *hit.edit.aliases)):
                 return hit.edit.subject
         return None
 
@@ -460,27 +450,3 @@ def _phrase_relations(phrase: str, view: StoreView) -> tuple[str, ...]:
     own = [relation for relation in view.relations if normalise_name(relation) == key]
     known = find_relation(phrase)
     return tuple(dict.fromkeys([*own, *([known.label] if known else []), " ".join(phrase.split())]))
-
-
-def _named_in(question: str, edit: StoredEdit) -> bool:
-    """Whether the question names the edit's subject, allowing small spelling differences ("Falcon project" for
-    "Project Falcon" by its words, "Alise" for "Alice" by its letters)."""
-    words = normalise_name(question).split()
-    for name in (edit.subject, *edit.aliases):
-        key = normalise_name(name).split()
-        if not key:
-            continue
-        distinctive = [w for w in key if w not in _FUNCTION_WORDS and len(w) > 2]
-        if distinctive and all(w in words for w in distinctive) and len(distinctive) >= len(key) / 2:
-            return True
-        width = len(key)
-        for i in range(max(len(words) - width + 1, 0)):
-            if _similar(" ".join(words[i: i + width]), " ".join(key)):
-                return True
-    return False
-
-
-def _similar(a: str, b: str, ratio: float = 0.8) -> bool:
-    from difflib import SequenceMatcher  # noqa: PLC0415 - only fuzzy matching needs it
-
-    return len(b) >= 4 and SequenceMatcher(None, a, b).ratio() >= ratio
