@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
@@ -42,12 +42,13 @@ from editagent.linking import RelationLinker, RelationScores
 from editagent.llm.base import LLM
 from editagent.names import named_in, names_match, normalise_name
 from editagent.relations import fact_question, find_relation
-from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit, StoredEdit
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, StoredEdit
 from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import CALIBRATION
+from editagent.view import EditView
 from editagent.words import FUNCTION_WORDS
 
-__all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "relation_prompts"]
+__all__ = ["ChainReasoner", "StoreView", "hop_prefix", "relation_prompts"]
 
 HOP_STOP = ("\n", "Q:")
 HOP_TOKENS = 16
@@ -69,15 +70,6 @@ def check_decomposer(value: str) -> Decomposer:
     if value not in ("rules", "llm", "auto"):
         raise EditError(f"decomposer: {value!r} is not one of 'rules', 'llm', 'auto'")
     return value  # type: ignore[return-value]
-
-
-class EditSource(Protocol):
-    """What the loop needs of the memory: a namespace's live edits and a search over them (``RecallableEdits``)."""
-
-    def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
-
-    def search_many(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]:
-        ...
 
 
 @cache
@@ -140,7 +132,7 @@ class ChainReasoner:
     judges a search's hits in the retrieval tier (default: the calibrated embedding threshold on the hit's score).
     """
 
-    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = DEFAULT_MAX_HOPS,
+    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditView, *, max_hops: int = DEFAULT_MAX_HOPS,
                  linker: RelationLinker | None = None, decomposer: Decomposer = "rules",
                  scope: ScopeModel | None = None) -> None:
         self._llm = llm
@@ -149,7 +141,7 @@ class ChainReasoner:
         self.decomposer = check_decomposer(decomposer)
         self.scope = scope
         self._linker = linker
-        self._views = ViewCache(memory.edits, getattr(memory, "version", None))
+        self._views = ViewCache(memory.edits, memory.version)
 
     @property
     def llm(self) -> LLM:
@@ -160,7 +152,7 @@ class ChainReasoner:
     @property
     def linker(self) -> RelationLinker:
         if self._linker is None:
-            self._linker = RelationLinker(self.memory.embedder)  # type: ignore[attr-defined]
+            self._linker = RelationLinker(self.memory.embedder)
         return self._linker
 
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Answer:

@@ -57,17 +57,17 @@ class StoreView:
 
 
 class ViewCache:
-    """One ``StoreView`` per namespace, rebuilt only when the store has changed since (``version``)."""
+    """One ``StoreView`` per namespace, rebuilt only when the namespace may have changed since (``version``)."""
 
-    def __init__(self, load: Callable[[str], Sequence[StoredEdit]], version: Callable[[], object] | None) -> None:
+    def __init__(self, load: Callable[[str], Sequence[StoredEdit]], version: Callable[[str], object]) -> None:
         self._load = load
         self._version = version
         self._views: dict[str, tuple[object, StoreView]] = {}
 
     def get(self, namespace: str) -> StoreView:
-        version = self._version() if self._version is not None else None
+        version = self._version(namespace)
         cached = self._views.get(namespace)
-        if cached is not None and version is not None and cached[0] == version:
+        if cached is not None and cached[0] == version:
             return cached[1]
         view = StoreView.build(self._load(namespace))
         self._views[namespace] = (version, view)

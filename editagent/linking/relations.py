@@ -12,21 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from editagent.relations import fact_phrase, find_relation, known_relations, relation_descriptions
+from editagent.view import Encoder
 from editagent.words import GENERAL_RELATION_WORDS
 
 MASK = "X"
 _MAX_INNER = 6  # noun phrases of a walk tried when nesting (its relations' wordings multiply)
 # Relations whose templates match nearly any question ("Who is the X?"), useless as an alternative.
 _NOT_ALTERNATIVES = frozenset({"officeholder"})
-
-
-class Encoder(Protocol):
-    def encode(self, texts: Sequence[str], *, batch_size: int = ..., progress: bool = ...) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Importing this package loads neither torch nor a model.
 """
 
 from editagent.schema import EditError
-from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.scope.base import Retriever, ScopeDetector, ScopeModel, Verdict
 from editagent.scope.data import ScopeEdit, Split, load_scope_edits, resolve_data_path, split_by_edit
 from editagent.scope.embedding import (
     CALIBRATION,
@@ -45,7 +45,6 @@ __all__ = [
     "CALIBRATION",
     "DEFAULT_SCOPE_THRESHOLD",
     "Calibration",
-    "EditSource",
     "EmbeddingScopeDetector",
     "Retriever",
     "ScopeDetector",

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from editagent.schema import SearchHit
-from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.scope.base import Retriever, ScopeDetector, ScopeModel, Verdict
 from editagent.scope.data import ScopeEdit, in_scope_sets
+from editagent.view import EditView
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class EmbeddingScopeDetector(ScopeModel):
                                     float(self.calibration.probability(cosine))))
         return verdicts
 
-    def over(self, memory: EditSource) -> ScopeDetector:
+    def over(self, memory: EditView) -> ScopeDetector:
         """Through the memory's own FAISS index (``top1``); its embedder must be the one calibrated (MiniLM)."""
         return threshold_scope(memory.top1, self.threshold)
 
