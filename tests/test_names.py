@@ -35,17 +35,17 @@ def test_text_key_keeps_punctuation_and_articles() -> None:
     assert text_key("The Beatles") == "the beatles" != text_key("Beatles")
 
 
-@pytest.mark.parametrize(("name", "normalised"), [
-    ("U.K.", "uk"),  # abbreviation dots join the initials
-    ("J. K. Rowling", "jk rowling"),
-    ("Malmö", "malmo"),  # accents
-    ("The Hague", "hague"),
-    ("The", "the"),
-    ("Acme Corp.", "acme corp"),
-    ("Alice's", "alice s"),
-])
-def test_normalise_name(name: str, normalised: str) -> None:
-    assert normalise_name(name) == normalised
+def test_normalise_name() -> None:
+    cases = {
+        "U.K.": "uk",  # abbreviation dots join the initials
+        "J. K. Rowling": "jk rowling",
+        "Malmö": "malmo",  # accents
+        "The Hague": "hague",
+        "The": "the",
+        "Acme Corp.": "acme corp",
+        "Alice's": "alice s",
+    }
+    assert {name: normalise_name(name) for name in cases} == cases
 
 
 def test_looser_matches() -> None:
