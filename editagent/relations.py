@@ -221,8 +221,17 @@ def fact_sentence(subject: str, relation: str, obj: str) -> str:
         return found.sentence.format(s=subject, o=obj)
     wording = " ".join(relation.split())
     if _is_verb_phrase(wording):
-        return f"{subject} {wording} {obj}."
+        return f"{subject} {_with_verb(wording)} {obj}."
     return f"The {wording} of {subject} is {obj}."
+
+
+def _with_verb(wording: str) -> str:
+    """A prepositional relation with no verb of its own ("located in", "married to") reads with "is"; one that starts
+    with a verb ("works at", "reports to", "is married to") reads as written."""
+    first = wording.split()[0].casefold()
+    if wording.casefold().startswith(_VERB_STARTS) or (first.endswith("s") and not first.endswith("ss")):
+        return wording
+    return f"is {wording}"
 
 
 # Words people use for a relation that must not rename a user's relation (a company's "president" is not a head of
@@ -275,15 +284,6 @@ def fact_phrase(relation: str, subject: str) -> str:
     if not found and _is_verb_phrase(wording):
         return f"the one {subject} {wording}"
     return f"the {wording} of {subject}"
-
-
-def chain_question(subject: str, relations: list[str]) -> str:
-    """One question asking for the end of a chain of relations from ``subject`` ("What is the capital of the country
-    of citizenship of X?"): the last relation's question about the noun phrase of the ones before it."""
-    inner = subject
-    for relation in relations[:-1]:
-        inner = fact_phrase(relation, inner)
-    return fact_question(inner, relations[-1])
 
 
 def fact_question(subject: str, relation: str) -> str:

@@ -75,3 +75,14 @@ def test_unknown_relations_get_generic_wording() -> None:
     assert fact_sentence("A", "works at", "B") == "A works at B."
     assert fact_question("A", "works at") == "A works at what?"
     assert fact_sentence("A", "lives in", "B") == "A lives in B."
+
+
+@pytest.mark.parametrize(("relation", "sentence"), [
+    ("located in", "Zentrix Labs is located in Rotterdam."),
+    ("married to", "Zentrix Labs is married to Rotterdam."),
+    ("is based in", "Zentrix Labs is based in Rotterdam."),
+    ("reports to", "Zentrix Labs reports to Rotterdam."),
+    ("works at", "Zentrix Labs works at Rotterdam."),
+])
+def test_a_relation_without_a_verb_of_its_own_reads_with_is(relation: str, sentence: str) -> None:
+    assert fact_sentence("Zentrix Labs", relation, "Rotterdam") == sentence
