@@ -229,7 +229,7 @@ def _with_verb(wording: str) -> str:
     """A prepositional relation with no verb of its own ("located in", "married to") reads with "is"; one that starts
     with a verb ("works at", "reports to", "is married to") reads as written."""
     first = wording.split()[0].casefold()
-    if wording.casefold().startswith(_VERB_STARTS) or (first.endswith("s") and not first.endswith("ss")):
+    if wording.casefold().startswith(VERB_STARTS) or (first.endswith("s") and not first.endswith("ss")):
         return wording
     return f"is {wording}"
 
