@@ -29,9 +29,9 @@ from editagent import Edit, EditAgent
 from editagent.eval import answer_matches
 from editagent.eval.host import command_line
 from editagent.eval.scope_data import load_scope_edits, split_by_edit
-from editagent.linking import normalise_name
 from editagent.llm import TransformersLLM
 from editagent.models import load_embedder
+from editagent.names import normalise_name
 from editagent.relations import mquake_relations
 
 logger = logging.getLogger("benchmarks.paraphrase")

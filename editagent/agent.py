@@ -18,7 +18,7 @@ from editagent.graph import EditGraph
 from editagent.llm.base import LLM
 from editagent.memory import EditMemory
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
-from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, RecallableEdits, weight_prompt
+from editagent.policy import WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
 from editagent.schema import (
     DEFAULT_MAX_HOPS,
     DEFAULT_NAMESPACE,
@@ -32,6 +32,7 @@ from editagent.schema import (
 )
 from editagent.scope import scope_model
 from editagent.scope.base import ScopeModel
+from editagent.view import IN_MEMORY_KEY, RecallableEdits
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ edits (and any known background facts) into a directed multigraph lets us list t
 chains an edit changes, spot live edits that contradict each other, and export or
 draw the neighbourhood of an entity for a person to inspect.
 
-Imports nothing of editagent but the schema and the relation table, so the store,
-the agent and the CLI can all use it without import cycles.
+An entity is a node by ``names.name_key``, the key the store supersedes by. Imports nothing of editagent but the
+schema, the relation table and the name keys, so the store, the agent and the CLI can all use it without import
+cycles.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any, Literal, NamedTuple
 
 import networkx as nx
 
+from editagent.names import name_key, text_key
 from editagent.relations import canonical_relation, fact_sentence
 from editagent.schema import Edit, StoredEdit
 
-__all__ = ["PREVIOUS_SUFFIX", "ChainEdge", "Contradiction", "EditGraph", "RippleChain", "entity_key"]
+__all__ = ["PREVIOUS_SUFFIX", "ChainEdge", "Contradiction", "EditGraph", "RippleChain"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +37,8 @@ _REASON_ORDER: dict[str, int] = {"forward": 0, "backward": 1, "through": 2, "inv
 PREVIOUS_SUFFIX = ":previous"  # ':' never occurs in an edit id, so previous-edge keys cannot collide
 
 
-def entity_key(name: str) -> str:
-    """The node key of an entity: case-folded, whitespace-collapsed, so 'UK' and 'uk' are one node."""
-    return " ".join(name.casefold().split())
-
-
 def _relation_key(relation: str) -> str:
-    return canonical_relation(relation).casefold()
+    return text_key(canonical_relation(relation))
 
 
 class ChainEdge(NamedTuple):
@@ -154,7 +151,7 @@ class EditGraph:
         return len(self._stored)
 
     def __contains__(self, entity: object) -> bool:
-        return isinstance(entity, str) and entity_key(entity) in self.graph
+        return isinstance(entity, str) and name_key(entity) in self.graph
 
     def get(self, edit_id: str) -> StoredEdit | None:
         """The stored edit behind an edge, or ``None`` if it is not in this graph."""
@@ -163,7 +160,7 @@ class EditGraph:
     # ------------------------------------------------------------------ building
 
     def _add_node(self, name: str, namespace: str) -> str:
-        key = entity_key(name)
+        key = name_key(name)
         if key not in self.graph:
             self.graph.add_node(key, label=name, namespaces=[namespace])
         else:
@@ -189,7 +186,7 @@ class EditGraph:
             superseded=edit.status != "live", sentence=edit.sentence, superseded_by=edit.superseded_by,
             ended_at=edit.ended_at.isoformat() if edit.ended_at else None, **common,
         )
-        if edit.previous_object and entity_key(edit.previous_object) != target:
+        if edit.previous_object and name_key(edit.previous_object) != target:
             previous = self._add_node(edit.previous_object, edit.namespace)
             self.graph.add_edge(
                 subject, previous, key=edit.id + PREVIOUS_SUFFIX, kind="previous", object=edit.previous_object,
@@ -214,7 +211,7 @@ class EditGraph:
 
         Raises ``KeyError`` for an entity the graph does not know, so a typo is not mistaken for isolation.
         """
-        key = entity_key(entity)
+        key = name_key(entity)
         if key not in self.graph:
             raise KeyError(f"entity {entity!r} is not in the graph")
         sub = nx.ego_graph(self.graph, key, radius=radius, undirected=True).copy()
@@ -222,14 +219,14 @@ class EditGraph:
 
     def lookup(self, subject: str, relation: str, namespace: str | None = None) -> list[StoredEdit]:
         """The live edits for (subject, relation), case-insensitive, newest first; optionally one namespace only."""
-        key = entity_key(subject)
+        key = name_key(subject)
         if key not in self.graph:
             return []
         wanted = _relation_key(relation)
         found = [
             self._stored[data["edit_id"]]
             for _, _, data in self.graph.out_edges(key, data=True)
-            if self._is_live(data) and data["relation"].casefold() == wanted
+            if self._is_live(data) and text_key(data["relation"]) == wanted
             and (namespace is None or data["namespace"] == namespace)
         ]
         return sorted(found, key=lambda item: (item.created_at, item.id), reverse=True)
@@ -280,13 +277,13 @@ class EditGraph:
         """
         if max_hops < 2:
             return []
-        subject, new_object = entity_key(edit.subject), entity_key(edit.object)
+        subject, new_object = name_key(edit.subject), name_key(edit.object)
         room = max_hops - 1
         ends: list[tuple[ChainEdge, str, bool]] = [(ChainEdge(edit.subject, edit.relation, edit.object, edit.id),
                                                     new_object, False)]
-        if edit.previous_object and entity_key(edit.previous_object) != new_object:
+        if edit.previous_object and name_key(edit.previous_object) != new_object:
             ends.append((ChainEdge(edit.subject, edit.relation, edit.previous_object, edit.id),
-                         entity_key(edit.previous_object), True))
+                         name_key(edit.previous_object), True))
 
         chains: list[RippleChain] = []
         backward = list(self._walk(subject, False, room, frozenset({subject}), edit.id, namespaces))
@@ -318,20 +315,20 @@ class EditGraph:
         groups: dict[tuple[str, str], list[StoredEdit]] = defaultdict(list)
         for item in self._stored.values():
             if item.status == "live":
-                groups[(entity_key(item.subject), item.relation.casefold())].append(item)
+                groups[(name_key(item.subject), text_key(item.relation))].append(item)
         found: list[Contradiction] = []
         for items in groups.values():
             items.sort(key=lambda item: (item.created_at, item.id))
             for i, first in enumerate(items):
                 for second in items[i + 1:]:
                     a, b = first, second
-                    if entity_key(a.object) == entity_key(b.object):
+                    if name_key(a.object) == name_key(b.object):
                         continue
                     if a.namespace == b.namespace and a.source == b.source:
                         continue
                     found.append(Contradiction(a.subject, a.relation, (a.id, b.id), (a.namespace, b.namespace),
                                                (a.source, b.source), (a.object, b.object)))
-        found.sort(key=lambda c: (entity_key(c.subject), c.relation, c.edit_ids))
+        found.sort(key=lambda c: (name_key(c.subject), c.relation, c.edit_ids))
         return found
 
     # ------------------------------------------------------------------ export
@@ -389,7 +386,7 @@ class EditGraph:
                 ax.text(0.5, 0.5, "empty graph", ha="center", va="center")
             else:
                 pos = nx.spring_layout(graph, seed=7, k=1.5 / max(1, graph.number_of_nodes()) ** 0.5)
-                center_key = entity_key(center) if center is not None else None
+                center_key = name_key(center) if center is not None else None
                 colours = ["#f4a261" if node == center_key else "#a8dadc" for node in graph.nodes]
                 nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=900)
                 nx.draw_networkx_labels(graph, pos, ax=ax, font_size=8,

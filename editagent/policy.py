@@ -21,25 +21,19 @@ The policy only picks the default; ``EditAgent.edit(..., to="weights")`` overrid
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from editagent.editors.config import CONFIGS, AnyEditConfig, EditorConfig, RomeConfig, editor_config
-from editagent.schema import DEFAULT_NAMESPACE, MAX_SEARCH_LIMIT, Edit, EditError, SearchHit, StoredEdit
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from editagent.memory import EditMemory
+from editagent.schema import Edit, EditError
 
 EditTarget = Literal["memory", "weights", "both"]
 TARGETS: tuple[str, ...] = ("memory", "weights", "both")
 
-# Metadata keys the controller writes on an edit it put into the weights.
+# The metadata key the controller writes on an edit it put into the weights (``view.IN_MEMORY_KEY`` beside it).
 WEIGHTS_KEY = "weights"
-IN_MEMORY_KEY = "in_memory"
 
 
 class EditPolicy(BaseModel):
@@ -76,52 +70,6 @@ class EditPolicy(BaseModel):
         if chosen not in TARGETS:
             raise EditError(f"to: {chosen!r} is not one of {', '.join(TARGETS)}")
         return chosen  # type: ignore[return-value]
-
-
-def in_memory(edit: Edit) -> bool:
-    """Whether reasoning may use the edit from the store (a weights-only edit is answered by the model)."""
-    return edit.metadata.get(IN_MEMORY_KEY, True) is not False
-
-
-class RecallableEdits:
-    """The store as every reasoner sees it: edits that live only in the weights are left out, since the edited
-    model answers those hops itself. ``EditAgent`` hands this to whichever reasoning method it runs."""
-
-    def __init__(self, memory: EditMemory) -> None:
-        self.memory = memory
-        self.embedder = memory.embedder
-
-    def version(self) -> tuple[int, int]:
-        return self.memory.version()
-
-    def edits(self, namespace: str | None = DEFAULT_NAMESPACE, *, include_history: bool = False) -> list[StoredEdit]:
-        return [s for s in self.memory.edits(namespace, include_history=include_history) if in_memory(s)]
-
-    def lookup(self, subject: str, relation: str, *, namespace: str = DEFAULT_NAMESPACE) -> StoredEdit | None:
-        found = self.memory.lookup(subject, relation, namespace=namespace)
-        return found if found is not None and in_memory(found) else None
-
-    def search_many(self, queries: Sequence[str], *, namespace: str = DEFAULT_NAMESPACE, limit: int = 5,
-                    vectors: np.ndarray | None = None) -> list[list[SearchHit]]:
-        """``EditMemory.search_many`` without weights-only edits: searched deeper until ``limit`` remain."""
-        depth = limit
-        if vectors is None:  # embedded once, however deep the search goes
-            vectors = self.memory.embedder.encode(list(queries))
-        while True:
-            rows = self.memory.search_many(queries, namespace=namespace, limit=min(depth, MAX_SEARCH_LIMIT),
-                                           vectors=vectors)
-            kept = [[hit for hit in row if in_memory(hit.edit)][:limit] for row in rows]
-            # a row is done when it has its hits, or when the search ran out of edits before ``depth``
-            if depth >= MAX_SEARCH_LIMIT or all(len(k) == limit or len(r) < depth for k, r in zip(kept, rows,
-                                                                                                   strict=True)):
-                return kept
-            depth *= 4
-
-    def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]:
-        """The best recallable edit for each query in its own namespace (None where there is none)."""
-        from editagent.memory.edit_memory import best_per_namespace  # noqa: PLC0415 - the store loads FAISS
-
-        return best_per_namespace(self.search_many, queries, namespaces)
 
 
 def weight_prompt(edit: Edit) -> str:

@@ -6,12 +6,15 @@ their typos fixed, and common relations beside them. Any other relation is
 accepted too: it keeps the caller's wording, and its sentence and question are
 written from its own label ("The manager of Alice is Bob").
 
-Imports nothing of editagent, so every floor may use it.
+Imports nothing of editagent but the leaves ``names`` and ``words``, so every floor may use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from editagent.names import text_key
+from editagent.words import TRAILING_PREPOSITIONS, VERB_STARTS
 
 
 @dataclass(frozen=True)
@@ -178,15 +181,11 @@ _MORE: tuple[Relation, ...] = (
 )
 
 
-def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 _LOOKUP: dict[str, Relation] = {}
 for _relation in (*_TABLE, *_MORE):
     for _name in (_relation.label, _relation.wikidata_id, *_relation.aliases):
         if _name:
-            _LOOKUP[_key(_name)] = _relation
+            _LOOKUP[text_key(_name)] = _relation
 
 
 def known_relations() -> tuple[Relation, ...]:
@@ -201,7 +200,7 @@ def mquake_relations() -> tuple[Relation, ...]:
 
 def find_relation(name: str) -> Relation | None:
     """The registered relation for a label, alias or Wikidata id (``"P27"``), else ``None``."""
-    return _LOOKUP.get(_key(name))
+    return _LOOKUP.get(text_key(name))
 
 
 def canonical_relation(name: str) -> str:
@@ -210,14 +209,9 @@ def canonical_relation(name: str) -> str:
     return found.label if found else " ".join(name.split())
 
 
-# A relation phrased as a verb ("works at", "is married to") reads as "S works at O";
-# one phrased as a noun ("favourite food") reads as "The favourite food of S is O".
-_VERB_STARTS = ("is ", "was ", "has ", "had ", "are ", "were ", "works", "lives", "speaks", "plays", "owns",
-                "likes", "loves", "prefers", "uses", "leads", "runs", "belongs", "holds")
-
-
 def _is_verb_phrase(wording: str) -> bool:
-    return wording.casefold().startswith(_VERB_STARTS) or wording.endswith((" of", " in", " at", " by", " to", " for"))
+    """A relation phrased as a verb reads "S works at O"; one phrased as a noun, "The favourite food of S is O"."""
+    return wording.casefold().startswith(VERB_STARTS) or wording.endswith(TRAILING_PREPOSITIONS)
 
 
 def fact_sentence(subject: str, relation: str, obj: str) -> str:
@@ -235,7 +229,7 @@ def _with_verb(wording: str) -> str:
     """A prepositional relation with no verb of its own ("located in", "married to") reads with "is"; one that starts
     with a verb ("works at", "reports to", "is married to") reads as written."""
     first = wording.split()[0].casefold()
-    if wording.casefold().startswith(_VERB_STARTS) or (first.endswith("s") and not first.endswith("ss")):
+    if wording.casefold().startswith(VERB_STARTS) or (first.endswith("s") and not first.endswith("ss")):
         return wording
     return f"is {wording}"
 

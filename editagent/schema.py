@@ -2,7 +2,7 @@
 
 Validation lives here so that every face (Python, CLI, later tools and HTTP)
 rejects bad input the same way, with an error that names the field and says
-what is allowed. Imports nothing of editagent but the relation table.
+what is allowed. Imports nothing of editagent but the relation table and the name keys (``names``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from editagent.names import name_key, text_key
 from editagent.relations import canonical_relation, fact_sentence
 
 MAX_ENTITY_CHARS = 200
@@ -235,8 +236,9 @@ class Edit(BaseModel):
 
     @property
     def key(self) -> tuple[str, str, str]:
-        """What a newer edit supersedes on: (namespace, subject, relation), case-insensitive."""
-        return (self.namespace, self.subject.casefold(), self.relation.casefold())
+        """What a newer edit supersedes on: (namespace, subject, relation), the subject by its name key ("The
+        Beatles" and "Beatles" are one), the relation by case and spacing."""
+        return (self.namespace, name_key(self.subject), text_key(self.relation))
 
 
 EditStatus = Literal["live", "superseded", "deleted"]

@@ -109,22 +109,6 @@ class LazyLLM:
             return self._model().score_many(pairs, prefix=prefix)
 
 
-class _NamespaceMemory:
-    """The shared memory as one namespace's agent sees it: everything is the store's, except that its version
-    moves only with writes to that namespace, so a write by one user does not make every other user's agent
-    rebuild its view of the store before the next question."""
-
-    def __init__(self, memory: EditMemory, namespace: str) -> None:
-        self._memory = memory
-        self._namespace = namespace
-
-    def version(self) -> tuple[int, int]:
-        return self._memory.version(self._namespace)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._memory, name)
-
-
 class Service:
     """One store behind every namespace: the memory, a lazily loaded LLM, and one ``EditAgent`` per namespace
     (kept, so each keeps its view of the store between questions). Thread-safe."""
@@ -142,8 +126,9 @@ class Service:
         with self._guard:
             entry = self._agents.get(namespace)
             if entry is None:
-                memory: Any = _NamespaceMemory(self.memory, namespace)
-                entry = self._agents[namespace] = (EditAgent(namespace=namespace, memory=memory, llm=self.llm),
+                # every agent shares the memory: its reasoner keys its view by the namespace's own version
+                # (``view.EditView.version``), so one user's write does not rebuild another user's view
+                entry = self._agents[namespace] = (EditAgent(namespace=namespace, memory=self.memory, llm=self.llm),
                                                    threading.Lock())
                 if len(self._agents) > MAX_AGENTS:
                     self._agents.popitem(last=False)

@@ -14,7 +14,8 @@ from editagent.decompose.chain import hop_prefix
 from editagent.decompose.direct import clean_answer
 from editagent.decompose.mello import CHANGE, KEEP
 from editagent.models import Embedder
-from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY
+from editagent.policy import WEIGHTS_KEY
+from editagent.view import IN_MEMORY_KEY
 
 
 def _agent(path: Path, embedder: Embedder, namespace: str = "default", method: str = "agent") -> EditAgent:

@@ -10,7 +10,8 @@ from typing import Any
 import networkx as nx
 import pytest
 
-from editagent.graph import ChainEdge, EditGraph, entity_key
+from editagent.graph import ChainEdge, EditGraph
+from editagent.names import name_key
 from editagent.relations import canonical_relation
 from editagent.schema import Edit, StoredEdit
 
@@ -21,7 +22,7 @@ def cases(mquake_dir: Path) -> list[dict[str, Any]]:
 
 
 def _triple_key(subject: str, relation: str, obj: str) -> tuple[str, str, str]:
-    return entity_key(subject), canonical_relation(relation).casefold(), entity_key(obj)
+    return name_key(subject), canonical_relation(relation).casefold(), name_key(obj)
 
 
 def case_edits(case: dict[str, Any], namespace: str = "default") -> tuple[list[Edit], list[Edit]]:
@@ -75,7 +76,7 @@ def test_ripple_reaches_new_answer(hop_case: dict[str, Any]) -> None:
     chains = graph.ripple(edits[0])
     forward = [c for c in chains if c.reason == "forward"]
     new_answer = hop_case["new_single_hops"][1]["answer"]
-    assert any(entity_key(c.end) == entity_key(new_answer) and c.edges[0].edit_id == edits[0].id for c in forward)
+    assert any(name_key(c.end) == name_key(new_answer) and c.edges[0].edit_id == edits[0].id for c in forward)
     assert hop_case["new_answer"] == new_answer
     assert all(c.hops >= 2 for c in chains)
 
@@ -87,10 +88,10 @@ def test_ripple_marks_invalidated_old_chain(hop_case: dict[str, Any]) -> None:
     invalidated = [c for c in graph.ripple(edits[0]) if c.reason == "invalidated"]
     assert invalidated, "the old second hop should be reported as invalidated"
     chain = invalidated[0]
-    assert entity_key(chain.edges[0].object) == entity_key(old[0][2])
-    assert entity_key(chain.end) == entity_key(old[1][2])
+    assert name_key(chain.edges[0].object) == name_key(old[0][2])
+    assert name_key(chain.end) == name_key(old[1][2])
     # the old answer differs from the new one, so the invalidated chain must not reach it
-    assert entity_key(chain.end) != entity_key(hop_case["new_answer"])
+    assert name_key(chain.end) != name_key(hop_case["new_answer"])
 
 
 def test_ripple_backward_and_through_on_synthetic_chain() -> None:
@@ -111,7 +112,7 @@ def test_ripple_backward_and_through_on_synthetic_chain() -> None:
                                     [("Doug TenNapel", "country of citizenship", "UK", "e1"),
                                      ("UK", "official language", "English", "k2")]]
     for chain in chains:  # no entity twice: Marge -> Doug -> UK -> Marge is not a question path
-        entities = [entity_key(chain.start)] + [entity_key(e.object) for e in chain.edges]
+        entities = [name_key(chain.start)] + [name_key(e.object) for e in chain.edges]
         assert len(entities) == len(set(entities)), chain
     assert [("Marge Simpson", "creator", "Doug TenNapel", "k1"),
             ("Doug TenNapel", "country of citizenship", "UK", "e1")] in by_reason["backward"]
@@ -127,17 +128,17 @@ def test_graph_structure_and_lookup(hop_case: dict[str, Any]) -> None:
     edits, facts = case_edits(hop_case)
     graph = EditGraph.from_edits(edits + facts)
     edit = edits[0]
-    data = graph.graph.get_edge_data(entity_key(edit.subject), entity_key(edit.object))[edit.id]
+    data = graph.graph.get_edge_data(name_key(edit.subject), name_key(edit.object))[edit.id]
     assert data["relation"] == edit.relation and data["superseded"] is False and data["status"] == "live"
-    previous = graph.graph.get_edge_data(entity_key(edit.subject), entity_key(edit.previous_object or ""))
+    previous = graph.graph.get_edge_data(name_key(edit.subject), name_key(edit.previous_object or ""))
     assert [d["kind"] for d in previous.values()] == ["previous"] and all(d["superseded"] for d in previous.values())
-    assert graph.graph.nodes[entity_key(edit.subject)]["label"] == edit.subject
+    assert graph.graph.nodes[name_key(edit.subject)]["label"] == edit.subject
     found = graph.lookup(edit.subject.upper(), hop_case["requested_rewrite"][0]["relation_id"])
     assert [item.id for item in found] == [edit.id]
     assert graph.lookup(edit.subject, edit.relation, namespace="elsewhere") == []
     assert len(graph.live_edges()) == len(edits) + len(facts)
     near = graph.neighbourhood(edit.subject, radius=1)
-    assert entity_key(edit.object) in near.graph and entity_key(hop_case["new_answer"]) not in near.graph
+    assert name_key(edit.object) in near.graph and name_key(hop_case["new_answer"]) not in near.graph
 
 
 def test_contradictions_across_namespaces(hop_case: dict[str, Any]) -> None:
@@ -169,10 +170,10 @@ def test_deleted_edits_excluded_unless_asked() -> None:
     assert EditGraph([gone]).graph.number_of_edges() == 0
     old = StoredEdit.of(Edit(subject="A", relation="capital", object="C", id="s1"), status="superseded",
                      superseded_by="d1")
-    edge = EditGraph([old]).graph.edges[entity_key("A"), entity_key("C"), "s1"]
+    edge = EditGraph([old]).graph.edges[name_key("A"), name_key("C"), "s1"]
     assert edge["superseded"] is True and edge["superseded_by"] == "d1"
     kept = EditGraph([gone], include_deleted=True)
-    assert kept.graph.edges[entity_key("A"), entity_key("B"), "d1"]["status"] == "deleted"
+    assert kept.graph.edges[name_key("A"), name_key("B"), "d1"]["status"] == "deleted"
     assert kept.live_edges() == []
 
 
@@ -194,7 +195,7 @@ def test_graphml_written_and_readable(hop_case: dict[str, Any], tmp_path: Path) 
     path = graph.save_graphml(tmp_path / "g.graphml")
     back = nx.read_graphml(path, force_multigraph=True)
     assert back.number_of_edges() == graph.graph.number_of_edges()
-    node = back.nodes[entity_key(edits[0].subject)]
+    node = back.nodes[name_key(edits[0].subject)]
     assert json.loads(node["namespaces"]) == ["default"]
 
 

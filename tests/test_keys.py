@@ -84,12 +84,12 @@ def test_a_version_2_store_is_upgraded_in_place(store_path: Path, embedder: Embe
         assert ring.authenticate(secret) is not None
     with sqlite3.connect(store_path / "edits.sqlite3") as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (SCHEMA_VERSION,)
-    assert SCHEMA_VERSION == "3"
+    assert SCHEMA_VERSION == "4"
     with EditMemory(store_path, embedder=embedder) as memory:
         assert [row.id for row in memory.edits()] == [stored.id]
     with sqlite3.connect(store_path / "edits.sqlite3") as db:
-        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    with pytest.raises(EditError, match="schema version 4 is newer"):
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    with pytest.raises(EditError, match="schema version 5 is newer"):
         KeyRing(store_path)
 
 

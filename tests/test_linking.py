@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from editagent.linking import EntityLinker, RelationLinker, normalise_name, places
+from editagent.linking import EntityLinker, RelationLinker, places
 from editagent.linking.relations import chain_descriptions
 from editagent.models import Embedder
+from editagent.names import normalise_name
 from editagent.relations import fact_question, fact_sentence, relation_descriptions
 
 STORED = [("United Kingdom", ["UK", "Britain"]), ("Acme Corp", ["Acme Corporation"]), ("Alice", []),

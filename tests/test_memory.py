@@ -199,6 +199,60 @@ def test_same_key_in_two_namespaces_does_not_supersede(memory: EditMemory) -> No
         assert found is not None and found.id == edit.id
 
 
+def test_two_names_of_one_entity_are_one_key(memory: EditMemory) -> None:
+    """The store supersedes by the name key the reasoner matches entities by: "The Beatles" is "Beatles"."""
+    first = Edit(subject="The Beatles", relation="genre", object="rock")
+    memory.add(first)
+    second = Edit(subject="Beatles", relation="genre", object="pop")
+    memory.add(second)
+    old = memory.get(first.id)
+    assert old is not None and (old.status, old.superseded_by) == ("superseded", second.id)
+    assert memory.count() == 1
+    for name in ("the beatles", "Beatles.", "THE  BEATLES"):
+        found = memory.lookup(name, "genre")
+        assert found is not None and found.id == second.id
+    assert [s.id for s in memory.history(first.id)] == [first.id, second.id]
+    initials = Edit(subject="J.K. Rowling", relation="P27", object="France")
+    memory.add([initials, Edit(subject="J. K. Rowling", relation="P27", object="Spain")])
+    assert [e.object for e in memory.edits() if e.relation == "country of citizenship"] == ["Spain"]
+    other = Edit(subject="The", relation="genre", object="jazz")  # nothing but "the": its own key, not every name's
+    memory.add(other)
+    assert memory.count() == 3
+
+
+def _as_keyed_by_case(store: Any) -> None:
+    """Put ``store`` back as the schema before name keys left two names of one entity: both live, keyed by case."""
+    if isinstance(store, Path):
+        with sqlite3.connect(store / "edits.sqlite3") as db:
+            db.execute("UPDATE edits SET status = 'live', superseded_by = NULL, ended_at = NULL, "
+                       "subject_key = lower(subject)")
+            db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            assert db.execute("SELECT count(*) FROM edits WHERE status = 'live'").fetchone() == (2,)
+        return
+    import psycopg
+
+    with psycopg.connect(store, autocommit=True) as connection:
+        connection.execute("UPDATE editagent_edits SET status = 'live', superseded_by = NULL, ended_at = NULL, "
+                           "subject_key = lower(subject)")
+        connection.execute("UPDATE editagent_schema_version SET version = 1")
+
+
+def test_a_store_keyed_by_case_is_rekeyed_on_open(store: Any, embedder: Any) -> None:
+    older = Edit(subject="The Beatles", relation="genre", object="rock")
+    newer = Edit(subject="Beatles", relation="genre", object="pop")
+    with EditMemory(store, embedder=embedder) as memory:
+        memory.add(older)
+        memory.add(newer)
+    _as_keyed_by_case(store)
+    with EditMemory(store, embedder=embedder) as memory:
+        assert [e.id for e in memory.edits()] == [newer.id]
+        stored = memory.get(older.id)
+        assert stored is not None and (stored.status, stored.superseded_by) == ("superseded", newer.id)
+        assert [h.id for h in memory.search("What type of music does the Beatles play?", limit=5)] == [newer.id]
+        found = memory.lookup("the beatles", "genre")
+        assert found is not None and found.id == newer.id
+
+
 # -- deletion -------------------------------------------------------------------------------------------
 
 
@@ -542,7 +596,7 @@ def test_postgres_schema_is_versioned_and_a_newer_one_refused(postgres_url: str,
         with pytest.raises(EditError, match="keeps its vector index in the database"):
             memory.rebuild_index("default")
     with psycopg.connect(postgres_url, autocommit=True) as connection:
-        assert connection.execute("SELECT version FROM editagent_schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM editagent_schema_version").fetchall() == [(2,)]
         connection.execute("UPDATE editagent_schema_version SET version = 99")
     with pytest.raises(EditError, match="schema version 99 is newer"):
         EditMemory(postgres_url, embedder=embedder)

@@ -16,8 +16,9 @@ from editagent import EditAgent, EditError
 from editagent.editors import GRACE, MEMIT, AnyEditConfig, EditorConfig, GraceConfig, KneConfig, MemitConfig, RomeConfig
 from editagent.llm import TransformersLLM
 from editagent.models import Embedder
-from editagent.policy import EditPolicy, RecallableEdits, weight_prompt
+from editagent.policy import EditPolicy, weight_prompt
 from editagent.schema import Edit
+from editagent.view import RecallableEdits
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from _scripted import ScriptedLLM
 
-from editagent.decompose.chain import ChainReasoner, StoreView, same_entity
+from editagent.decompose.chain import ChainReasoner, StoreView
 from editagent.decompose.direct import as_data
 from editagent.decompose.question_parse import parse_question
 from editagent.memory import EditMemory
 from editagent.models import Embedder
+from editagent.names import same_entity
 from editagent.relations import mquake_relations
 from editagent.schema import Edit, StoredEdit
 

@@ -30,41 +30,37 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 
 from editagent.decompose.direct import answer_directly, as_data, clean_answer
+from editagent.decompose.hop_rules import EXTRA_HOPS, HOP_RULES, HopRule
 from editagent.decompose.llm_decompose import LLMDecomposer
 from editagent.decompose.question_parse import RelationMention, parse_question
-from editagent.decompose.store_view import StoreView, ViewCache, match_key, same_entity
-from editagent.linking import RelationLinker, RelationScores, normalise_name
+from editagent.decompose.store_view import StoreView, ViewCache
+from editagent.linking import RelationLinker, RelationScores
 from editagent.llm.base import LLM
+from editagent.names import named_in, names_match, normalise_name
 from editagent.relations import fact_question, find_relation
-from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, SearchHit, StoredEdit
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, Hop, StoredEdit
 from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import CALIBRATION
+from editagent.view import EditView
+from editagent.words import FUNCTION_WORDS
 
-__all__ = ["ChainReasoner", "EditSource", "StoreView", "hop_prefix", "match_key", "relation_prompts", "same_entity"]
+__all__ = ["ChainReasoner", "StoreView", "hop_prefix", "relation_prompts"]
 
 HOP_STOP = ("\n", "Q:")
 HOP_TOKENS = 16
-# Wikidata reaches some relations through another: an athlete's sport through the position they play.
-# The intermediate hop is taken only when the store holds it.
-VIA: dict[str, tuple[str, ...]] = {"sport": ("position played on team / speciality",)}
 # Shared by relations with no 8-shot prompt of their own (user-defined ones).
 _GENERIC_SHOTS = ("P36", "P30", "P27", "P37", "P19", "P26", "P50", "P112")
-# A walk goes on past its last cue only if an edit explains the rest of the question this much better than stopping.
-EXTEND_MARGIN = 0.03
 RETRIEVAL_HITS = 3
-# Words that name no relation: a question with none but these besides its entity and cues is read completely.
-_FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
-    a an the of in on at to by for from with into onto about as and or but so than then that this these those
-    what which who whom whose where when why how is are was were be been being do does did done has have had
-    can could would should will shall may might must it its it's i me my we our you your he him his she her they
-    them their there here now these days currently today still please tell me name give show say find know
-    let us s 's also any some one ones person people thing named called"""))
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+# The rules of the walk by where they apply (``hop_rules``), each group in table order.
+_UNCUED = tuple(rule for rule in HOP_RULES if rule.scope == "uncued")
+_BY_RELATION = tuple(rule for rule in HOP_RULES if rule.scope == "relation")
+_BY_CUE = tuple(rule for rule in HOP_RULES if rule.scope == "cue")
 
 Tier = Literal["exact", "meaning", "retrieval", "model"]
 Decomposer = Literal["rules", "llm", "auto"]
@@ -74,15 +70,6 @@ def check_decomposer(value: str) -> Decomposer:
     if value not in ("rules", "llm", "auto"):
         raise EditError(f"decomposer: {value!r} is not one of 'rules', 'llm', 'auto'")
     return value  # type: ignore[return-value]
-
-
-class EditSource(Protocol):
-    """What the loop needs of the memory: a namespace's live edits and a search over them (``RecallableEdits``)."""
-
-    def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
-
-    def search_many(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]:
-        ...
 
 
 @cache
@@ -129,14 +116,9 @@ class _Walk:
 def _uncovered(question: str, covered: Sequence[tuple[int, int]]) -> bool:
     for match in _WORD.finditer(question):
         inside = any(start <= match.start() < end for start, end in covered)
-        if not inside and match.group().casefold().split("'")[0] not in _FUNCTION_WORDS:
+        if not inside and match.group().casefold().split("'")[0] not in FUNCTION_WORDS:
             return True
     return False
-
-
-def _names_overlap(a: str, b: str) -> bool:
-    """Whether two names are one entity's: same normalised name, or a plausible variant (``same_entity``)."""
-    return normalise_name(a) == normalise_name(b) or same_entity(a, b)
 
 
 class ChainReasoner:
@@ -150,7 +132,7 @@ class ChainReasoner:
     judges a search's hits in the retrieval tier (default: the calibrated embedding threshold on the hit's score).
     """
 
-    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditSource, *, max_hops: int = DEFAULT_MAX_HOPS,
+    def __init__(self, llm: LLM | Callable[[], LLM], memory: EditView, *, max_hops: int = DEFAULT_MAX_HOPS,
                  linker: RelationLinker | None = None, decomposer: Decomposer = "rules",
                  scope: ScopeModel | None = None) -> None:
         self._llm = llm
@@ -159,7 +141,7 @@ class ChainReasoner:
         self.decomposer = check_decomposer(decomposer)
         self.scope = scope
         self._linker = linker
-        self._views = ViewCache(memory.edits, getattr(memory, "version", None))
+        self._views = ViewCache(memory.edits, memory.version)
 
     @property
     def llm(self) -> LLM:
@@ -170,7 +152,7 @@ class ChainReasoner:
     @property
     def linker(self) -> RelationLinker:
         if self._linker is None:
-            self._linker = RelationLinker(self.memory.embedder)  # type: ignore[attr-defined]
+            self._linker = RelationLinker(self.memory.embedder)
         return self._linker
 
     def answer(self, question: str, namespace: str = DEFAULT_NAMESPACE) -> Answer:
@@ -197,7 +179,7 @@ class ChainReasoner:
         return self._finish(walks, time.perf_counter() - started)
 
     def _run(self, walks: list[_Walk], views: dict[str, StoreView]) -> None:
-        for _ in range(2 * self.max_hops + len(VIA) + 1):
+        for _ in range(2 * self.max_hops + EXTRA_HOPS + 1):
             active = [w for w in walks if w.active]
             if not active:
                 break
@@ -243,86 +225,126 @@ class ChainReasoner:
     # -- one hop ---------------------------------------------------------------------------------------------
 
     def _step(self, walk: _Walk, view: StoreView) -> bool:
-        """Take the next hop from the store if it can be; False when the model must answer it."""
-        if walk.pending:
-            return self._cued_hop(walk, view)
-        held = view.held(walk.entity) if walk.entity else {}
-        if not walk.hops and not walk.uncovered and "officeholder" in held:  # "Who is the Prime Minister of X?"
-            self._take_edit(walk, held["officeholder"], "officeholder", "exact")
-        elif len(walk.walked) >= self.max_hops or not walk.uncovered:
-            walk.settled = True
-        elif not walk.hops:  # no cue names a relation: what the question asks, by meaning, or a search
-            self._first_uncued_hop(walk, view, held)
-        else:  # the cues are used; the question may say more about the entity reached
-            relation = self._link(walk, view, held, extending=True) if held else None
-            if relation is None:
-                walk.settled = True
-            else:
-                self._take_edit(walk, held[relation], relation, "meaning")
+        """Take the next hop by the first rule of ``HOP_RULES`` that takes one; False when the model must answer it
+        (a cued hop no rule takes)."""
+        if not walk.pending:
+            return any(getattr(self, rule.step)(rule, walk, view) for rule in _UNCUED)
+        for relation in walk.pending[0].relations:
+            if any(getattr(self, rule.step)(rule, walk, view, relation) for rule in _BY_RELATION):
+                return True
+        return any(getattr(self, rule.step)(rule, walk, view) for rule in _BY_CUE)
+
+    # The rules' steps (``hop_rules.HOP_RULES`` says when each is tried): True when the step took the walk on.
+
+    def _officeholder_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        held, relation = view.held(walk.entity) if walk.entity else {}, rule.relation
+        if walk.hops or walk.uncovered or relation is None or relation not in held:
+            return False
+        self._take_edit(walk, held[relation], relation, "exact")
         return True
 
-    def _cued_hop(self, walk: _Walk, view: StoreView) -> bool:
-        mention = walk.pending[0]
-        for relation in mention.relations:
-            if id(mention) not in walk.via_taken:
-                for via in VIA.get(relation, ()):
-                    stored = view.find(walk.entity, via)
-                    if stored is not None:
-                        walk.via_taken.add(id(mention))
-                        self._take_edit(walk, stored, via, "exact")
-                        return True
-            stored = view.find(walk.entity, relation)
-            if stored is not None:
-                walk.pending.pop(0)
-                self._take_edit(walk, stored, relation, "exact")
-                return True
-        held = view.held(walk.entity)
-        bridge = self._bridge(walk, view, held, mention.relations) if held else None
-        if bridge is not None:  # a hop no cue names comes first ("the birthplace of the German chancellor")
-            self._take_edit(walk, held[bridge], bridge, "meaning")
-            return True
-        relation = self._link(walk, view, held, cue=mention.relations) if held else None
-        if relation is not None:
-            # The cue names the relation, or means it and is the question's last but one: it and every later cue
-            # naming the relation are one hop ("known for" beside "genre" in "What genre of music is X known
-            # for?"). A cue that only means it, with more hops to come, stays for one of them when a later cue
-            # names the relation: the words came in another order than the chain.
-            later = next((m for m in walk.pending[1:] if relation in m.relations), None)
-            if relation in mention.relations or later is None or len(walk.pending) <= 2:
-                walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
-            else:
-                walk.pending.remove(later)
-            self._take_edit(walk, held[relation], relation, "meaning")
-            return True
-        if walk.used_edits and walk.hops[-1].source != "model" and self._answered(walk, mention.relations):
-            walk.pending.clear()  # "What position does X hold in the sport?": the cue only qualified the last hop
+    def _settle(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        if len(walk.walked) < self.max_hops and walk.uncovered:
+            return False
+        walk.settled = True
+        return True
+
+    def _extend(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        held = view.held(walk.entity) if walk.entity else {}
+        relation = self._link(walk, view, held, margin=rule.margin) if held else None
+        if relation is None:
             walk.settled = True
-            return True
-        subject = self._retrieve(walk, walk.question if not walk.hops else fact_question(walk.entity,
-                                                                                       mention.relations[0]))
-        if subject is not None:  # the entity is a stored one, named unlike it: read it as that one
-            found = next((view.find(subject, r) for r in mention.relations if view.find(subject, r)), None)
-            held = view.held(subject)
-            relation = found.relation if found else self._link(walk, view, held, cue=mention.relations)
-            if relation is not None:
-                walk.pending.pop(0)
-                self._take_edit(walk, found or held[relation], relation, "retrieval")
+        else:
+            self._take_edit(walk, held[relation], relation, "meaning")
+        return True
+
+    def _through_hop(self, rule: HopRule, walk: _Walk, view: StoreView, relation: str) -> bool:
+        mention = walk.pending[0]
+        if relation != rule.relation or id(mention) in walk.via_taken:
+            return False
+        for via in rule.via:
+            stored = view.find(walk.entity, via)
+            if stored is not None:
+                walk.via_taken.add(id(mention))
+                self._take_edit(walk, stored, via, "exact")
                 return True
         return False
 
-    def _first_uncued_hop(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit]) -> None:
+    def _exact_hop(self, rule: HopRule, walk: _Walk, view: StoreView, relation: str) -> bool:
+        stored = view.find(walk.entity, relation)
+        if stored is None:
+            return False
+        walk.pending.pop(0)
+        self._take_edit(walk, stored, relation, "exact")
+        return True
+
+    def _bridge_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        held = view.held(walk.entity)
+        bridge = self._bridge(walk, view, held, walk.pending[0].relations, rule.margin) if held else None
+        if bridge is None:
+            return False
+        self._take_edit(walk, held[bridge], bridge, "meaning")
+        return True
+
+    def _meaning_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        mention = walk.pending[0]
+        held = view.held(walk.entity)
+        relation = self._link(walk, view, held, cue=mention.relations) if held else None
+        if relation is None:
+            return False
+        # The cue names the relation, or means it and is the question's last but one: it and every later cue
+        # naming the relation are one hop ("known for" beside "genre" in "What genre of music is X known
+        # for?"). A cue that only means it, with more hops to come, stays for one of them when a later cue
+        # names the relation: the words came in another order than the chain.
+        later = next((m for m in walk.pending[1:] if relation in m.relations), None)
+        if relation in mention.relations or later is None or len(walk.pending) <= 2:
+            walk.pending = [m for m in walk.pending if m is not mention and relation not in m.relations]
+        else:
+            walk.pending.remove(later)
+        self._take_edit(walk, held[relation], relation, "meaning")
+        return True
+
+    def _answered_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        if not (walk.used_edits and walk.hops[-1].source != "model" and
+                self._answered(walk, walk.pending[0].relations)):
+            return False
+        walk.pending.clear()
+        walk.settled = True
+        return True
+
+    def _retrieval_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        mention = walk.pending[0]
+        subject = self._retrieve(walk, walk.question if not walk.hops else fact_question(walk.entity,
+                                                                                       mention.relations[0]))
+        if subject is None:
+            return False
+        found = next((view.find(subject, r) for r in mention.relations if view.find(subject, r)), None)
+        held = view.held(subject)
+        relation = found.relation if found else self._link(walk, view, held, cue=mention.relations)
+        if relation is None:
+            return False
+        walk.pending.pop(0)
+        self._take_edit(walk, found or held[relation], relation, "retrieval")
+        return True
+
+    def _first_uncued_hop(self, rule: HopRule, walk: _Walk, view: StoreView) -> bool:
+        if walk.hops:
+            return False
+        held = view.held(walk.entity) if walk.entity else {}
         relation = self._link(walk, view, held) if held else None
         if relation is not None:
             self._take_edit(walk, held[relation], relation, "meaning")
-            return
+            return True
         subject = self._retrieve(walk, walk.question)
         relation = self._link(walk, view, view.held(subject)) if subject is not None else None
         if subject is not None and relation is not None:
             self._take_edit(walk, view.held(subject)[relation], relation, "retrieval")
-            return
+            return True
         walk.failure = "no edit applies" if held or walk.entity else "unparsed"
+        return True
 
-    def _bridge(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], cue: Sequence[str]) -> str | None:
+    def _bridge(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], cue: Sequence[str],
+                margin: float) -> str | None:
         """An edit of the entity whose object holds the cued relation, when the question reads better as that edit
         and then the cued relation than as the cued relation of the entity itself."""
         bridges = [r for r in held if r not in cue and any(view.find(held[r].object, c) for c in cue)]
@@ -332,7 +354,7 @@ class ChainReasoner:
         direct = self.linker.score(vector, walk.walked, cue).best(cue)[1]
         through = {r: self.linker.score(vector, [*walk.walked, r], cue).best(cue)[1] for r in bridges}
         best = max(through, key=lambda r: through[r])
-        return best if through[best] >= direct + EXTEND_MARGIN else None
+        return best if through[best] >= direct + margin else None
 
     def _answered(self, walk: _Walk, cue: Sequence[str]) -> bool:
         """Whether the hops so far already read as the whole question, better than going on to the cued relation
@@ -355,9 +377,10 @@ class ChainReasoner:
         return walk.vectors[1]
 
     def _link(self, walk: _Walk, view: StoreView, held: dict[str, StoredEdit], *, cue: Sequence[str] = (),
-              extending: bool = False) -> str | None:
+              margin: float | None = None) -> str | None:
         """The relation among the entity's edits (``held``) that the question asks for next, by meaning; None when
-        it asks for a relation the entity has no edit on (or, ``extending``, for nothing more)."""
+        it asks for a relation the entity has no edit on (or, given a ``margin``, when going on explains the question
+        by less than that margin better than stopping)."""
         linker, vector = self.linker, self._vector(walk)
         own = [r for r in held if r not in walk.walked]
         alternatives = [*linker.alternatives(view.relations, held), *(c for c in cue if c not in held)]
@@ -372,10 +395,10 @@ class ChainReasoner:
                     _, ahead[relation] = linker.score(vector, [*walk.walked, relation], onward).best(onward)
         best = {r: max(scores.scores[r], ahead.get(r, float("-inf"))) for r in own}
         chosen = linker.choose(RelationScores({**scores.scores, **best}), own, alternatives)
-        if chosen is None or not extending:
+        if chosen is None or margin is None:
             return chosen
         stop = linker.score(vector, walk.walked[:-1], walk.walked[-1:]).scores[walk.walked[-1]]
-        return chosen if best[chosen] >= stop + EXTEND_MARGIN else None
+        return chosen if best[chosen] >= stop + margin else None
 
     def _retrieve(self, walk: _Walk, query: str) -> str | None:
         """The stored subject a search for ``query`` finds, when the scope detector passes the hit and the walk's
@@ -391,13 +414,13 @@ class ChainReasoner:
             if self.scope is None and hit.score < CALIBRATION.threshold:
                 break
             names = (hit.edit.subject, *hit.edit.aliases)
-            if walk.entity and any(_names_overlap(walk.entity, name) for name in names):
+            if walk.entity and any(names_match(walk.entity, name) for name in names):
                 return hit.edit.subject
             # the question's own entity, spelt unlike any stored name; not a stored name inside a longer one the
             # question uses ("Germany" in "West Germany" names another entity)
             inside = walk.entity and set(normalise_name(hit.edit.subject).split()) < set(
                 normalise_name(walk.entity).split())
-            if not walk.hops and not inside and _named_in(walk.question, hit.edit):
+            if not walk.hops and not inside and named_in(walk.question, (hit.edit.subject, *hit.edit.aliases)):
                 return hit.edit.subject
         return None
 
@@ -460,27 +483,3 @@ def _phrase_relations(phrase: str, view: StoreView) -> tuple[str, ...]:
     own = [relation for relation in view.relations if normalise_name(relation) == key]
     known = find_relation(phrase)
     return tuple(dict.fromkeys([*own, *([known.label] if known else []), " ".join(phrase.split())]))
-
-
-def _named_in(question: str, edit: StoredEdit) -> bool:
-    """Whether the question names the edit's subject, allowing small spelling differences ("Falcon project" for
-    "Project Falcon" by its words, "Alise" for "Alice" by its letters)."""
-    words = normalise_name(question).split()
-    for name in (edit.subject, *edit.aliases):
-        key = normalise_name(name).split()
-        if not key:
-            continue
-        distinctive = [w for w in key if w not in _FUNCTION_WORDS and len(w) > 2]
-        if distinctive and all(w in words for w in distinctive) and len(distinctive) >= len(key) / 2:
-            return True
-        width = len(key)
-        for i in range(max(len(words) - width + 1, 0)):
-            if _similar(" ".join(words[i: i + width]), " ".join(key)):
-                return True
-    return False
-
-
-def _similar(a: str, b: str, ratio: float = 0.8) -> bool:
-    from difflib import SequenceMatcher  # noqa: PLC0415 - only fuzzy matching needs it
-
-    return len(b) >= 4 and SequenceMatcher(None, a, b).ratio() >= ratio

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from editagent.decompose.mello import quote_fact
 from editagent.llm.base import LLM
 from editagent.schema import DEFAULT_NAMESPACE, Answer, EditError, Hop
 from editagent.scope.base import ScopeDetector
+from editagent.view import EditView
 
 if TYPE_CHECKING:
     from editagent.memory.edit_memory import SearchMany
@@ -74,11 +75,9 @@ def _query(facts: Sequence[str], question: str) -> str:
     return f"New fact: {fact}\nQuestion: {_one_line(question)}\nAnswer:"
 
 
-def encoder_of(source: Any) -> Callable[[Sequence[str]], np.ndarray]:
+def encoder_of(source: EditView) -> Callable[[Sequence[str]], np.ndarray]:
     """The store's embedder, which IKE also uses to choose its demonstrations."""
-    embedder = getattr(source, "embedder", None)
-    if embedder is None:
-        raise EditError("method: 'ike' chooses demonstrations with the store's embedder; this edit source has none")
+    embedder = source.embedder
     return lambda texts: embedder.encode(list(texts))
 
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from editagent.decompose.direct import as_data
-from editagent.linking import normalise_name
 from editagent.llm.base import LLM
+from editagent.names import normalise_name
 from editagent.schema import MAX_RELATION_CHARS
 
 PROMPT = """Split each question into the entity it starts from and the chain of relations to follow, first one first.

@@ -18,24 +18,14 @@ from editagent.decompose.incontext import IKE, SERAC, encoder_of
 from editagent.decompose.mello import MeLLo
 from editagent.decompose.pokemqa import PokeMQA
 from editagent.llm.base import LLM
-from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError, SearchHit, StoredEdit
+from editagent.schema import DEFAULT_MAX_HOPS, DEFAULT_NAMESPACE, Answer, EditError
 from editagent.scope.base import ScopeModel
 from editagent.scope.embedding import CALIBRATION, threshold_scope
+from editagent.view import EditView
 
 
 class Reasoner(Protocol):
     def answer_many(self, questions: Sequence[str], namespaces: Sequence[str] | None = None) -> list[Answer]: ...
-
-
-class EditSource(Protocol):
-    """What reasoners read: a namespace's edits, a search of them, and the top-1 edit for each query."""
-
-    def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
-
-    def search_many(self, queries: Sequence[str], *, namespace: str = ..., limit: int = ...) -> list[list[SearchHit]]:
-        ...
-
-    def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +34,7 @@ class Parts:
     agent, on a question its edits answer) does not load it."""
 
     llm: Callable[[], LLM]
-    source: EditSource
+    source: EditView
     max_hops: int = DEFAULT_MAX_HOPS
     decomposer: Decomposer = "rules"  # the agent method's: see ChainReasoner
     scope: ScopeModel | None = None  # the retrieval tier's detector (agent method); None: the embedding threshold

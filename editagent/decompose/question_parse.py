@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from editagent.relations import canonical_relation, find_relation
+from editagent.words import NAME_CONNECTORS, QUESTION_WORDS
 
 # (cue pattern, candidate relations (Wikidata ids or labels), most likely first, weak).
 # A weak cue ("located") only counts when nothing else names a relation.
@@ -68,10 +69,6 @@ _CUES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     (r"located|situated|location", ("P17", "P131", "P276", "P30"), True),
 )
 
-# Words that may sit inside a capitalised name ("Bank of America", "Leonardo da Vinci").
-_CONNECTORS = frozenset(re.split(r"\s+", "of the de van von da del la le du y and & der den di al bin el"))
-_QUESTION_WORDS = frozenset(re.split(r"\s+", "what which who whom whose where when why how in on from at to by for "
-                                             "of is are was were can could do does did name tell list a an the"))
 # A leading wh-phrase whose noun is itself a relation ("What is the capital of ...") names the last hop.
 _WH_HEAD = re.compile(r"\s*(?:(?:in|on|from|at|to|for|by|with) )?(?:what|which|who|whom|whose)(?: is| was| are| were)?"
                       r"(?: the)?\s*")
@@ -173,13 +170,13 @@ def _capitalised_spans(question: str) -> list[tuple[int, int]]:
         possessive = bool(ending)
         word = text[: len(text) - len(ending)]
         capital = bool(word) and (word[0].isupper() or word[0].isdigit() or word[1:2].isupper())
-        if index == 0 and word.casefold() in _QUESTION_WORDS:
+        if index == 0 and word.casefold() in QUESTION_WORDS:
             capital = False
         if capital:
             run.append((token.start(), token.start() + len(word)))
             if possessive:
                 close()
-        elif run and word.casefold() in _CONNECTORS:
+        elif run and word.casefold() in NAME_CONNECTORS:
             run.append(None)
         else:
             close()
@@ -188,7 +185,7 @@ def _capitalised_spans(question: str) -> list[tuple[int, int]]:
 
 
 def _only_cues(text: str) -> bool:
-    return all(_is_cue(word) or word.casefold() in _CONNECTORS for word in re.findall(r"[^\s,;:]+", text)
+    return all(_is_cue(word) or word.casefold() in NAME_CONNECTORS for word in re.findall(r"[^\s,;:]+", text)
                if word.strip(_POSSESSIVE[0] + _POSSESSIVE[1]))
 
 

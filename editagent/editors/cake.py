@@ -76,8 +76,10 @@ from editagent.editors.config import CakeConfig
 from editagent.editors.editor import Editor
 from editagent.editors.finetune import edit_loss, greedy_margins, mean_probs, target_logprobs, target_rows
 from editagent.editors.prompts import device_of, left_pad
+from editagent.names import text_key
 from editagent.relations import fact_sentence, find_relation, known_relations
 from editagent.schema import MAX_ENTITY_CHARS, MAX_RELATION_CHARS, EditError, clean_text
+from editagent.words import PREPOSITIONS, RELATION_VERBS
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +98,6 @@ NEUTRAL_TEXTS = ("The capital of France is Paris.", "Albert Einstein was born in
                  "Canada is located in the continent of North America.",
                  "The Dalai Lama is affiliated with the religion of Buddhism.",
                  "She opened the window and looked at the garden.", "Once upon a time, there was a little girl.")
-_PREPOSITIONS = {"of", "in", "at", "by", "to", "for", "with", "on", "from", "into", "as"}
-_VERBS = {"is", "was", "has", "had", "are", "were", "works", "lives", "speaks", "plays", "owns", "spoken", "written",
-          "born", "likes", "loves", "holds", "runs", "leads", "uses", "makes", "member", "held"}
 _ANSWER_END = re.compile(r"[\n.,;:!?()\[\]\"]")  # the model's answer is what it says before any of these
 
 
@@ -162,19 +161,15 @@ class Example:
         return self.prompt
 
 
-def _key(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def relation_of(edit: WeightEdit) -> str | None:
     """The edit's relation phrase: ``CakeEdit.relation``, else the known relation whose sentence template the prompt
     is (up to case and spacing), else None."""
     if isinstance(edit, CakeEdit) and edit.relation is not None:
         return edit.relation
-    template = _key(edit.template.replace("{}", "{s}", 1))
+    template = text_key(edit.template.replace("{}", "{s}", 1))
     for relation in known_relations():
         head, found, tail = relation.sentence.partition("{o}")
-        if found and tail.strip() in ("", ".") and _key(head) == template:
+        if found and tail.strip() in ("", ".") and text_key(head) == template:
             return relation.label
     return None
 
@@ -185,8 +180,8 @@ def noun_phrase(relation: str, subject: str) -> str | None:
     found = find_relation(relation)
     for name in [found.label, *found.aliases] if found else [" ".join(relation.split())]:
         words = name.casefold().split()
-        if words and "/" not in name and not {"or", ","} & set(words) and words[-1] not in _PREPOSITIONS and not {
-                words[0], words[-1]} & _VERBS and not any(words[i].endswith("ed") for i in (0, -1)):
+        if words and "/" not in name and not {"or", ","} & set(words) and words[-1] not in PREPOSITIONS and not {
+                words[0], words[-1]} & RELATION_VERBS and not any(words[i].endswith("ed") for i in (0, -1)):
             return f"the {name} of {subject}"
     return None
 
@@ -286,7 +281,7 @@ class CAKE(Editor):
         for index, (edit, relation) in enumerate(zip(items, relations, strict=True)):
             prompts = [fill(template, edit.text) for template in self.templates]
             own = cloze(relation, edit.subject) if relation is not None else None
-            if own is not None and _key(own) not in {_key(prompt) for prompt in prompts}:
+            if own is not None and text_key(own) not in {text_key(prompt) for prompt in prompts}:
                 prompts.append(own)
             found += [Example(FACT, index, prompt, edit.target) for prompt in prompts]
             asked = noun_phrase(relation, edit.subject) if relation is not None else None
@@ -319,7 +314,7 @@ class CAKE(Editor):
         found = []
         for index, (edit, relation) in enumerate(zip(items, relations, strict=True)):
             mine = [(answer, second, question) for (owner, second, question), answer in zip(asked, answers, strict=True)
-                    if owner == index and answer.text and _key(answer.text) != _key(edit.target)]
+                    if owner == index and answer.text and text_key(answer.text) != text_key(edit.target)]
             mine.sort(key=lambda item: -item[0].confidence)  # stable: ties keep the order of hop_relations
             for answer, second, question in mine[: self.config.n_hops]:
                 phrase = noun_phrase(relation, edit.subject) if relation is not None else None
@@ -381,8 +376,8 @@ class CAKE(Editor):
 
     def _neutral(self, items: Sequence[CakeEdit]) -> dict[str, torch.Tensor] | None:
         """The ``NEUTRAL_TEXTS`` that name no edit's subject or target, as one left-padded batch (None: none)."""
-        names = [_key(name) for edit in items for name in (edit.subject, edit.target)]
-        texts = [text for text in NEUTRAL_TEXTS if not any(name in _key(text) for name in names)]
+        names = [text_key(name) for edit in items for name in (edit.subject, edit.target)]
+        texts = [text for text in NEUTRAL_TEXTS if not any(name in text_key(text) for name in names)]
         if not texts or not self.config.kl_factor:
             return None
         rows = [self.tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]

@@ -13,8 +13,6 @@ import hashlib
 import http.client
 import json
 import logging
-import re
-import string
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from editagent.eval.data import write_atomically
+from editagent.names import normalise_answer
 from editagent.paths import cache_dir
 from editagent.schema import DEFAULT_NAMESPACE, Edit
 
@@ -362,18 +361,6 @@ def load_conflicted_case_ids(path: str | Path) -> set[int]:
 # --- answer matching ---------------------------------------------------------------------------------------------
 
 MatchMode = Literal["strict", "exact", "contains"]
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def normalise_answer(text: str) -> str:
-    """SQuAD's ``normalize_answer``: lowercase, drop ASCII punctuation, drop a/an/the, collapse whitespace.
-
-    Kept exactly as SQuAD's (punctuation is deleted, not spaced, so ``"U.K."`` -> ``"uk"``) so
-    scores compare with work that uses it.
-    """
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def answer_matches(prediction: str, answers: list[str], mode: MatchMode = "exact") -> bool:

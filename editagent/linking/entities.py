@@ -12,35 +12,16 @@ in capitals, so the words "us" and "la" do not.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
 from editagent.linking.places import places
+from editagent.names import name_tokens, normalise_name
 
-_TOKEN = re.compile(r"(?:[^\W_]\. ?)+[^\W_]\.?(?![^\W_])|[^\W_]+")
 _ABBREVIATION = re.compile(r"[A-Z]{2,4}")
 Link = Literal["subject", "alias", "place"]
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def _tokens(text: str) -> list[tuple[str, int, int]]:
-    """(normalised word, start, end) for each word; initials are one word: "U.K." and "J. K." give "uk", "jk"."""
-    return [(_fold(re.sub(r"[.\s]", "", m.group())), m.start(), m.end()) for m in _TOKEN.finditer(text)]
-
-
-def normalise_name(name: str) -> str:
-    """The form names are compared in: folded words joined by one space, a leading "the" dropped."""
-    words = [word for word, _, _ in _tokens(name)]
-    if len(words) > 1 and words[0] == "the":
-        words = words[1:]
-    return " ".join(words)
 
 
 @cache
@@ -113,7 +94,7 @@ class EntityLinker:
 
     def mentions(self, question: str) -> list[EntityMention]:
         """Non-overlapping mentions, left to right; at each word the longest name that matches wins."""
-        words = _tokens(question)
+        words = name_tokens(question)
         found: list[EntityMention] = []
         i = 0
         while i < len(words):

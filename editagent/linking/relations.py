@@ -10,23 +10,19 @@ does Messi play for?" does. The thresholds are in ``LinkRule``; docs/decisions.m
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from editagent.relations import fact_phrase, find_relation, known_relations, relation_descriptions
+from editagent.view import Encoder
+from editagent.words import GENERAL_RELATION_WORDS
 
 MASK = "X"
 _MAX_INNER = 6  # noun phrases of a walk tried when nesting (its relations' wordings multiply)
 # Relations whose templates match nearly any question ("Who is the X?"), useless as an alternative.
 _NOT_ALTERNATIVES = frozenset({"officeholder"})
-
-
-class Encoder(Protocol):
-    def encode(self, texts: Sequence[str], *, batch_size: int = ..., progress: bool = ...) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -52,17 +48,12 @@ class RelationScores:
         return label, score
 
 
-# Words too general to make two relations the same ("capital city" and "largest city" are not).
-_GENERAL = frozenset(re.findall(r"\S+", """of the a an in on at to by for from with and or x is who what which where
-    city country place name team language location date person company organisation organization type kind head
-    birth death member"""))
-
-
 def _distinctive_words(label: str) -> set[str]:
     """The words of the relation's label and aliases, minus general ones."""
     found = find_relation(label)
     texts = [label, *(found.aliases if found else ())]
-    return {word for text in texts for word in text.casefold().split() if word not in _GENERAL and len(word) > 2}
+    return {word for text in texts for word in text.casefold().split()
+            if word not in GENERAL_RELATION_WORDS and len(word) > 2}
 
 
 def chain_descriptions(walked: Sequence[str], relation: str) -> list[str]:

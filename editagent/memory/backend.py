@@ -3,19 +3,21 @@
 Two backends: the embedded one (``embedded.EmbeddedEdits``: one SQLite file plus a FAISS index per namespace, the
 default) and ``postgres.PostgresEdits`` (a ``postgresql://`` URL: one database shared by several hosts). Both keep
 the same contract: every write is one transaction, history stays as rows, at most one live edit per (namespace,
-subject, relation) compared case-insensitively, and a reader sees every write any process has committed.
+subject, relation) compared as ``Edit.key`` does (the subject by ``names.name_key``), and a reader sees every
+write any process has committed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from editagent.names import name_key, text_key
 from editagent.paths import cache_dir
 from editagent.schema import Edit, StoredEdit, check_namespace
 
@@ -97,10 +99,10 @@ def where(namespace: str | None, include_history: bool, subject: str | None = No
         clauses.append("status = 'live'")
     if subject is not None:
         clauses.append(f"subject_key = {mark}")
-        params.append(subject.casefold())
+        params.append(name_key(subject))
     if relation is not None:
         clauses.append(f"relation_key = {mark}")
-        params.append(relation.casefold())
+        params.append(text_key(relation))
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
@@ -108,3 +110,20 @@ def local_home(url: str) -> Path:
     """A local folder for a database store's files, one per database (never holding the password)."""
     digest = hashlib.sha256(redacted(url).encode()).hexdigest()[:16]
     return cache_dir() / "stores" / digest
+
+
+def rekeyed(rows: Iterable[tuple[Any, str, str, str, str, str]]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """For a store keyed by an older subject key: ``rows`` are (row id, edit id, namespace, subject, relation key,
+    status) in creation order. Returns each row's (new subject key, row id), and (newer id, older id) for every live
+    edit that now shares its key with a later live one (two names of one entity): the older is superseded by it."""
+    keys, superseded = [], []
+    live: dict[tuple[str, str, str], str] = {}
+    for row_id, edit_id, namespace, subject, relation_key, status in rows:
+        key = name_key(subject)
+        keys.append((key, row_id))
+        if status == "live":
+            earlier = live.get((namespace, key, relation_key))
+            if earlier is not None:
+                superseded.append((edit_id, earlier))
+            live[(namespace, key, relation_key)] = edit_id
+    return keys, superseded

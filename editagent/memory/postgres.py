@@ -1,7 +1,7 @@
 """The edit store on PostgreSQL with pgvector: one table of edits for every namespace, shared by several hosts.
 
 Same contract as the embedded store (``sqlite_store`` + FAISS): every write is one transaction, history is kept as
-rows, at most one live edit per (namespace, subject, relation), case-insensitive (a partial unique index). Writers of
+rows, at most one live edit per (namespace, subject, relation), by ``Edit.key`` (a partial unique index). Writers of
 one fact serialise on a transaction-scoped advisory lock of its key, so two hosts superseding the same fact at once
 leave exactly one live row, the later one superseding the earlier. Embeddings live in a ``vector(dim)`` column with
 an HNSW index (cosine) over live rows; a namespace small enough to scan exactly is searched exactly
@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from editagent.memory.backend import Scored, local_home, redacted, where
+from editagent.memory.backend import Scored, local_home, redacted, rekeyed, where
 from editagent.memory.keystore import KeyStore
 from editagent.schema import Edit, EditError, StoredEdit
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: subjects keyed by names.name_key
 EXACT_SCAN_ROWS = 20_000  # live rows of a namespace up to which search scans exactly
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -141,6 +141,9 @@ class PostgresEdits:
             elif found[0] > SCHEMA_VERSION:
                 raise EditError(f"store: schema version {found[0]} is newer than this editagent's {SCHEMA_VERSION}; "
                                 "upgrade editagent to open it")
+            elif found[0] < SCHEMA_VERSION:
+                _rekey(cur)
+                cur.execute("UPDATE editagent_schema_version SET version = %s", (SCHEMA_VERSION,))
 
     def open_edits(self, dim: int, index: str = "auto") -> None:
         """Create the edits table for ``dim``-dimensional embeddings (once). ``index``: "flat" always scans
@@ -352,6 +355,26 @@ def _values(row: StoredEdit, vector: np.ndarray) -> tuple[Any, ...]:
             row.object, row.previous_object, row.sentence, row.created_at, row.source,
             json.dumps(row.metadata, sort_keys=True), row.status, row.superseded_by, row.ended_at,
             _vector_literal(vector))
+
+
+def _rekey(cur: Any) -> None:
+    """Key subjects by ``names.name_key`` (version 1 keyed them by case alone): of two live edits that now share a
+    key ("The Beatles" and "Beatles" on one relation), the older is superseded by the newer, as a write would have."""
+    cur.execute("SELECT to_regclass('editagent_edits') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return
+    cur.execute("SELECT seq, id, namespace, subject, relation_key, status FROM editagent_edits ORDER BY seq")
+    keys, superseded = rekeyed(cur.fetchall())
+    cur.execute("DROP INDEX IF EXISTS editagent_edits_one_live_per_key")
+    cur.executemany("UPDATE editagent_edits SET subject_key = %s WHERE seq = %s", keys)
+    cur.executemany("UPDATE editagent_edits SET status = 'superseded', superseded_by = %s, ended_at = now() "
+                    "WHERE id = %s", superseded)
+    cur.execute("CREATE UNIQUE INDEX editagent_edits_one_live_per_key "
+                "ON editagent_edits (namespace, subject_key, relation_key) WHERE status = 'live'")
+    if superseded:
+        _bump(cur)
+        logger.info("store: %d edit(s) superseded by a later edit of the same entity under another name",
+                    len(superseded))
 
 
 def _bump(cur: Any) -> None:

@@ -20,16 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from editagent.memory.backend import where
+from editagent.memory.backend import rekeyed, where
 from editagent.schema import Edit, EditError, StoredEdit
 
 SQLITE_FILE = "edits.sqlite3"  # in the store's folder
-SCHEMA_VERSION = "3"  # 2: the aliases column; 3: the api_keys table
+SCHEMA_VERSION = "4"  # 2: the aliases column; 3: the api_keys table; 4: subjects keyed by names.name_key
 _OPEN_TIMEOUT_S = 60.0  # how long a write or the switch to WAL waits for other processes
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = """
+_ONE_LIVE_PER_KEY = ("CREATE UNIQUE INDEX IF NOT EXISTS edits_one_live_per_key "
+                     "ON edits (namespace, subject_key, relation_key) WHERE status = 'live'")
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS edits (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,8 +56,7 @@ CREATE TABLE IF NOT EXISTS edits (
 );
 CREATE INDEX IF NOT EXISTS edits_namespace_status ON edits (namespace, status);
 CREATE INDEX IF NOT EXISTS edits_key ON edits (namespace, subject_key, relation_key);
-CREATE UNIQUE INDEX IF NOT EXISTS edits_one_live_per_key
-    ON edits (namespace, subject_key, relation_key) WHERE status = 'live';
+{_ONE_LIVE_PER_KEY};
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     key_hash TEXT NOT NULL,
@@ -84,9 +86,27 @@ def _migrate(db: sqlite3.Connection) -> None:
     if "aliases" not in columns:  # version 1
         db.execute("ALTER TABLE edits ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]'")
     # version 2 lacks api_keys: the schema's CREATE TABLE IF NOT EXISTS, run just before this, has added it
+    if int(version) < 4:
+        _rekey(db)
     if version != SCHEMA_VERSION:
         logger.info("store schema %s -> %s", version, SCHEMA_VERSION)
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+
+
+def _rekey(db: sqlite3.Connection) -> None:
+    """Key subjects by ``names.name_key`` (version 3 keyed them by case alone): of two live edits that now share a
+    key ("The Beatles" and "Beatles" on one relation), the older is superseded by the newer, as a write would have."""
+    rows = db.execute("SELECT rowid, id, namespace, subject, relation_key, status FROM edits ORDER BY rowid")
+    keys, superseded = rekeyed(rows.fetchall())
+    db.execute("DROP INDEX IF EXISTS edits_one_live_per_key")
+    db.executemany("UPDATE edits SET subject_key = ? WHERE rowid = ?", keys)
+    now = _now()
+    db.executemany("UPDATE edits SET status = 'superseded', superseded_by = ?, ended_at = ? WHERE id = ?",
+                   [(newer, now, older) for newer, older in superseded])
+    db.execute(_ONE_LIVE_PER_KEY)
+    if superseded:
+        logger.info("store: %d edit(s) superseded by a later edit of the same entity under another name",
+                    len(superseded))
 
 
 def _insert_row(db: sqlite3.Connection, row: StoredEdit, vector: np.ndarray) -> int:

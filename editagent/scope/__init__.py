@@ -14,7 +14,7 @@ Importing this package loads neither torch nor a model. Training and scoring liv
 """
 
 from editagent.schema import EditError
-from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.scope.base import Retriever, ScopeDetector, ScopeModel, Verdict
 from editagent.scope.embedding import (
     CALIBRATION,
     DEFAULT_SCOPE_THRESHOLD,
@@ -47,7 +47,6 @@ __all__ = [
     "DEFAULT_SCOPE_THRESHOLD",
     "TRAIN_COMMAND",
     "Calibration",
-    "EditSource",
     "EmbeddingScopeDetector",
     "Retriever",
     "ScopeDetector",

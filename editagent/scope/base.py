@@ -12,11 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from editagent.schema import SearchHit, StoredEdit
+from editagent.schema import SearchHit
+from editagent.view import EditView
 
 ScopeDetector = Callable[[Sequence[str], Sequence[str]], list[SearchHit | None]]
 """(subquestions, the namespace each one is asked in) -> per subquestion, the stored edit in scope of it,
@@ -24,14 +24,6 @@ or None (the model answers from its own knowledge). Same shape as MeLLo's ``Retr
 
 Retriever = Callable[[Sequence[str], Sequence[str]], list[SearchHit | None]]
 """(queries, namespaces) -> the top-1 hit per query, e.g. ``EditMemory.top1``."""
-
-
-class EditSource(Protocol):
-    """What ``ScopeModel.over`` needs of an ``EditMemory``."""
-
-    def top1(self, queries: Sequence[str], namespaces: Sequence[str]) -> list[SearchHit | None]: ...
-
-    def edits(self, namespace: str | None = ..., *, include_history: bool = ...) -> list[StoredEdit]: ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +65,7 @@ class ScopeModel(ABC):
         vectors = self.encode(sentences) if vectors is None else vectors
         return mask_excluded(self.encode(questions) @ vectors.T, exclude)
 
-    def over(self, memory: EditSource) -> ScopeDetector:
+    def over(self, memory: EditView) -> ScopeDetector:
         """The ``ScopeDetector`` callable over the live edits of ``memory``, namespace by namespace.
 
         Edit vectors are cached per namespace by edit id and only new edits are encoded; a hit's

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from editagent.schema import SearchHit
-from editagent.scope.base import EditSource, Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.scope.base import Retriever, ScopeDetector, ScopeModel, Verdict
+from editagent.view import EditView
 
 # Cosine similarity (all-MiniLM-L6-v2) of the top-1 edit to the subquestion at or above which
 # ``threshold_scope`` keeps the edit: the plain detector PokeMQA and the MQuAKE benchmark use by default
@@ -96,6 +97,6 @@ class EmbeddingScopeDetector(ScopeModel):
                                     float(self.calibration.probability(cosine))))
         return verdicts
 
-    def over(self, memory: EditSource) -> ScopeDetector:
+    def over(self, memory: EditView) -> ScopeDetector:
         """Through the memory's own FAISS index (``top1``); its embedder must be the one calibrated (MiniLM)."""
         return threshold_scope(memory.top1, self.threshold)
