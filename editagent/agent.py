@@ -16,7 +16,7 @@ from editagent.decompose.chain import Decomposer, check_decomposer
 from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reasoner
 from editagent.graph import EditGraph
 from editagent.llm.base import LLM
-from editagent.memory import EditMemory
+from editagent.memory import EditMemory, Written
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
 from editagent.policy import IN_MEMORY_KEY, WEIGHTS_KEY, EditPolicy, EditTarget, RecallableEdits, weight_prompt
 from editagent.schema import (
@@ -111,13 +111,9 @@ class EditAgent:
             if relation is None or object is None:
                 raise EditError("relation, object: both are required with a subject")
             edit = Edit(subject=subject, relation=relation, object=object, namespace=self.namespace, **fields)
-        previous = self.memory.lookup(edit.subject, edit.relation, namespace=self.namespace)
-        if previous is not None and edit.previous_object is None:  # the value it replaces, for ripple()
-            edit = edit.model_copy(update={"previous_object": previous.object})
-        stored = self.memory.add(edit)[0] if target == "memory" else self._edit_weights(edit, target)
-        if previous is not None:  # superseded: its weight edit, if any, comes out of the model
-            self._remove_from_weights(previous.id)
-        return stored
+        written = self.memory.write(edit)[0] if target == "memory" else self._edit_weights(edit, target)
+        self._drop_superseded([written])
+        return written.edit
 
     def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *,
                   progress: bool | None = None) -> list[StoredEdit]:
@@ -131,7 +127,16 @@ class EditAgent:
                 batch.append(Edit(**{**item, "namespace": self.namespace}))
             else:
                 raise EditError(f"edits[{index}]: must be an Edit or a dict of its fields, got {type(item).__name__}")
-        return self.memory.add(batch, progress=progress)
+        written = self.memory.write(batch, progress=progress)
+        self._drop_superseded(written)
+        return [row.edit for row in written]
+
+    def _drop_superseded(self, written: Iterable[Written]) -> None:
+        """A superseded edit's weight edit, if this model holds one, comes out of the model: every write path
+        goes through here, so a fact is stored and held the same way whichever face wrote it."""
+        for row in written:
+            if row.superseded is not None:
+                self._remove_from_weights(row.superseded)
 
     def _own(self, edit: Edit) -> Edit:
         return edit if edit.namespace == self.namespace else edit.model_copy(update={"namespace": self.namespace})
@@ -172,7 +177,7 @@ class EditAgent:
             self._weight_editor = make_editor(self.llm.model, self.llm.tokenizer, self.policy.editor)
         return self._weight_editor
 
-    def _edit_weights(self, edit: Edit, target: EditTarget) -> StoredEdit:
+    def _edit_weights(self, edit: Edit, target: EditTarget) -> Written:
         """Write the edit into the weights, then record it (with its deltas) in the store; all or nothing."""
         from editagent.editors import WeightEdit  # noqa: PLC0415
 
@@ -189,12 +194,12 @@ class EditAgent:
                       "model": getattr(self.llm, "name", "")}
             edit = edit.model_copy(update={"metadata": {**edit.metadata, WEIGHTS_KEY: record,
                                                         IN_MEMORY_KEY: target == "both"}})
-            stored = self.memory.add(edit)[0]
+            written = self.memory.write(edit)[0]
         except BaseException:
             handle.undo()
             raise
-        self._in_weights.append((stored.id, handle))
-        return stored
+        self._in_weights.append((written.edit.id, handle))
+        return written
 
     def _remove_from_weights(self, edit_id: str) -> None:
         """Undo one weight edit: later ones are undone first and re-applied after (undo is last-in-first-out)."""
