@@ -188,7 +188,7 @@ class EditAgent:
                                           target=edit.object)])
         try:
             folder = self.memory.path / "weights"
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)  # a database store's home folder may not exist yet
             handle.save(folder / f"{edit.id}.pt")
             record = {"method": handle.method, "fingerprint": handle.fingerprint, "file": f"weights/{edit.id}.pt",
                       "model": getattr(self.llm, "name", "")}

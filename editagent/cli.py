@@ -90,6 +90,36 @@ def cmd_edit_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jsonl_edits(path: str, namespace: str) -> list[Edit]:
+    """One edit object per line of a JSONL file; an error names the line and the field."""
+    edits = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+            if not isinstance(fields, dict):
+                raise EditError(f"expected an edit object, got {type(fields).__name__}")
+            edits.append(Edit(**{"source": "cli", **fields, "namespace": namespace}))
+        except ValueError as error:
+            raise EditError(f"{path}, line {number}: {_error_text(error)}") from None
+    if not edits:
+        raise EditError(f"{path}: holds no edit; write one JSON object per line")
+    return edits
+
+
+def cmd_edit_import(args: argparse.Namespace) -> int:
+    check_namespace(args.namespace)
+    edits = _jsonl_edits(args.path, args.namespace)
+    with _agent(args, writes=True) as agent:
+        stored = agent.edit_many(edits)
+    if args.json:
+        _print(json.dumps([row.model_dump(mode="json") for row in stored], indent=2))
+    else:
+        _print(f"stored {len(stored)} edit(s) in namespace {args.namespace!r}, all or none")
+    return 0
+
+
 def cmd_edit_list(args: argparse.Namespace) -> int:
     check_namespace(args.namespace)
     with _memory(args) as memory:
@@ -345,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--sentence", help="retrieval sentence (default: from the relation's template)")
     add.add_argument("--source", default="cli")
     add.set_defaults(run=cmd_edit_add)
+    many = edit.add_parser("import", parents=[common], help="store a JSONL file of edits, all or none")
+    many.add_argument("path", help='one edit per line: {"subject": ..., "relation": ..., "object": ...}')
+    many.set_defaults(run=cmd_edit_import)
     listing = edit.add_parser("list", parents=[common], help="list edits")
     listing.add_argument("--history", action="store_true", help="include superseded and deleted edits")
     listing.set_defaults(run=cmd_edit_list)
