@@ -42,12 +42,13 @@ NAMESPACE_SCOPE = "namespace:{}"
 
 
 def _annotations(tool: Tool) -> types.ToolAnnotations:
-    return types.ToolAnnotations(read_only_hint=not tool.writes, destructive_hint=tool.name == "forget",
+    return types.ToolAnnotations(read_only_hint=not tool.writes, destructive_hint=tool.destructive,
                                  idempotent_hint=not tool.writes)
 
 
 MCP_TOOLS = [types.Tool(name=tool.name, description=tool.description, input_schema=tool.schema(),
-                        annotations=_annotations(tool)) for tool in TOOL_TABLE.values()]
+                        output_schema=tool.output_schema(), annotations=_annotations(tool))
+             for tool in TOOL_TABLE.values()]
 
 
 class KeyVerifier:
