@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["EditMemory", "LazyLLM", "Service", "check_store", "is_store", "open_store"]  # the faces' way to a store
+
 MAX_AGENTS = 256  # namespaces whose agent (and its cached view of the store) is kept
 INSECURE_WARNING = ("authentication is OFF (--insecure-no-auth): anyone who can reach this port can read and write "
                     "%s. Use it only on your own machine")

@@ -146,8 +146,23 @@ def describe_arguments_error(error: ValidationError) -> str:
     for item in error.errors():
         *outer, last = tuple(item.get("loc", ())) or ("input",)
         path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in outer).lstrip(".")
-        parts.append(describe_errors([{**item, "loc": (last,)}], prefix=f"{path}." if path else ""))
+        parts.append(describe_errors([{**item, "loc": (last,), "msg": _bound_wording(item)}],
+                                     prefix=f"{path}." if path else ""))
     return "; ".join(parts)
+
+
+_BOUNDS = {"less_than_equal": ("le", "at most"), "greater_than_equal": ("ge", "at least"),
+           "too_short": ("min_length", "at least"), "too_long": ("max_length", "at most")}
+
+
+def _bound_wording(item: Mapping[str, Any]) -> str:
+    """A bound in the project's words ("must be at most 50"), not pydantic's, so every face says it alike."""
+    key, words = _BOUNDS.get(item.get("type", ""), ("", ""))
+    bound = item.get("ctx", {}).get(key) if key else None
+    if bound is None:
+        return str(item.get("msg", ""))
+    unit = " item(s)" if item["type"] in ("too_short", "too_long") else ""
+    return f"must be {words} {bound}{unit}"
 
 
 def run_tool(agent: EditAgent, tool: Verb, arguments: Any) -> dict[str, Any]:

@@ -100,7 +100,8 @@ class ListArguments(Arguments):
 
 
 class GraphArguments(Arguments):
-    entity: Name = Field(description="The entity at the centre, e.g. 'Doug TenNapel'.")
+    entity: Name | None = Field(None, description="The entity at the centre, e.g. 'Doug TenNapel' (default: "
+                                                  "the whole graph).")
     radius: int = Field(1, ge=1, le=MAX_GRAPH_RADIUS, strict=True,
                         description="How many facts away from the entity to reach, in either direction.")
 
