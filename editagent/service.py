@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from editagent.agent import EditAgent
     from editagent.keys import KeyRing
     from editagent.llm import LLM
+    from editagent.memory.copy import CopyReport
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EditMemory", "LazyLLM", "Service", "check_store", "is_store", "open_store"]  # the faces' way to a store
+# the faces' way to a store: they import nothing from editagent.memory
+__all__ = ["EditMemory", "LazyLLM", "Service", "check_store", "copy_stores", "is_store", "open_store"]
 
 MAX_AGENTS = 256  # namespaces whose agent (and its cached view of the store) is kept
 INSECURE_WARNING = ("authentication is OFF (--insecure-no-auth): anyone who can reach this port can read and write "
@@ -55,6 +57,18 @@ def check_store(store: str | Path, *, create: bool) -> str | Path:
     if not create:
         raise EditError(f"store: no edit store at {str(path)!r}; check --store, or pass --create to start one")
     return path
+
+
+def copy_stores(source: str | Path, destination: str | Path, *, namespace: str | None = None,
+                progress: bool = False) -> CopyReport:
+    """``editagent store copy``: one namespace (or all, with the API keys) of an existing store into another,
+    history and ids kept, verified by count and checksum."""
+    from editagent.memory.copy import copy_store  # noqa: PLC0415 - only this command needs it
+
+    if namespace is not None:
+        check_namespace(namespace)
+    return copy_store(check_store(source, create=False), check_store(destination, create=True),
+                      namespace=namespace, progress=progress)
 
 
 def warn_without_keys(ring: KeyRing) -> None:

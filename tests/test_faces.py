@@ -127,13 +127,13 @@ def through_cli(store: str | Path, weights: Weights, namespace: str, folder: Pat
         return json.loads(editagent([*args, "--store", str(store), "--namespace", namespace, "--json"]).stdout)
 
     def add(fact: dict[str, str]) -> dict[str, Any]:
-        return run("edit", "add", fact["subject"], fact["relation"], fact["object"])
+        return run("edit", "add", fact["subject"], fact["relation"], fact["object"])["edit"]
 
     add(ADD)
     add(SUPERSEDE)
     batch = folder / "batch.jsonl"
     batch.write_text("".join(json.dumps(fact) + "\n" for fact in BATCH))
-    marge = run("edit", "import", str(batch))[0]
+    marge = run("edit", "import", str(batch))["edits"][0]
     run("edit", "forget", marge["id"])
     weights.edit(namespace)
     add(AFTER_WEIGHTS)
