@@ -8,7 +8,8 @@ load on first use, so storing and listing edits never loads a language model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,24 @@ logger = logging.getLogger(__name__)
 Method = Literal["agent", "mello", "mello-guided", "pokemqa", "no-edit"]
 
 
+@contextmanager
+def quiet_loading(progress: bool = False) -> Iterator[None]:
+    """Load models without transformers' "Loading weights" progress bars on stderr unless ``progress``: a library
+    call should not draw on its caller's terminal. Restores the setting it found."""
+    if progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only loading a model needs it
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 class EditAgent:
     """Tell it what changed; ask it questions that depend on it.
 
@@ -62,22 +81,25 @@ class EditAgent:
     written into the weights are recorded in the store with their saved deltas, undone by
     ``forget`` or supersession, and re-applied to a fresh model by ``restore_weights``.
     ``weight_editor``: a ready ROME/MEMIT instance for this model (else one is built from the policy).
+    ``progress``: show the models' loading progress bars on stderr (off by default).
     """
 
     def __init__(self, *, store: str | Path = "default", namespace: str = DEFAULT_NAMESPACE,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
                  memory: EditMemory | None = None, max_hops: int = DEFAULT_MAX_HOPS, method: Method = "agent",
                  decomposer: Decomposer = "rules", scope: ScopeModel | Literal["embedding", "trained"] = "embedding",
-                 policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
+                 policy: EditPolicy | None = None, weight_editor: Any | None = None, progress: bool = False) -> None:
         if method not in REASONERS:
             raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
         self.decomposer = check_decomposer(decomposer)
         self.scope = scope_model(scope)
         self.namespace = check_namespace(namespace)
+        self.progress = progress
         if memory is None:
             if embedder is None or isinstance(embedder, str):
-                embedder = load_embedder(embedder or DEFAULT_EMBEDDER)
+                with quiet_loading(progress):
+                    embedder = load_embedder(embedder or DEFAULT_EMBEDDER)
             memory = EditMemory(store, embedder=embedder)
         self.memory = memory
         self._llm = llm
@@ -92,7 +114,8 @@ class EditAgent:
         if self._llm is None or isinstance(self._llm, str):
             from editagent.llm.transformers_llm import TransformersLLM  # noqa: PLC0415 - torch loads with the model
 
-            self._llm = TransformersLLM.load(self._llm or DEFAULT_LLM)
+            with quiet_loading(self.progress):
+                self._llm = TransformersLLM.load(self._llm or DEFAULT_LLM)
         return self._llm
 
     # -- edits -----------------------------------------------------------------------------------

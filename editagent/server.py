@@ -60,7 +60,7 @@ from editagent.schema import (
     describe_errors,
     describe_validation_error,
 )
-from editagent.service import INSECURE_WARNING, EditMemory, Service, open_store, warn_without_keys
+from editagent.service import INSECURE_WARNING, NO_KEY, EditMemory, Service, open_store, warn_without_keys
 from editagent.tools import describe_arguments_error
 from editagent.verbs import VERBS, Conflict, EditArguments, EditList, NotFound, Verb, live_edit, own_edit
 
@@ -404,9 +404,7 @@ def _permit(write: bool) -> Callable[..., str]:
         if ring is not None:
             key = ring.authenticate(credentials.credentials if credentials else None)
             if key is None:
-                raise HTTPException(401, "authorization: no valid API key; send the header 'Authorization: "
-                                    "Bearer <key>' with a key from `editagent keys create`",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
         check_namespace(namespace)
         refusal = key.refusal(namespace, write=write) if key is not None else None
         if refusal:
