@@ -153,3 +153,34 @@ def test_one_sequence_of_writes_stores_the_same_rows_through_every_faces_write_p
         assert expected[4]["metadata"] == {"weights": {"method": "rome"}, "in_memory": False}
         for face in ("http", "mcp", "cli"):
             assert rows(memory, face) == expected, face
+
+
+def _command(parser: Any, words: tuple[str, ...]) -> Any:
+    import argparse
+
+    for word in words:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[word]
+    return parser
+
+
+def test_http_routes_and_cli_commands_are_read_off_the_verb_table_faces(store_path: Path, embedder: Embedder) -> None:
+    from editagent import cli, server
+    from editagent.verbs import VERBS
+
+    with EditMemory(store_path, embedder=embedder) as memory:
+        app = server.create_app(memory=memory, auth=False)
+    routes = {f"{method} {route.path}" for route in app.routes for method in getattr(route, "methods", ())
+              if route.path.startswith("/{namespace}")}
+    declared = {verb.http for verb in VERBS.values() if verb.http}
+    assert declared <= routes and routes - declared == {"PUT /{namespace}/edits/{edit_id}"}
+    parser = cli.build_parser()
+    for verb in VERBS.values():
+        if not verb.cli:
+            continue
+        command = _command(parser, verb.cli)
+        options = {action.dest for action in command._actions} - {"help", "namespace", "store", "create", "json",
+                                                                  "model", "decomposer", "path"}
+        assert options == (set(verb.arguments.model_fields) - {"edits"}), verb.name  # the verb's own names
+    for face in (cli, server):  # they reach the store through the verbs and the service
+        assert "editagent.memory" not in Path(face.__file__).read_text(encoding="utf-8")
