@@ -1,6 +1,7 @@
-"""EditAgent as tools for another LLM agent: one table of tools, written out for every API that calls tools.
+"""EditAgent as tools for another LLM agent: the verb table (``editagent.verbs``), written out for every API that
+calls tools.
 
-Each tool is a pydantic model of its arguments and a function of an ``EditAgent``. From that one table come the
+Each tool is a verb: a pydantic model of its arguments and a function of an ``EditAgent``. From that table come the
 OpenAI Chat Completions definitions (``TOOLS``), the OpenAI Responses ones (``RESPONSES_TOOLS``), the Anthropic
 ones (``ANTHROPIC_TOOLS``), the MCP server's tools (``editagent.mcp_server``) and LangChain's
 (``editagent.integrations.langchain``). ``dispatch`` runs a call in any of those shapes; ``tool_message`` wraps
