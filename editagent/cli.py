@@ -335,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--port", type=int, default=8765, help="port, with --http")
     mcp.set_defaults(run=cmd_mcp)
 
+    _add_store_commands(commands, model)
+    _finish_help(parser)
+    return parser
+
+
+def _add_store_commands(commands: Any, model: argparse.ArgumentParser) -> None:
+    """The commands that look after the store and the models rather than edits: keys, models, store, scope, demo."""
     keys = commands.add_parser("keys", help="API keys for serve and mcp --http").add_subparsers(dest="keys",
                                                                                                required=True)
     create = keys.add_parser("create", parents=[_store_options()], help="make a key (printed once)")
@@ -381,8 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--case-id", type=int, help="another MQuAKE case (needs --data or network)")
     demo.add_argument("--data", help="MQuAKE JSON file or folder")
     demo.set_defaults(run=cmd_demo)
-    _finish_help(parser)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
