@@ -407,6 +407,7 @@ def test_every_route_answers_what_its_openapi_document_says(live: Live) -> None:
     answer = call("POST", "/{namespace}/ask", "/alice/ask",
                   json={"question": "Which country is Ada Lovelace a citizen of?"}).json()
     assert (answer["text"], answer["route"], answer["llm_calls"]) == ("France", "memory", 0)
+    assert "raw" not in answer  # the ask tool's result, on every face
     call("DELETE", one, f"/alice/edits/{new['id']}")
     assert seen == {(m, path) for path, ops in doc["paths"].items() for m in ops}, "a route was not exercised"
 
