@@ -191,7 +191,7 @@ class HttpClient:
         self._ok(self.http.post(f"/{namespace}/edits", json=body))
 
     def search(self, namespace: str, query: str) -> str | None:
-        hits = self._ok(self.http.get(f"/{namespace}/edits/search", params={"q": query, "limit": 5}))["hits"]
+        hits = self._ok(self.http.get(f"/{namespace}/edits/search", params={"query": query, "limit": 5}))["hits"]
         return hits[0]["id"] if hits else None
 
     def ask(self, namespace: str, question: str, subject: str, second: str) -> tuple[str | None, int]:
@@ -598,7 +598,7 @@ def http_server(args: argparse.Namespace, store: str | Path, scratch: Path) -> I
                         time.sleep(0.5)
                 for position, namespace in enumerate(args.namespace_names):  # questions the edits answer
                     question = f"What is the capital of the country of citizenship of {person(f's{position}', 0)}?"
-                    client.get(f"/{namespace}/edits/search", params={"q": question}).raise_for_status()
+                    client.get(f"/{namespace}/edits/search", params={"query": question}).raise_for_status()
                     client.post(f"/{namespace}/ask", json={"question": question}).raise_for_status()
             logger.info("editagent serve is up at %s", base)
         yield bases, key, logs

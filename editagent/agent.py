@@ -8,7 +8,8 @@ load on first use, so storing and listing edits never loads a language model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from editagent.decompose.chain import Decomposer, check_decomposer
 from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reasoner
 from editagent.graph import EditGraph
 from editagent.llm.base import LLM
-from editagent.memory import EditMemory
+from editagent.memory import EditMemory, Written
 from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
 from editagent.policy import WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
 from editagent.schema import (
@@ -37,6 +38,24 @@ from editagent.view import IN_MEMORY_KEY, RecallableEdits
 logger = logging.getLogger(__name__)
 
 Method = Literal["agent", "mello", "mello-guided", "pokemqa", "no-edit"]
+
+
+@contextmanager
+def quiet_loading(progress: bool = False) -> Iterator[None]:
+    """Load models without transformers' "Loading weights" progress bars on stderr unless ``progress``: a library
+    call should not draw on its caller's terminal. Restores the setting it found."""
+    if progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only loading a model needs it
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 class EditAgent:
@@ -63,22 +82,25 @@ class EditAgent:
     written into the weights are recorded in the store with their saved deltas, undone by
     ``forget`` or supersession, and re-applied to a fresh model by ``restore_weights``.
     ``weight_editor``: a ready ROME/MEMIT instance for this model (else one is built from the policy).
+    ``progress``: show the models' loading progress bars on stderr (off by default).
     """
 
     def __init__(self, *, store: str | Path = "default", namespace: str = DEFAULT_NAMESPACE,
                  llm: LLM | str | None = None, embedder: Embedder | str | None = None,
                  memory: EditMemory | None = None, max_hops: int = DEFAULT_MAX_HOPS, method: Method = "agent",
                  decomposer: Decomposer = "rules", scope: ScopeModel | Literal["embedding", "trained"] = "embedding",
-                 policy: EditPolicy | None = None, weight_editor: Any | None = None) -> None:
+                 policy: EditPolicy | None = None, weight_editor: Any | None = None, progress: bool = False) -> None:
         if method not in REASONERS:
             raise EditError(f"method: {method!r} is not one of {', '.join(map(repr, REASONERS))}")
         self.method = method
         self.decomposer = check_decomposer(decomposer)
         self.scope = scope_model(scope)
         self.namespace = check_namespace(namespace)
+        self.progress = progress
         if memory is None:
             if embedder is None or isinstance(embedder, str):
-                embedder = load_embedder(embedder or DEFAULT_EMBEDDER)
+                with quiet_loading(progress):
+                    embedder = load_embedder(embedder or DEFAULT_EMBEDDER)
             memory = EditMemory(store, embedder=embedder)
         self.memory = memory
         self._llm = llm
@@ -93,7 +115,8 @@ class EditAgent:
         if self._llm is None or isinstance(self._llm, str):
             from editagent.llm.transformers_llm import TransformersLLM  # noqa: PLC0415 - torch loads with the model
 
-            self._llm = TransformersLLM.load(self._llm or DEFAULT_LLM)
+            with quiet_loading(self.progress):
+                self._llm = TransformersLLM.load(self._llm or DEFAULT_LLM)
         return self._llm
 
     # -- edits -----------------------------------------------------------------------------------
@@ -112,13 +135,9 @@ class EditAgent:
             if relation is None or object is None:
                 raise EditError("relation, object: both are required with a subject")
             edit = Edit(subject=subject, relation=relation, object=object, namespace=self.namespace, **fields)
-        previous = self.memory.lookup(edit.subject, edit.relation, namespace=self.namespace)
-        if previous is not None and edit.previous_object is None:  # the value it replaces, for ripple()
-            edit = edit.model_copy(update={"previous_object": previous.object})
-        stored = self.memory.add(edit)[0] if target == "memory" else self._edit_weights(edit, target)
-        if previous is not None:  # superseded: its weight edit, if any, comes out of the model
-            self._remove_from_weights(previous.id)
-        return stored
+        written = self.memory.write(edit)[0] if target == "memory" else self._edit_weights(edit, target)
+        self._drop_superseded([written])
+        return written.edit
 
     def edit_many(self, edits: Iterable[Edit | dict[str, Any]], *,
                   progress: bool | None = None) -> list[StoredEdit]:
@@ -132,7 +151,16 @@ class EditAgent:
                 batch.append(Edit(**{**item, "namespace": self.namespace}))
             else:
                 raise EditError(f"edits[{index}]: must be an Edit or a dict of its fields, got {type(item).__name__}")
-        return self.memory.add(batch, progress=progress)
+        written = self.memory.write(batch, progress=progress)
+        self._drop_superseded(written)
+        return [row.edit for row in written]
+
+    def _drop_superseded(self, written: Iterable[Written]) -> None:
+        """A superseded edit's weight edit, if this model holds one, comes out of the model: every write path
+        goes through here, so a fact is stored and held the same way whichever face wrote it."""
+        for row in written:
+            if row.superseded is not None:
+                self._remove_from_weights(row.superseded)
 
     def _own(self, edit: Edit) -> Edit:
         return edit if edit.namespace == self.namespace else edit.model_copy(update={"namespace": self.namespace})
@@ -173,7 +201,7 @@ class EditAgent:
             self._weight_editor = make_editor(self.llm.model, self.llm.tokenizer, self.policy.editor)
         return self._weight_editor
 
-    def _edit_weights(self, edit: Edit, target: EditTarget) -> StoredEdit:
+    def _edit_weights(self, edit: Edit, target: EditTarget) -> Written:
         """Write the edit into the weights, then record it (with its deltas) in the store; all or nothing."""
         from editagent.editors import WeightEdit  # noqa: PLC0415
 
@@ -184,18 +212,18 @@ class EditAgent:
                                           target=edit.object)])
         try:
             folder = self.memory.path / "weights"
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)  # a database store's home folder may not exist yet
             handle.save(folder / f"{edit.id}.pt")
             record = {"method": handle.method, "fingerprint": handle.fingerprint, "file": f"weights/{edit.id}.pt",
                       "model": getattr(self.llm, "name", "")}
             edit = edit.model_copy(update={"metadata": {**edit.metadata, WEIGHTS_KEY: record,
                                                         IN_MEMORY_KEY: target == "both"}})
-            stored = self.memory.add(edit)[0]
+            written = self.memory.write(edit)[0]
         except BaseException:
             handle.undo()
             raise
-        self._in_weights.append((stored.id, handle))
-        return stored
+        self._in_weights.append((written.edit.id, handle))
+        return written
 
     def _remove_from_weights(self, edit_id: str) -> None:
         """Undo one weight edit: later ones are undone first and re-applied after (undo is last-in-first-out)."""

@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from editagent import __version__
+from editagent.cli_verbs import add_verb_commands, show_answer
 from editagent.models import ModelUnavailable
-from editagent.schema import Answer, Edit, EditError, check_namespace, check_question, describe_errors
+from editagent.schema import EditError, check_namespace, describe_errors
 
 # One MQuAKE-CF-3k case (case_id 1200), used when the dataset is not at hand.
 DEMO_CASE: dict[str, Any] = {
@@ -58,69 +60,6 @@ def _agent(args: argparse.Namespace, *, with_llm: bool = False, writes: bool = F
 
     return EditAgent(namespace=args.namespace, memory=_memory(args, writes=writes),
                      llm=args.model if with_llm else None, decomposer=getattr(args, "decomposer", "rules"))
-
-
-def _show_answer(answer: Answer, as_json: bool) -> None:
-    if as_json:
-        _print(answer.model_dump_json(indent=2))
-        return
-    _print(f"Question: {answer.question}")
-    if answer.route:
-        _print(f"Route: {answer.route}")
-    for number, hop in enumerate(answer.trace, 1):
-        _print(f"  hop {number}: {hop.subquestion}")
-        if answer.method != "agent":  # MeLLo / PokeMQA: the model drafts, the memory checks
-            _print(f"    draft answer:   {hop.draft_answer}")
-        if hop.retrieved_edit_id:
-            score = f", score {hop.retrieval_score:.3f}" if hop.retrieval_score is not None else ""
-            _print(f"    edit:           {hop.retrieved_fact} [id {hop.retrieved_edit_id}{score}]")
-        if answer.method != "agent":
-            _print(f"    contradicts:    {'yes' if hop.contradicted else 'no'}")
-        _print(f"    -> {hop.answer} (from {hop.source})")
-    _print(f"Answer: {answer.text}" + (f"   [ended early: {answer.failure}]" if answer.failure else ""))
-    _print(f"({answer.llm_calls} LLM calls, {answer.seconds:.1f} s)")
-
-
-def cmd_edit_add(args: argparse.Namespace) -> int:
-    edit = Edit(subject=args.subject, relation=args.relation, object=args.object, previous_object=args.previous,
-                sentence=args.sentence or "", source=args.source, aliases=args.alias, namespace=args.namespace)
-    with _agent(args, writes=True) as agent:
-        stored = agent.edit(edit)
-    _print(stored.model_dump_json() if args.json else f"stored {stored.id}: {stored.sentence}")
-    return 0
-
-
-def cmd_edit_list(args: argparse.Namespace) -> int:
-    check_namespace(args.namespace)
-    with _memory(args) as memory:
-        rows = memory.edits(args.namespace, include_history=args.history)
-    if args.json:
-        _print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
-    else:
-        for row in rows:
-            _print(f"{row.id}  {row.status:<10}  {row.sentence}")
-        _print(f"{len(rows)} edit(s) in namespace {args.namespace!r}")
-    return 0
-
-
-def cmd_edit_forget(args: argparse.Namespace) -> int:
-    # What EditAgent.forget does, without importing the agent (torch): a fresh process holds no weight edit to undo.
-    check_namespace(args.namespace)
-    with _memory(args) as memory:
-        found = memory.get(args.id)
-        if found is None or found.namespace != args.namespace:
-            raise EditError(f"id: no edit {args.id!r} in namespace {args.namespace!r}")
-        stored = memory.delete(args.id)
-    _print(stored.model_dump_json() if args.json else f"forgot {stored.id}: {stored.sentence}")
-    return 0
-
-
-def cmd_ask(args: argparse.Namespace) -> int:
-    check_question(args.question)
-    with _agent(args, with_llm=True) as agent:
-        answer = agent.ask(args.question)
-    _show_answer(answer, args.json)
-    return 0
 
 
 def cmd_graph_export(args: argparse.Namespace) -> int:
@@ -203,14 +142,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
-    from editagent.memory.copy import copy_store  # noqa: PLC0415
-    from editagent.service import check_store  # noqa: PLC0415
+    from editagent.service import copy_stores  # noqa: PLC0415
 
-    if args.namespace is not None:
-        check_namespace(args.namespace)
-    source = check_store(args.source, create=False)
-    report = copy_store(source, check_store(args.destination, create=True), namespace=args.namespace,
-                        progress=not args.json)
+    report = copy_stores(args.source, args.destination, namespace=args.namespace, progress=not args.json)
     if args.json:
         _print(report.model_dump_json(indent=2))
         return 0
@@ -297,7 +231,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _print(f"  edit: {stored.sentence}")
         _print("loading the language model and answering (a minute or two on a laptop CPU)...")
         answer = agent.ask(case["question"])
-    _show_answer(answer, args.json)
+    if args.json:
+        _print(answer.model_dump_json(indent=2))
+    else:
+        show_answer(answer)
     _print(f"Expected after the edits: {case['new_answer']}")
     return 0
 
@@ -327,36 +264,50 @@ def _error_text(error: ValueError) -> str:
     return str(error)
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default and keeps the example's line as written."""
+
+
+EXAMPLES = {  # one example per command that is not a verb's (those are in editagent.cli_verbs)
+    "export": 'editagent graph export graph.png --center "Doug TenNapel" --radius 1',
+    "serve": "editagent serve --store team --port 8000",
+    "mcp": "editagent mcp --store team --namespace alice        # or: --http --port 8765",
+    "create": "editagent keys create --namespace alice --read-only --store team",
+    "list": "editagent keys list --store team",
+    "revoke": "editagent keys revoke <key id> --store team",
+    "install": "editagent models install",
+    "copy": 'editagent store copy team "postgresql://user@host/db" --namespace alice',
+    "train": "editagent scope train --data path/to/MQuAKE",
+    "demo": "editagent demo --case-id 1200 --data path/to/MQuAKE",
+}
+
+
+def _finish_help(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help shows defaults and, unless it has one already, its example."""
+    for action in parser._actions:  # argparse keeps its subcommands only here
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, command in action.choices.items():
+            command.formatter_class = _Help
+            if command.epilog is None and name in EXAMPLES:
+                command.epilog = f"example: {EXAMPLES[name]}"
+            _finish_help(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editagent", description="Keep an LLM agent's knowledge up to date.")
+    parser = argparse.ArgumentParser(prog="editagent", description="Keep an LLM agent's knowledge up to date.",
+                                     formatter_class=_Help, epilog="example: editagent edit add \"Doug TenNapel\" "
+                                     "P27 \"United Kingdom\"; editagent COMMAND --help for each command")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     common = _common_options("default")
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", default="smollm2-135m-instruct", help="registered name, folder or hub name")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    edit = commands.add_parser("edit", help="add, list or forget edits").add_subparsers(dest="edit", required=True)
-    add = edit.add_parser("add", parents=[common], help="store a changed fact")
-    add.add_argument("subject")
-    add.add_argument("relation", help='a label ("country of citizenship"), alias or Wikidata id ("P27")')
-    add.add_argument("object")
-    add.add_argument("--previous", help="the object this edit replaces")
-    add.add_argument("--alias", action="append", default=[], help="another name of the subject (repeatable)")
-    add.add_argument("--sentence", help="retrieval sentence (default: from the relation's template)")
-    add.add_argument("--source", default="cli")
-    add.set_defaults(run=cmd_edit_add)
-    listing = edit.add_parser("list", parents=[common], help="list edits")
-    listing.add_argument("--history", action="store_true", help="include superseded and deleted edits")
-    listing.set_defaults(run=cmd_edit_list)
-    forget = edit.add_parser("forget", parents=[common], help="delete an edit (kept in history)")
-    forget.add_argument("id")
-    forget.set_defaults(run=cmd_edit_forget)
-
-    ask = commands.add_parser("ask", parents=[common, model], help="answer a question using the edits")
-    ask.add_argument("question")
-    ask.add_argument("--decomposer", choices=["rules", "llm", "auto"], default="rules",
-                     help="how questions are read: rules, the model, or the model for what the rules leave")
-    ask.set_defaults(run=cmd_ask)
+    edit = commands.add_parser("edit", help="add, import, list, search, get or forget edits").add_subparsers(
+        dest="edit", required=True)
+    add_verb_commands({"edit": edit, "": commands}, [common], model, _Help, _agent)
 
     graph = commands.add_parser("graph", help="the edit graph").add_subparsers(dest="graph", required=True)
     export = graph.add_parser("export", parents=[common], help="write the graph as JSON, GraphML or PNG")
@@ -384,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--port", type=int, default=8765, help="port, with --http")
     mcp.set_defaults(run=cmd_mcp)
 
+    _add_store_commands(commands, model)
+    _finish_help(parser)
+    return parser
+
+
+def _add_store_commands(commands: Any, model: argparse.ArgumentParser) -> None:
+    """The commands that look after the store and the models rather than edits: keys, models, store, scope, demo."""
     keys = commands.add_parser("keys", help="API keys for serve and mcp --http").add_subparsers(dest="keys",
                                                                                                required=True)
     create = keys.add_parser("create", parents=[_store_options()], help="make a key (printed once)")
@@ -430,7 +388,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--case-id", type=int, help="another MQuAKE case (needs --data or network)")
     demo.add_argument("--data", help="MQuAKE JSON file or folder")
     demo.set_defaults(run=cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

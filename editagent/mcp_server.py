@@ -30,7 +30,7 @@ from starlette.applications import Starlette
 from editagent import __version__
 from editagent.keys import ApiKey, KeyRing
 from editagent.schema import EditError, check_namespace
-from editagent.service import INSECURE_WARNING, Service, warn_without_keys
+from editagent.service import INSECURE_WARNING, NO_KEY, Service, warn_without_keys
 from editagent.tools import TOOL_TABLE, Tool, ToolError, validate_call
 
 logger = logging.getLogger(__name__)
@@ -42,12 +42,13 @@ NAMESPACE_SCOPE = "namespace:{}"
 
 
 def _annotations(tool: Tool) -> types.ToolAnnotations:
-    return types.ToolAnnotations(read_only_hint=not tool.writes, destructive_hint=tool.name == "forget",
+    return types.ToolAnnotations(read_only_hint=not tool.writes, destructive_hint=tool.destructive,
                                  idempotent_hint=not tool.writes)
 
 
 MCP_TOOLS = [types.Tool(name=tool.name, description=tool.description, input_schema=tool.schema(),
-                        annotations=_annotations(tool)) for tool in TOOL_TABLE.values()]
+                        output_schema=tool.output_schema(), annotations=_annotations(tool))
+             for tool in TOOL_TABLE.values()]
 
 
 class KeyVerifier:
@@ -134,6 +135,50 @@ def run_stdio(service: Service, *, namespace: str) -> None:
     anyio.run(_serve_stdio, build_server(service, namespace=namespace))
 
 
+class _ErrorShape:
+    """The SDK's 401 and 403 (OAuth's ``{"error": "invalid_token", "error_description": ...}``) in the shape of
+    every other refusal here, ``{"error": "field: what is wrong"}``; the ``WWW-Authenticate`` header, which OAuth
+    clients read, is kept."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+
+        async def reshaped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (401, 403):
+                held["start"] = message
+                return
+            if "start" not in held:
+                await send(message)
+                return
+            held["body"] = held.get("body", b"") + message.get("body", b"")
+            if message.get("more_body"):
+                return
+            body = json.dumps({"error": _refusal(held["start"]["status"], held["body"])}).encode()
+            headers = [(name, value) for name, value in held["start"]["headers"]
+                       if name.lower() not in (b"content-length", b"content-type")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({**held["start"], "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, reshaped)
+
+
+def _refusal(status: int, body: bytes) -> str:
+    if status == 401:
+        return NO_KEY
+    try:
+        description = json.loads(body).get("error_description") or ""
+    except (ValueError, AttributeError):
+        description = ""
+    return f"authorization: {description or 'this key may not do this'}"
+
+
 def http_app(service: Service, *, host: str = "127.0.0.1", port: int = 8765, namespace: str | None = None,
              keys: KeyRing | None = None) -> Starlette:
     """The streamable HTTP app (``/mcp``); ``keys=None`` serves without authentication (it warns)."""
@@ -144,7 +189,9 @@ def http_app(service: Service, *, host: str = "127.0.0.1", port: int = 8765, nam
     warn_without_keys(keys)
     settings = AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None,
                             required_scopes=[NAMESPACE_SCOPE.format(namespace)] if namespace else None)
-    return server.streamable_http_app(host=host, auth=settings, token_verifier=KeyVerifier(keys))
+    app = server.streamable_http_app(host=host, auth=settings, token_verifier=KeyVerifier(keys))
+    app.add_middleware(_ErrorShape)
+    return app
 
 
 def run_http(service: Service, *, host: str, port: int, namespace: str | None, keys: KeyRing | None) -> None:

@@ -1,11 +1,14 @@
 """An HTTP face for EditAgent: the tools' verbs, per namespace, as a typed FastAPI app behind API keys.
 
-``editagent serve --store PATH --port 8000`` starts it; ``/docs`` and ``/openapi.json`` describe every route, its
-request and response models and its errors. Routes (``{ns}`` is a namespace):
+The read routes, ``DELETE`` and ``ask`` are built from ``editagent.verbs.VERBS``: their query parameters (or
+body) are the verb's arguments, a parameter the verb does not take is refused (422), and the answer is the verb's
+result, as the tools and the CLI give it. ``editagent serve --store PATH --port 8000`` starts it; ``/docs`` and
+``/openapi.json`` describe every route, its request and response models and its errors.
+Routes (``{ns}`` is a namespace):
 
-* ``GET    /{ns}/edits``                  live edits (``?history=true``: superseded and deleted too)
+* ``GET    /{ns}/edits``                  live edits (``?include_history=true&limit=&offset=``, as ``list_edits``)
 * ``POST   /{ns}/edits``                  one edit object, or a list of them stored all-or-nothing
-* ``GET    /{ns}/edits/search?q=&limit=`` edits nearest to ``q``
+* ``GET    /{ns}/edits/search?query=&limit=`` edits nearest to ``query``
 * ``GET    /{ns}/edits/{id}``             one edit; ``/{ns}/edits/{id}/history``: every edit on its key
 * ``PUT    /{ns}/edits/{id}``             a new object for the edit's subject and relation (supersedes it)
 * ``DELETE /{ns}/edits/{id}``             forget an edit (it stays in the history)
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,12 +44,10 @@ from starlette.exceptions import HTTPException
 
 from editagent.keys import KeyRing
 from editagent.llm import LLM
-from editagent.memory import EditMemory
 from editagent.models import Embedder
 from editagent.schema import (
     MAX_HTTP_BATCH,
     MAX_REQUEST_BYTES,
-    Answer,
     Edit,
     EditError,
     EditId,
@@ -58,18 +60,9 @@ from editagent.schema import (
     describe_errors,
     describe_validation_error,
 )
-from editagent.service import INSECURE_WARNING, Service, open_store, warn_without_keys
-from editagent.tools import (
-    AskArguments,
-    EditArguments,
-    GraphArguments,
-    HitRow,
-    NotFound,
-    SearchArguments,
-    graph_json,
-    hit_row,
-    own_edit,
-)
+from editagent.service import INSECURE_WARNING, NO_KEY, EditMemory, Service, open_store, warn_without_keys
+from editagent.tools import describe_arguments_error
+from editagent.verbs import VERBS, Conflict, EditArguments, EditList, NotFound, Verb, live_edit, own_edit
 
 logger = logging.getLogger(__name__)
 
@@ -107,58 +100,9 @@ class UpdateBody(BaseModel):
     metadata: Metadata = Field(default_factory=dict, description="Any JSON object, kept with the edit.")
 
 
-class EditList(BaseModel):
-    edits: list[StoredEdit]
-
-
-class OneEdit(BaseModel):
-    edit: StoredEdit
-
-
 class Updated(BaseModel):
     edit: StoredEdit = Field(description="The new, live edit.")
     previous: StoredEdit = Field(description="The edit it superseded.")
-
-
-class Hits(BaseModel):
-    hits: list[HitRow]
-
-
-class GraphNode(BaseModel):
-    id: str = Field(description="The entity's key: its name case-folded.")
-    label: str = Field(description="The entity's name as first written.")
-    namespaces: list[str]
-
-
-class GraphEdge(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: str = Field(alias="from", description="The subject's node id.")
-    to: str = Field(description="The object's node id.")
-    source: str = Field(description="Where the edit came from (its ``source``).")
-    key: str = Field(description="The edit's id (with ':previous' for the value it replaced).")
-    kind: Literal["edit", "previous"]
-    edit_id: str
-    subject: str
-    relation: str
-    object: str
-    sentence: str
-    namespace: str
-    status: str
-    superseded: bool
-    superseded_by: str | None
-    created_at: str
-    ended_at: str | None
-
-
-class Graph(BaseModel):
-    """node-link data (networkx), as ``EditGraph.to_json`` writes it."""
-
-    directed: bool
-    multigraph: bool
-    graph: dict[str, Any]
-    nodes: list[GraphNode]
-    edges: list[GraphEdge]
 
 
 class Health(BaseModel):
@@ -180,12 +124,15 @@ _REF = "#/components/schemas/{model}"
 _BODIES: dict[str, Any] = {  # request bodies, parsed by hand (400 vs 422, our messages) but documented here
     "edits": TypeAdapter(EditBody | Annotated[list[EditBody], Field(min_length=1, max_length=MAX_HTTP_BATCH)]),
     "update": TypeAdapter(UpdateBody),
-    "ask": TypeAdapter(AskArguments),
 }
 
 
 def _body(name: str) -> dict[str, Any]:
-    schema = _BODIES[name].json_schema(ref_template=_REF)
+    return _body_of(_BODIES[name])
+
+
+def _body_of(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    schema = adapter.json_schema(ref_template=_REF)
     schema.pop("$defs", None)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -302,6 +249,71 @@ def _request_error_text(error: RequestValidationError) -> str:
     return describe_errors(items)
 
 
+GUARDED = (401, 403, 422)  # what every route but /health may answer
+
+
+def _verb_errors(verb: Verb, path_fields: list[str], body: bool) -> dict[int | str, dict[str, Any]]:
+    codes = [*GUARDED, *([404] if path_fields or verb.name == "graph" else []), *([409] if verb.destructive else []),
+             *([400, 413, 415] if body else [])]
+    return _errors(*codes)
+
+
+def _parameters(verb: Verb, path_fields: list[str], query_fields: list[str]) -> dict[str, Any]:
+    """The OpenAPI parameters of a verb's route, read off its arguments' model (the handler reads them itself)."""
+    schema = verb.schema()
+    return {"parameters": [
+        {"name": name, "in": "path" if name in path_fields else "query",
+         "required": name in path_fields or name in schema.get("required", []),
+         "description": schema["properties"][name].get("description", ""), "schema": schema["properties"][name]}
+        for name in [*path_fields, *query_fields]]}
+
+
+def _query(request: Request, allowed: list[str]) -> dict[str, str]:
+    """The query parameters, each once and each one the verb takes: a misspelt one is refused, never ignored."""
+    params = request.query_params
+    for name in params:
+        if name not in allowed:
+            raise EditError(f"{name[:100]}: not a parameter of this route; it takes "
+                            f"{', '.join(allowed) if allowed else 'none'}")
+        if len(params.getlist(name)) > 1:
+            raise EditError(f"{name}: given more than once; give it once")
+    return dict(params)
+
+
+def _arguments(verb: Verb, payload: Any, *, from_strings: bool) -> Any:
+    if not isinstance(payload, dict):
+        raise EditError(f"body: expected a JSON object, got {type(payload).__name__}")
+    try:
+        if from_strings:
+            return verb.arguments.model_validate_strings(payload)
+        return verb.arguments.model_validate(payload)
+    except ValidationError as error:
+        raise EditError(describe_arguments_error(error)) from None
+
+
+def _verb_route(app: FastAPI, service: Service, verb: Verb) -> None:
+    """The route of one verb of the table (``verb.http``): its path fields and query parameters (or JSON body, for
+    a POST) are the verb's arguments, validated by its model; the answer is its result."""
+    method, path = verb.http.split(" ", 1)
+    path_fields = [name for name in re.findall(r"{(\w+)}", path) if name != "namespace"]
+    body = method == "POST"
+    query_fields = [] if body else [name for name in verb.arguments.model_fields if name not in path_fields]
+    permit = Depends(_permit(write=verb.writes))
+
+    async def endpoint(request: Request, namespace: str = permit) -> Any:
+        payload = await _json_body(request) if body else _query(request, query_fields)
+        if isinstance(payload, dict):
+            payload = {**payload, **{name: request.path_params[name] for name in path_fields}}
+        arguments = _arguments(verb, payload, from_strings=not body)
+        return await run_in_threadpool(service.run, namespace, verb, arguments)
+
+    extra = _body_of(TypeAdapter(verb.arguments)) if body else {}
+    extra.update(_parameters(verb, path_fields, query_fields) if path_fields or query_fields else {})
+    app.add_api_route(path, endpoint, methods=[method], name=verb.name, response_model=verb.result,
+                      responses=_verb_errors(verb, path_fields, body), openapi_extra=extra or None,
+                      description=verb.description)
+
+
 def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
                embedder: Embedder | str | None = None, memory: EditMemory | None = None,
                keys: KeyRing | None = None, auth: bool = True) -> FastAPI:
@@ -329,11 +341,12 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
     app.state.service = service
     app.state.keys = ring
     app.openapi = _openapi(app)  # type: ignore[method-assign]
-    guarded = _errors(401, 403, 422)  # every route but /health
+    guarded = _errors(*GUARDED)
 
     @app.exception_handler(EditError)
     async def _edit_error(_: Request, error: EditError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, status_code=404 if isinstance(error, NotFound) else 422)
+        status = 404 if isinstance(error, NotFound) else 409 if isinstance(error, Conflict) else 422
+        return JSONResponse({"error": str(error)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def _request_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -347,34 +360,11 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
     def health() -> Health:
         return Health(status="ok")
 
-    @app.get("/{namespace}/edits", response_model=EditList, responses=guarded)
-    def list_edits(namespace: Reader, history: bool = False) -> EditList:
-        return EditList(edits=service.agent(namespace).edits(include_history=history))
-
     @app.post("/{namespace}/edits", status_code=201, response_model=EditList, openapi_extra=_body("edits"),
               responses={**guarded, **_errors(400, 413, 415)})
     async def add_edits(namespace: Writer, request: Request) -> EditList:
         edits = _edits_from_body(await _json_body(request), namespace)
         return EditList(edits=await run_in_threadpool(service.agent(namespace).edit_many, edits))
-
-    @app.get("/{namespace}/edits/search", response_model=Hits, responses=guarded)
-    def search_edits(namespace: Reader, q: str, limit: int = 5) -> Hits:
-        try:
-            arguments = SearchArguments(query=q, limit=limit)
-        except ValidationError as error:
-            raise EditError(describe_validation_error(error).replace("query:", "q:", 1)) from None
-        hits = service.agent(namespace).search(arguments.query, limit=arguments.limit)
-        return Hits(hits=[hit_row(hit) for hit in hits])
-
-    @app.get("/{namespace}/edits/{edit_id}", response_model=OneEdit, responses={**guarded, **_errors(404)})
-    def get_edit(namespace: Reader, edit_id: str) -> OneEdit:
-        return OneEdit(edit=own_edit(service.agent(namespace), edit_id, field="id"))
-
-    @app.get("/{namespace}/edits/{edit_id}/history", response_model=EditList, responses={**guarded, **_errors(404)})
-    def edit_history(namespace: Reader, edit_id: str) -> EditList:
-        agent = service.agent(namespace)
-        own_edit(agent, edit_id, field="id")
-        return EditList(edits=agent.history(edit_id))
 
     @app.put("/{namespace}/edits/{edit_id}", response_model=Updated, openapi_extra=_body("update"),
              responses={**guarded, **_errors(400, 404, 409, 413, 415)})
@@ -383,33 +373,18 @@ def create_app(store: str | Path = "default", *, llm: LLM | str | None = None,
 
         def update() -> Updated:
             agent = service.agent(namespace)
-            old = _live(own_edit(agent, edit_id, field="id"))
+            old = live_edit(agent, edit_id)
             new = agent.edit(old.subject, old.relation, body.object, sentence=body.sentence, source=body.source,
                              aliases=old.aliases if body.aliases is None else body.aliases, metadata=body.metadata,
                              previous_object=old.object)
-            return Updated(edit=new, previous=own_edit(agent, old.id, field="id"))
+            return Updated(edit=new, previous=own_edit(agent, old.id))
 
         return await run_in_threadpool(update)
 
-    @app.delete("/{namespace}/edits/{edit_id}", response_model=OneEdit, responses={**guarded, **_errors(404, 409)})
-    def forget_edit(namespace: Writer, edit_id: str) -> OneEdit:
-        agent = service.agent(namespace)
-        _live(own_edit(agent, edit_id, field="id"))
-        return OneEdit(edit=agent.forget(edit_id))
-
-    @app.get("/{namespace}/graph", response_model=Graph, responses={**guarded, **_errors(404)})
-    def graph(namespace: Reader, entity: str | None = None, radius: int = 1) -> dict[str, Any]:
-        """The whole graph of the namespace's edits (superseded ones marked), or ``entity``'s neighbourhood."""
-        if entity is None:
-            return graph_json(service.agent(namespace))
-        arguments: GraphArguments = _validated(GraphArguments, {"entity": entity, "radius": radius})
-        return graph_json(service.agent(namespace), arguments.entity, arguments.radius)
-
-    @app.post("/{namespace}/ask", response_model=Answer, openapi_extra=_body("ask"),
-              responses={**guarded, **_errors(400, 413, 415)})
-    async def ask(namespace: Reader, request: Request) -> Answer:
-        question = _validated(AskArguments, await _json_body(request)).question
-        return await run_in_threadpool(service.ask, namespace, question)
+    taken = {(method, route.path) for route in app.routes for method in getattr(route, "methods", ())}
+    for verb in VERBS.values():  # every verb with a route but those whose body is read by hand above
+        if verb.http and tuple(verb.http.split(" ", 1)) not in taken:
+            _verb_route(app, service, verb)
 
     app.add_middleware(_BodyLimit, max_bytes=MAX_REQUEST_BYTES)
     return app
@@ -429,9 +404,7 @@ def _permit(write: bool) -> Callable[..., str]:
         if ring is not None:
             key = ring.authenticate(credentials.credentials if credentials else None)
             if key is None:
-                raise HTTPException(401, "authorization: no valid API key; send the header 'Authorization: "
-                                    "Bearer <key>' with a key from `editagent keys create`",
-                                    headers={"WWW-Authenticate": "Bearer"})
+                raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
         check_namespace(namespace)
         refusal = key.refusal(namespace, write=write) if key is not None else None
         if refusal:
@@ -443,13 +416,6 @@ def _permit(write: bool) -> Callable[..., str]:
 
 Reader = Annotated[str, Depends(_permit(write=False))]
 Writer = Annotated[str, Depends(_permit(write=True))]
-
-
-def _live(stored: StoredEdit) -> StoredEdit:
-    if stored.status != "live":
-        raise HTTPException(409, f"id: edit {stored.id!r} is already {stored.status}"
-                            + (f" (by {stored.superseded_by!r})" if stored.superseded_by else ""))
-    return stored
 
 
 def serve(store: str | Path, *, host: str = "127.0.0.1", port: int = 8000, llm: LLM | str | None = None,

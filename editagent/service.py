@@ -24,10 +24,16 @@ if TYPE_CHECKING:
     from editagent.agent import EditAgent
     from editagent.keys import KeyRing
     from editagent.llm import LLM
+    from editagent.memory.copy import CopyReport
 
 logger = logging.getLogger(__name__)
 
+# the faces' way to a store: they import nothing from editagent.memory
+__all__ = ["EditMemory", "LazyLLM", "Service", "check_store", "copy_stores", "is_store", "open_store"]
+
 MAX_AGENTS = 256  # namespaces whose agent (and its cached view of the store) is kept
+NO_KEY = ("authorization: no valid API key; send the header 'Authorization: Bearer <key>' with a key from "
+          "`editagent keys create`")  # the 401 of every face served over HTTP
 INSECURE_WARNING = ("authentication is OFF (--insecure-no-auth): anyone who can reach this port can read and write "
                     "%s. Use it only on your own machine")
 
@@ -55,6 +61,18 @@ def check_store(store: str | Path, *, create: bool) -> str | Path:
     return path
 
 
+def copy_stores(source: str | Path, destination: str | Path, *, namespace: str | None = None,
+                progress: bool = False) -> CopyReport:
+    """``editagent store copy``: one namespace (or all, with the API keys) of an existing store into another,
+    history and ids kept, verified by count and checksum."""
+    from editagent.memory.copy import copy_store  # noqa: PLC0415 - only this command needs it
+
+    if namespace is not None:
+        check_namespace(namespace)
+    return copy_store(check_store(source, create=False), check_store(destination, create=True),
+                      namespace=namespace, progress=progress)
+
+
 def warn_without_keys(ring: KeyRing) -> None:
     """A server whose store holds no live key refuses every request: say so at start-up."""
     if not any(not key.revoked for key in ring.list()):
@@ -66,8 +84,15 @@ def open_store(store: str | Path, *, embedder: Embedder | LazyEmbedder | str | N
     """``EditMemory`` over ``store`` with the embedder loaded only when something is embedded or searched."""
     if embedder is None or isinstance(embedder, str):
         name = embedder or DEFAULT_EMBEDDER
-        embedder = LazyEmbedder(name, lambda: load_embedder(name))
+        embedder = LazyEmbedder(name, lambda: _quietly(load_embedder, name))
     return EditMemory(store, embedder=embedder)
+
+
+def _quietly(load: Any, name: str) -> Any:
+    from editagent.agent import quiet_loading  # noqa: PLC0415
+
+    with quiet_loading():
+        return load(name)
 
 
 class LazyLLM:
@@ -89,10 +114,12 @@ class LazyLLM:
     def _model(self) -> LLM:
         with self._lock:
             if self._llm is None:
+                from editagent.agent import quiet_loading  # noqa: PLC0415
                 from editagent.llm import TransformersLLM  # noqa: PLC0415 - torch-heavy; most requests never need it
 
                 logger.info("loading the language model %s", self.name)
-                self._llm = TransformersLLM.load(self._spec or DEFAULT_LLM)
+                with quiet_loading():
+                    self._llm = TransformersLLM.load(self._spec or DEFAULT_LLM)
             return self._llm
 
     def generate(self, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 64,

@@ -1,6 +1,7 @@
-"""EditAgent as tools for another LLM agent: one table of tools, written out for every API that calls tools.
+"""EditAgent as tools for another LLM agent: the verb table (``editagent.verbs``), written out for every API that
+calls tools.
 
-Each tool is a pydantic model of its arguments and a function of an ``EditAgent``. From that one table come the
+Each tool is a verb: a pydantic model of its arguments and a function of an ``EditAgent``. From that table come the
 OpenAI Chat Completions definitions (``TOOLS``), the OpenAI Responses ones (``RESPONSES_TOOLS``), the Anthropic
 ones (``ANTHROPIC_TOOLS``), the MCP server's tools (``editagent.mcp_server``) and LangChain's
 (``editagent.integrations.langchain``). ``dispatch`` runs a call in any of those shapes; ``tool_message`` wraps
@@ -21,26 +22,29 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from editagent.schema import (
-    MAX_ALIASES,
-    MAX_HTTP_BATCH,
-    MAX_SEARCH_HITS,
-    MAX_TOOL_ARGUMENTS_CHARS,
-    EditError,
-    EditId,
-    EntityText,
-    OptionalEntityText,
-    QuestionText,
-    RelationText,
-    SearchHit,
-    SentenceText,
-    describe_errors,
+from editagent.schema import MAX_TOOL_ARGUMENTS_CHARS, EditError, describe_errors
+from editagent.verbs import (  # noqa: F401 - the tools' models and errors, where callers have imported them from
+    VERBS,
+    AskArguments,
+    EditArguments,
+    EditIdArguments,
+    EditManyArguments,
+    ForgetArguments,
+    GraphArguments,
+    HitRow,
+    ListArguments,
+    NotFound,
+    SearchArguments,
+    ToolError,
+    Verb,
+    graph_json,
+    hit_row,
+    own_edit,
 )
 
 if TYPE_CHECKING:
@@ -48,232 +52,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-class ToolError(EditError):
-    """A refused tool call: unknown tool, arguments that are not a JSON object, a bad or missing argument, or an
-    operation the store refuses (e.g. forgetting an id this namespace does not have)."""
-
-
-class NotFound(ToolError):
-    """A call naming an edit or an entity this namespace does not have (HTTP answers 404)."""
-
-
-MAX_LISTED = 1_000  # edits per list_edits call
-MAX_GRAPH_RADIUS = 3
-
-
-# -- arguments: one pydantic model per tool, which also writes the tool's JSON schema ------------------
-
-
-class _Arguments(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EditArguments(_Arguments):
-    subject: EntityText = Field(description="The entity whose fact changed, e.g. 'Doug TenNapel'.")
-    relation: RelationText = Field(description="The relation: a label ('country of citizenship'), an alias, a "
-                                               "Wikidata id ('P27') or your own wording ('manager').")
-    object: EntityText = Field(description="The new value, e.g. 'United Kingdom'.")
-    sentence: SentenceText = Field("", description="Optional: the fact as one sentence (default: written from "
-                                                   "the relation).")
-    previous_object: OptionalEntityText = Field(None, description="Optional: the value this edit replaces.")
-    aliases: list[EntityText] = Field([], max_length=MAX_ALIASES,
-                                      description="Optional: other names of the subject, e.g. ['UK', 'Britain'].")
-
-
-class AskArguments(_Arguments):
-    question: QuestionText = Field(description="The question, on one line.")
-
-
-class ForgetArguments(_Arguments):
-    edit_id: EditId = Field(description="The id of the edit to delete.")
-
-
-class SearchArguments(_Arguments):
-    query: QuestionText = Field(description="What to look for, e.g. a question or a name.")
-    limit: int = Field(5, ge=1, le=MAX_SEARCH_HITS, strict=True, description="How many edits to return at most.")
-
-
-class EditManyArguments(_Arguments):
-    edits: list[EditArguments] = Field(min_length=1, max_length=MAX_HTTP_BATCH,
-                                       description="The facts that changed; all are stored, or none.")
-
-
-class ListArguments(_Arguments):
-    include_history: bool = Field(False, strict=True, description="Also list superseded and deleted edits.")
-    limit: int = Field(100, ge=1, le=MAX_LISTED, strict=True, description="How many edits to return at most.")
-    offset: int = Field(0, ge=0, strict=True, description="How many edits to skip first, oldest first.")
-
-
-class EditIdArguments(_Arguments):
-    edit_id: EditId = Field(description="The edit's id, as edit, search_edits or list_edits returned it.")
-
-
-class GraphArguments(_Arguments):
-    entity: EntityText = Field(description="The entity at the centre, e.g. 'Doug TenNapel'.")
-    radius: int = Field(1, ge=1, le=MAX_GRAPH_RADIUS, strict=True,
-                        description="How many facts away from the entity to reach, in either direction.")
-
-
-# -- results: plain JSON -----------------------------------------------------------------------------------
-
-
-class HitRow(BaseModel):
-    """One search hit as a tool or the HTTP service returns it."""
-
-    id: str = Field(description="The edit's id.")
-    memory: str = Field(description="The edit's sentence.")
-    score: float = Field(description="Cosine similarity to the query, at most 1.")
-    status: str = Field(description="'live', 'superseded' or 'deleted'.")
-    subject: str
-    relation: str
-    object: str
-
-
-def hit_row(hit: SearchHit) -> HitRow:
-    return HitRow(id=hit.id, memory=hit.memory, score=hit.score, status=hit.status, subject=hit.edit.subject,
-                  relation=hit.edit.relation, object=hit.edit.object)
-
-
-def _fields(args: EditArguments) -> dict[str, Any]:
-    return {"subject": args.subject, "relation": args.relation, "object": args.object, "sentence": args.sentence,
-            "previous_object": args.previous_object, "aliases": args.aliases, "source": "tool"}
-
-
-def _run_edit(agent: EditAgent, args: EditArguments) -> dict[str, Any]:
-    fields = _fields(args)
-    stored = agent.edit(fields.pop("subject"), fields.pop("relation"), fields.pop("object"), **fields)
-    return {"edit": stored.model_dump(mode="json")}
-
-
-def _run_edit_many(agent: EditAgent, args: EditManyArguments) -> dict[str, Any]:
-    return {"edits": [row.model_dump(mode="json") for row in agent.edit_many([_fields(e) for e in args.edits])]}
-
-
-def _run_list(agent: EditAgent, args: ListArguments) -> dict[str, Any]:
-    rows = agent.edits(include_history=args.include_history)
-    return {"edits": [row.model_dump(mode="json") for row in rows[args.offset: args.offset + args.limit]],
-            "total": len(rows)}
-
-
-def own_edit(agent: EditAgent, edit_id: str, field: str = "edit_id") -> Any:
-    """The namespace's edit with this id; ``NotFound`` naming ``field`` otherwise."""
-    stored = agent.get(edit_id)
-    if stored is None:
-        raise NotFound(f"{field}: no edit {edit_id!r} in namespace {agent.namespace!r}")
-    return stored
-
-
-def _run_get(agent: EditAgent, args: EditIdArguments) -> dict[str, Any]:
-    return {"edit": own_edit(agent, args.edit_id).model_dump(mode="json")}
-
-
-def _run_history(agent: EditAgent, args: EditIdArguments) -> dict[str, Any]:
-    own_edit(agent, args.edit_id)
-    return {"edits": [row.model_dump(mode="json") for row in agent.history(args.edit_id)]}
-
-
-def graph_json(agent: EditAgent, entity: str | None = None, radius: int = 1) -> dict[str, Any]:
-    """The namespace's edit graph as node-link JSON (``EditGraph.to_json``): all of it, or ``entity``'s
-    neighbourhood; ``NotFound`` for an entity the graph does not hold."""
-    graph = agent.graph()
-    if entity is not None:
-        if entity not in graph:
-            raise NotFound(f"entity: {entity!r} is in no edit of namespace {agent.namespace!r}")
-        graph = graph.neighbourhood(entity, radius)
-    return graph.to_json()
-
-
-def _run_graph(agent: EditAgent, args: GraphArguments) -> dict[str, Any]:
-    return graph_json(agent, args.entity, args.radius)
-
-
-def _run_ask(agent: EditAgent, args: AskArguments) -> dict[str, Any]:
-    # "raw" (the whole prompt continuation) is left out: a calling model needs the answer and the hops
-    return agent.ask(args.question).model_dump(mode="json", exclude={"raw"})
-
-
-def _run_forget(agent: EditAgent, args: ForgetArguments) -> dict[str, Any]:
-    own_edit(agent, args.edit_id)
-    return {"edit": agent.forget(args.edit_id).model_dump(mode="json")}
-
-
-def _run_search(agent: EditAgent, args: SearchArguments) -> dict[str, Any]:
-    return {"hits": [hit_row(hit).model_dump() for hit in agent.search(args.query, limit=args.limit)]}
-
-
-# -- the tool table -------------------------------------------------------------------------------------------
-
-
+Tool = Verb
+TOOL_TABLE: dict[str, Verb] = VERBS
+"""Every tool by name: the verbs of ``editagent.verbs``, each with its arguments' model, what it runs, its effect."""
 ToolStyle = Literal["chat", "responses", "anthropic"]
 
 
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    arguments: type[_Arguments]
-    run: Callable[[EditAgent, Any], dict[str, Any]]
-    writes: bool = False  # changes the store: needs a write key over HTTP and MCP
-
-    def schema(self) -> dict[str, Any]:
-        """The arguments' JSON schema, self-contained (no ``$ref``) and without pydantic's titles."""
-        return _plain(self.arguments.model_json_schema())
-
-    def definition(self, style: ToolStyle = "chat") -> dict[str, Any]:
-        """The tool as ``style``'s API takes it: OpenAI Chat Completions ``{"type": "function", "function":
-        {...}}``, OpenAI Responses ``{"type": "function", "name", ...}`` or Anthropic ``{"name", "description",
-        "input_schema"}``."""
-        if style == "anthropic":
-            return {"name": self.name, "description": self.description, "input_schema": self.schema()}
-        function = {"name": self.name, "description": self.description, "parameters": self.schema()}
-        if style == "responses":  # strict mode would make every argument required: these have defaults
-            return {"type": "function", **function, "strict": False}
-        return {"type": "function", "function": function}
+def definition(tool: Verb, style: ToolStyle = "chat") -> dict[str, Any]:
+    """The tool as ``style``'s API takes it: OpenAI Chat Completions ``{"type": "function", "function": {...}}``,
+    OpenAI Responses ``{"type": "function", "name", ...}`` or Anthropic ``{"name", "description",
+    "input_schema"}``."""
+    if style == "anthropic":
+        return {"name": tool.name, "description": tool.description, "input_schema": tool.schema()}
+    function = {"name": tool.name, "description": tool.description, "parameters": tool.schema()}
+    if style == "responses":  # strict mode would make every argument required: these have defaults
+        return {"type": "function", **function, "strict": False}
+    return {"type": "function", "function": function}
 
 
-def _plain(schema: Any, defs: Mapping[str, Any] | None = None) -> Any:
-    """pydantic's schema with each ``$ref`` replaced by its definition (some APIs take no ``$defs``) and without
-    its "title" keys, which only repeat the property names to the model."""
-    if defs is None and isinstance(schema, dict):
-        defs = schema.get("$defs", {})
-    if isinstance(schema, dict):
-        if "$ref" in schema:
-            return _plain(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
-        return {key: _plain(value, defs) for key, value in schema.items()
-                if key != "$defs" and not (key == "title" and isinstance(value, str))}
-    if isinstance(schema, list):
-        return [_plain(value, defs) for value in schema]
-    return schema
-
-
-TOOL_TABLE: dict[str, Tool] = {tool.name: tool for tool in (
-    Tool("edit", "Record that a fact changed: (subject, relation, new object). A newer edit on the same subject and "
-         "relation replaces the older one. Returns the stored edit with its id.", EditArguments, _run_edit,
-         writes=True),
-    Tool("ask", "Answer a question, multi-hop ones included, using the recorded edits. Returns the answer and "
-         "every reasoning hop with the edit it used.", AskArguments, _run_ask),
-    Tool("forget", "Delete a recorded edit by its id (it stays in the history).", ForgetArguments, _run_forget,
-         writes=True),
-    Tool("search_edits", "Find recorded edits similar to a text, best first, with their ids and scores.",
-         SearchArguments, _run_search),
-    Tool("edit_many", "Record several changed facts at once: all of them are stored, or none. Returns the stored "
-         "edits with their ids.", EditManyArguments, _run_edit_many, writes=True),
-    Tool("list_edits", "List the recorded edits, oldest first, with their ids; 'total' counts them all.",
-         ListArguments, _run_list),
-    Tool("get_edit", "Read one recorded edit by its id.", EditIdArguments, _run_get),
-    Tool("edit_history", "Every edit ever made on the same subject and relation as this one, oldest first: what "
-         "the fact was before, and when it changed.", EditIdArguments, _run_history),
-    Tool("graph", "The recorded facts around an entity as a graph: nodes (entities) and edges (edits), JSON "
-         "node-link data.", GraphArguments, _run_graph),
-)}
-"""Every tool by name: its arguments' model, what it runs, whether it writes."""
-
-TOOLS: list[dict[str, Any]] = [tool.definition() for tool in TOOL_TABLE.values()]
+TOOLS: list[dict[str, Any]] = [definition(tool) for tool in TOOL_TABLE.values()]
 """Pass as ``tools=`` to an OpenAI-compatible chat completion."""
-RESPONSES_TOOLS: list[dict[str, Any]] = [tool.definition("responses") for tool in TOOL_TABLE.values()]
+RESPONSES_TOOLS: list[dict[str, Any]] = [definition(tool, "responses") for tool in TOOL_TABLE.values()]
 """Pass as ``tools=`` to OpenAI's Responses API (``client.responses.create``)."""
-ANTHROPIC_TOOLS: list[dict[str, Any]] = [tool.definition("anthropic") for tool in TOOL_TABLE.values()]
+ANTHROPIC_TOOLS: list[dict[str, Any]] = [definition(tool, "anthropic") for tool in TOOL_TABLE.values()]
 """Pass as ``tools=`` to Anthropic's Messages API (``client.messages.create``)."""
 
 
@@ -327,7 +128,7 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
     return dict(raw)
 
 
-def validate_call(tool_call: Any) -> tuple[Tool, _Arguments]:
+def validate_call(tool_call: Any) -> tuple[Verb, Any]:
     """The tool a call names and its validated arguments; ``ToolError`` naming the field otherwise."""
     name, raw = _unpack(tool_call)
     tool = TOOL_TABLE.get(name)
@@ -346,11 +147,26 @@ def describe_arguments_error(error: ValidationError) -> str:
     for item in error.errors():
         *outer, last = tuple(item.get("loc", ())) or ("input",)
         path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in outer).lstrip(".")
-        parts.append(describe_errors([{**item, "loc": (last,)}], prefix=f"{path}." if path else ""))
+        parts.append(describe_errors([{**item, "loc": (last,), "msg": _bound_wording(item)}],
+                                     prefix=f"{path}." if path else ""))
     return "; ".join(parts)
 
 
-def run_tool(agent: EditAgent, tool: Tool, arguments: _Arguments) -> dict[str, Any]:
+_BOUNDS = {"less_than_equal": ("le", "at most"), "greater_than_equal": ("ge", "at least"),
+           "too_short": ("min_length", "at least"), "too_long": ("max_length", "at most")}
+
+
+def _bound_wording(item: Mapping[str, Any]) -> str:
+    """A bound in the project's words ("must be at most 50"), not pydantic's, so every face says it alike."""
+    key, words = _BOUNDS.get(item.get("type", ""), ("", ""))
+    bound = item.get("ctx", {}).get(key) if key else None
+    if bound is None:
+        return str(item.get("msg", ""))
+    unit = " item(s)" if item["type"] in ("too_short", "too_long") else ""
+    return f"must be {words} {bound}{unit}"
+
+
+def run_tool(agent: EditAgent, tool: Verb, arguments: Any) -> dict[str, Any]:
     """Run validated arguments; a refusal of the store (an ``EditError``) comes back as a ``ToolError``."""
     logger.debug("tool %s in namespace %s", tool.name, agent.namespace)
     try:

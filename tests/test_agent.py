@@ -188,3 +188,17 @@ def test_edits_only_answer_never_loads_the_model_and_supersession_keeps_the_old_
     answer = agent.ask("Which country is the creator of Marge Simpson a citizen of?")
     assert answer.text == "United Kingdom" and answer.llm_calls == 0
     assert agent._llm is None  # no hop needed the model, so it was never loaded
+
+
+def test_loading_the_models_draws_no_progress_bars_unless_asked(tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    with EditAgent(store=tmp_path / "quiet") as agent:  # loads the embedder, then the language model
+        assert agent.llm.name
+    assert "Loading weights" not in capfd.readouterr().err
+    with EditAgent(store=tmp_path / "shown", progress=True) as agent:
+        assert agent.llm.name
+    assert "Loading weights" in capfd.readouterr().err  # the opt-in shows them
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # the setting it found is back

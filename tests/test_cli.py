@@ -23,7 +23,8 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
 
 def test_edit_add_list_forget_and_bad_input(tmp_path: Path) -> None:
     added = json.loads(run(["edit", "add", "Doug TenNapel", "P27", "United Kingdom", "--json"], tmp_path).stdout)
-    assert added["relation"] == "country of citizenship"
+    added = added["edit"]  # the edit tool's result, as every face returns it
+    assert added["relation"] == "country of citizenship" and added["source"] == "cli"
     assert added["sentence"] == "Doug TenNapel is a citizen of United Kingdom."
     assert (tmp_path / "memory" / "default" / "edits.sqlite3").is_file()  # the default home of stores
 
@@ -33,14 +34,19 @@ def test_edit_add_list_forget_and_bad_input(tmp_path: Path) -> None:
     assert bad_ns.returncode == 2 and "namespace" in bad_ns.stderr
 
     listed = json.loads(run(["edit", "list", "--json"], tmp_path).stdout)
-    assert [row["id"] for row in listed] == [added["id"]]  # the rejected edits wrote nothing
-    assert json.loads(run(["edit", "list", "--json", "--namespace", "other"], tmp_path).stdout) == []
+    assert [row["id"] for row in listed["edits"]] == [added["id"]] and listed["total"] == 1  # nothing else written
+    typo = run(["edit", "list", "--json", "--namespace", "defualt"], tmp_path, check=False)
+    assert (typo.returncode, typo.stdout) == (2, "")  # a namespace the store does not hold: a typo, said so
+    assert "namespace: 'defualt' does not exist in this store; it holds 'default'" in typo.stderr
+    assert json.loads(run(["edit", "get", added["id"], "--json"], tmp_path).stdout)["edit"]["id"] == added["id"]
 
-    forgotten = json.loads(run(["edit", "forget", added["id"], "--json"], tmp_path).stdout)
+    forgotten = json.loads(run(["edit", "forget", added["id"], "--json"], tmp_path).stdout)["edit"]
     assert forgotten["status"] == "deleted"
-    assert json.loads(run(["edit", "list", "--json"], tmp_path).stdout) == []
-    history = json.loads(run(["edit", "list", "--json", "--history"], tmp_path).stdout)
+    assert json.loads(run(["edit", "list", "--json"], tmp_path).stdout) == {"edits": [], "total": 0}
+    history = json.loads(run(["edit", "list", "--json", "--include-history"], tmp_path).stdout)["edits"]
     assert [row["status"] for row in history] == ["deleted"]
+    misnamed = run(["edit", "list", "--history"], tmp_path, check=False)  # the name is the verb's on every face
+    assert misnamed.returncode == 2 and "unrecognized arguments: --history" in misnamed.stderr
 
 
 def test_graph_export_json_graphml_png(tmp_path: Path) -> None:
@@ -85,8 +91,9 @@ def test_a_store_that_is_not_there_is_refused(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout) == (2, ""), (args, result.stderr)
         assert expected in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
     assert not (tmp_path / "memory").exists()  # nothing was created by a refused command
-    assert json.loads(run(["edit", "list", "--json", "--create"], tmp_path).stdout) == []
-    assert (tmp_path / "memory" / "default" / "edits.sqlite3").is_file()
+    created = run(["edit", "list", "--json", "--create"], tmp_path, check=False)
+    assert created.returncode == 2 and "'default' does not exist in this store; it holds none yet" in created.stderr
+    assert (tmp_path / "memory" / "default" / "edits.sqlite3").is_file()  # the store is started all the same
 
 
 def test_user_errors_exit_2_without_a_traceback(tmp_path: Path) -> None:
@@ -94,7 +101,7 @@ def test_user_errors_exit_2_without_a_traceback(tmp_path: Path) -> None:
     for args, expected in [
         (["graph", "export", "g.png", "--center", "Nobody"], "center: 'Nobody' is in no edit of namespace 'default'"),
         (["graph", "export", "g.txt"], "format: 'txt' is not supported"),
-        (["edit", "forget", "nope"], "id: no edit 'nope' in namespace 'default'"),
+        (["edit", "forget", "nope"], "edit_id: no edit 'nope' in namespace 'default'"),
         (["ask", "Who?\u200b"], "question: contains control characters"),
         (["mcp", "--insecure-no-auth"], "insecure-no-auth: only for --http"),
     ]:
@@ -116,14 +123,25 @@ def _imports(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[st
 def test_commands_that_do_not_embed_load_no_model(tmp_path: Path) -> None:
     added = run(["edit", "add", "Doug TenNapel", "P27", "United Kingdom", "--json"], tmp_path)
     assert "Loading weights" not in added.stderr and "%|" not in added.stderr  # no progress bars for a short load
-    edit_id = json.loads(added.stdout)["id"]
+    edit_id = json.loads(added.stdout)["edit"]["id"]
     heavy = {"torch", "sentence_transformers", "transformers"}
-    for args in (["edit", "list"], ["edit", "list", "--history", "--json"], ["keys", "list"],
+    for args in (["edit", "list"], ["edit", "list", "--include-history", "--json"], ["keys", "list"],
                  ["edit", "add", "", "P27", "France"], ["ask", ""], ["edit", "forget", edit_id]):
         result, modules = _imports(args, tmp_path)
         assert result.returncode in (0, 2), result.stderr[-2000:]
         assert not heavy & modules, (args, sorted(heavy & modules))
-    assert json.loads(run(["edit", "list", "--json", "--history"], tmp_path).stdout)[0]["status"] == "deleted"
+    listed = json.loads(run(["edit", "list", "--json", "--include-history"], tmp_path).stdout)
+    assert listed["edits"][0]["status"] == "deleted"
+
+
+def test_version_and_help_show_the_package_version_defaults_and_an_example(tmp_path: Path) -> None:
+    from editagent import __version__
+
+    assert run(["--version"], tmp_path).stdout.strip() == f"editagent {__version__}"
+    for command in (["edit", "add"], ["edit", "list"], ["ask"], ["serve"], ["store", "copy"], ["keys", "create"]):
+        text = run([*command, "--help"], tmp_path).stdout
+        assert "example: editagent " + " ".join(command) in text, (command, text)
+    assert "(default: 100)" in run(["edit", "list", "--help"], tmp_path).stdout
 
 
 def test_models_install_names_the_command(tmp_path: Path) -> None:

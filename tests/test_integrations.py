@@ -35,7 +35,8 @@ def test_tools_are_built_from_the_same_models(tools: dict[str, StructuredTool]) 
     for name, tool in tools.items():
         assert tool.args_schema is TOOL_TABLE[name].arguments
         assert tool.description == TOOL_TABLE[name].description
-    assert set(tools["edit"].args) == {"subject", "relation", "object", "sentence", "previous_object", "aliases"}
+    assert set(tools["edit"].args) == {"subject", "relation", "object", "sentence", "previous_object", "aliases",
+                                       "source"}
 
 
 def test_structured_tools_edit_ask_and_forget(tools: dict[str, StructuredTool]) -> None:

@@ -19,6 +19,7 @@ from _servers import env, free_port, new_key, running  # noqa: E402 - after the 
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
+from editagent.service import NO_KEY  # noqa: E402
 from editagent.tools import TOOL_TABLE  # noqa: E402
 
 FACTS = [{"subject": "Marge Simpson", "relation": "creator", "object": "Doug TenNapel"},
@@ -68,6 +69,8 @@ def test_stdio_server_with_the_sdk_client(tmp_path: Path) -> None:
             for tool in listed.tools:  # the input schemas are the tools module's, one source of truth
                 assert tool.input_schema == TOOL_TABLE[tool.name].schema()
                 assert tool.annotations.read_only_hint == (not TOOL_TABLE[tool.name].writes)
+                assert tool.annotations.destructive_hint == (TOOL_TABLE[tool.name].effect == "destructive")
+                assert tool.output_schema == TOOL_TABLE[tool.name].output_schema()
             outcome = await edit_ask_forget(client)
             graph = result(await client.call_tool("graph", {"entity": "Doug TenNapel", "radius": 1}))
             assert {node["id"] for node in graph["nodes"]} == {"doug tennapel", "united kingdom"}
@@ -117,6 +120,7 @@ def test_streamable_http_server_with_keys(tmp_path: Path) -> None:
         anyio.run(sessions)
         refused = _initialize(url, None)
         assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.json() == {"error": NO_KEY}  # the HTTP service's words and shape
         assert _initialize(url, "ea_000000000000_" + "z" * 43).status_code == 401
         assert _initialize(url, keys["alice"]).status_code == 200
 
@@ -141,7 +145,8 @@ def test_streamable_http_server_for_one_namespace(tmp_path: Path) -> None:
     with running(["mcp", "--http", "--port", str(port), "--store", str(store), "--namespace", "alice"],
                  tmp_path / "mcp.log", url):
         forbidden = _initialize(url, keys["carol"])  # a key without the server's namespace: 403
-        assert forbidden.status_code == 403 and "insufficient_scope" in forbidden.text
+        assert forbidden.status_code == 403 and "insufficient_scope" in forbidden.headers["www-authenticate"]
+        assert forbidden.json()["error"].startswith("authorization: ")
 
         async def session() -> None:
             async with _client(url, keys["alice"]) as client:  # two namespaces, the server's is used

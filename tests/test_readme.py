@@ -66,7 +66,7 @@ def test_command_line_example_runs_with_the_real_command(tmp_path: Path) -> None
                                 timeout=600, check=False)
         assert result.returncode == 0, f"{line}: {result.stderr}"
         if args[:2] == ["edit", "list"]:
-            last_listing = json.loads(result.stdout)
+            last_listing = json.loads(result.stdout)["edits"]
             assert [row["status"] for row in last_listing] == ["live", "live"]
         if args[0] == "ask":
             assert "Answer: United Kingdom" in result.stdout, result.stdout

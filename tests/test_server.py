@@ -60,7 +60,7 @@ def client(memory: EditMemory, keys: dict[str, str]) -> Iterator[TestClient]:
 
 
 def rows(client: TestClient, namespace: str = "alice") -> list[tuple[str, str]]:
-    reply = client.get(f"/{namespace}/edits", params={"history": "true"})
+    reply = client.get(f"/{namespace}/edits", params={"include_history": "true"})
     assert reply.status_code == 200
     return [(row["id"], row["status"]) for row in reply.json()["edits"]]
 
@@ -84,7 +84,7 @@ def test_edit_list_search_forget(client: TestClient) -> None:
     assert batch.status_code == 201 and [e["id"] for e in batch.json()["edits"]][1] == "mars"
     assert len(client.get("/alice/edits").json()["edits"]) == 3
 
-    hits = client.get("/alice/edits/search", params={"q": PROBE, "limit": 2}).json()["hits"]
+    hits = client.get("/alice/edits/search", params={"query": PROBE, "limit": 2}).json()["hits"]
     assert len(hits) == 2 and hits[0]["id"] == stored["id"] and hits[0]["object"] == "United Kingdom"
 
     forgotten = client.delete(f"/alice/edits/{stored['id']}")
@@ -97,8 +97,8 @@ def test_edit_list_search_forget(client: TestClient) -> None:
 
 def test_namespaces_are_isolated_through_the_api(client: TestClient) -> None:
     secret = client.post("/alice/edits", json=FACT).json()["edits"][0]
-    assert client.get("/bob/edits").json() == {"edits": []}
-    assert client.get("/bob/edits/search", params={"q": PROBE}).json() == {"hits": []}
+    assert client.get("/bob/edits").json() == {"edits": [], "total": 0}
+    assert client.get("/bob/edits/search", params={"query": PROBE}).json() == {"hits": []}
     refused(client.delete(f"/bob/edits/{secret['id']}"), 404, "in namespace 'bob'")
     refused(client.post("/bob/edits", json={**FACT, "id": secret["id"]}), 422, "already stored")
     refused(client.post("/bob/edits", json={**FACT, "namespace": "alice"}), 422, "namespace: not allowed")
@@ -176,21 +176,35 @@ def test_streamed_body_over_the_limit_is_refused(client: TestClient) -> None:
 def test_bad_namespace_in_the_url_is_refused(client: TestClient, path: str) -> None:
     refused(client.get(path), 422, "namespace:")
     refused(client.post(path, json=FACT), 422, "namespace:")
-    refused(client.get(f"{path}/search", params={"q": "x"}), 422, "namespace:")
+    refused(client.get(f"{path}/search", params={"query": "x"}), 422, "namespace:")
     refused(client.delete(f"{path}/abc"), 422, "namespace:")
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ({}, "q: required"),
-    ({"q": ""}, "q: must not be empty"),
-    ({"q": "a\x00b"}, "q: contains control characters"),
-    ({"q": "x" * 2_001}, "q: 2001 characters"),
-    ({"q": "x", "limit": 0}, "limit:"),
-    ({"q": "x", "limit": MAX_SEARCH_HITS + 1}, "limit:"),
-    ({"q": "x", "limit": "many"}, "limit: expected a whole number"),
+    ({}, "query: required"),
+    ({"q": "x"}, "q: not a parameter of this route; it takes query, limit"),  # misspelt: refused, not ignored
+    ({"query": ""}, "query: must not be empty"),
+    ({"query": "a\x00b"}, "query: contains control characters"),
+    ({"query": "x" * 2_001}, "query: 2001 characters"),
+    ({"query": "x", "limit": 0}, "limit:"),
+    ({"query": "x", "limit": MAX_SEARCH_HITS + 1}, "limit:"),
+    ({"query": "x", "limit": "many"}, "limit: expected a whole number"),
 ], ids=repr)
 def test_bad_search_is_refused(client: TestClient, params: dict[str, Any], expected: str) -> None:
     refused(client.get("/alice/edits/search", params=params), 422, expected)
+
+
+def test_query_parameters_are_the_verbs_arguments_and_a_misnamed_one_is_refused(client: TestClient) -> None:
+    client.post("/alice/edits", json=FACT)
+    client.post("/alice/edits", json={**FACT, "object": "France"})
+    listed = client.get("/alice/edits", params={"include_history": "true", "limit": 1}).json()
+    assert (len(listed["edits"]), listed["total"]) == (1, 2)  # the list_edits tool's arguments and result
+    refused(client.get("/alice/edits", params={"history": "true"}), 422,
+            "history: not a parameter of this route; it takes include_history, limit, offset")
+    refused(client.get("/alice/edits", params={"limit": "1", "offset": ["0", "1"]}), 422,
+            "offset: given more than once")
+    refused(client.get("/alice/edits/search", params={"query": "x", "limit": 500}), 422,
+            f"limit: must be at most {MAX_SEARCH_HITS}")
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -284,7 +298,8 @@ def test_read_key_reads_and_asks(memory: EditMemory, keys: dict[str, str], clien
     client.post("/alice/edits", json=FACT)
     with TestClient(create_app(memory=memory, llm=ScriptedLLM()), headers=bearer(keys["read"])) as reader:
         assert len(reader.get("/alice/edits").json()["edits"]) == 1
-        assert reader.get("/alice/edits/search", params={"q": PROBE}).json()["hits"][0]["object"] == "United Kingdom"
+        hits = reader.get("/alice/edits/search", params={"query": PROBE}).json()["hits"]
+        assert hits[0]["object"] == "United Kingdom"
         assert reader.post("/alice/ask", json={"question": PROBE}).json()["text"] == "United Kingdom"
         assert reader.get("/alice/graph").status_code == 200
 
@@ -382,8 +397,8 @@ def test_every_route_answers_what_its_openapi_document_says(live: Live) -> None:
     call("GET", "/health", "/health", key=None)
     first = call("POST", edits, "/alice/edits", json={**FACT, "subject": "Ada Lovelace"}).json()["edits"][0]
     call("POST", edits, "/alice/edits", json=[{"subject": "United Kingdom", "relation": "capital", "object": "London"}])
-    call("GET", edits, "/alice/edits", params={"history": "true"})
-    call("GET", "/{namespace}/edits/search", "/alice/edits/search", params={"q": "Ada Lovelace", "limit": 2})
+    call("GET", edits, "/alice/edits", params={"include_history": "true"})
+    call("GET", "/{namespace}/edits/search", "/alice/edits/search", params={"query": "Ada Lovelace", "limit": 2})
     call("GET", one, f"/alice/edits/{first['id']}")
     new = call("PUT", one, f"/alice/edits/{first['id']}", json={"object": "France"}).json()["edit"]
     call("GET", one + "/history", f"/alice/edits/{new['id']}/history")
@@ -392,6 +407,7 @@ def test_every_route_answers_what_its_openapi_document_says(live: Live) -> None:
     answer = call("POST", "/{namespace}/ask", "/alice/ask",
                   json={"question": "Which country is Ada Lovelace a citizen of?"}).json()
     assert (answer["text"], answer["route"], answer["llm_calls"]) == ("France", "memory", 0)
+    assert "raw" not in answer  # the ask tool's result, on every face
     call("DELETE", one, f"/alice/edits/{new['id']}")
     assert seen == {(m, path) for path, ops in doc["paths"].items() for m in ops}, "a route was not exercised"
 
@@ -424,7 +440,7 @@ with httpx.Client(base_url=base, headers={"Authorization": "Bearer " + key}, tim
         elif i % 4 == 1:
             reply = client.get("/bob/edits")
         elif i % 4 == 2:  # read your writes: the exact sentence of the edit just added finds it first
-            reply = client.get("/bob/edits/search", params={"q": mine["sentence"], "limit": 3})
+            reply = client.get("/bob/edits/search", params={"query": mine["sentence"], "limit": 3})
             if reply.status_code == 200 and reply.json()["hits"][0]["id"] != mine["id"]:
                 out["wrong"].append(reply.text[:200])
         else:

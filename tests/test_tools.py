@@ -25,6 +25,7 @@ from editagent.schema import (
     MAX_RELATION_CHARS,
     MAX_SEARCH_HITS,
     MAX_SENTENCE_CHARS,
+    MAX_SOURCE_CHARS,
     MAX_TOOL_ARGUMENTS_CHARS,
 )
 from editagent.tools import (
@@ -83,7 +84,10 @@ def test_tools_are_openai_function_definitions() -> None:
 
     assert {name: max_length(spec) for name, spec in edit["properties"].items()} == {
         "subject": MAX_ENTITY_CHARS, "relation": MAX_RELATION_CHARS, "object": MAX_ENTITY_CHARS,
-        "sentence": MAX_SENTENCE_CHARS, "previous_object": MAX_ENTITY_CHARS, "aliases": MAX_ENTITY_CHARS}
+        "sentence": MAX_SENTENCE_CHARS, "previous_object": MAX_ENTITY_CHARS, "aliases": MAX_ENTITY_CHARS,
+        "source": MAX_SOURCE_CHARS}
+    # the schema says what the runtime enforces: an empty name is refused
+    assert edit["properties"]["subject"]["minLength"] == edit["properties"]["object"]["minLength"] == 1
     assert by_name["ask"]["properties"]["question"]["maxLength"] == MAX_QUESTION_CHARS
     assert by_name["forget"]["required"] == ["edit_id"]
     limit = by_name["search_edits"]["properties"]["limit"]
@@ -105,7 +109,7 @@ def test_edit_search_forget_round_trip(agent: EditAgent) -> None:
 
     forgotten = dispatch(agent, call("forget", {"edit_id": stored["id"]}))
     assert forgotten["edit"]["status"] == "deleted" and agent.edits() == []
-    with pytest.raises(ToolError, match=r"id: cannot delete .*: it is deleted") as caught:  # refused by the store
+    with pytest.raises(ToolError, match=r"edit_id: edit .* is already deleted") as caught:  # as HTTP says (409)
         dispatch(agent, call("forget", {"edit_id": stored["id"]}))
     assert isinstance(caught.value, EditError)  # a ToolError is an EditError, as before
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
 from editagent.memory.backend import EditBackend, is_postgres_url, open_backend, resolve_store_path
@@ -30,6 +31,16 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 100_000
 MAX_QUERY_CHARS = 2_000
 _EMBED_CHUNK = 256
+_KEYED_READS = 64  # a batch on more keys reads its namespaces' live edits whole: fewer round trips
+
+
+class Written(BaseModel):
+    """One stored row and the id of the live edit it superseded on its key (None: the key held none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    edit: StoredEdit
+    superseded: str | None = None
 
 
 class SupportsEncode(Protocol):
@@ -174,16 +185,48 @@ class EditMemory:
     def add(self, edits: Edit | Iterable[Edit], *, progress: bool | None = None) -> list[StoredEdit]:
         """Store one edit or a batch, atomically; a newer edit on a key supersedes the live one.
 
-        Returns the stored rows (with their ids). A rejected batch writes nothing.
+        Returns the stored rows (with their ids); ``write`` also says what each one superseded.
+        """
+        return [written.edit for written in self.write(edits, progress=progress)]
+
+    def write(self, edits: Edit | Iterable[Edit], *, progress: bool | None = None) -> list[Written]:
+        """The one write path: store one edit or a batch, atomically, and say what each row superseded.
+
+        An edit on a key that holds a live edit supersedes it, and gets that edit's object as ``previous_object``
+        unless it names one (ripples follow it). A rejected batch writes nothing. This process's writers take turns
+        here, so the live edit read first is the one the insert supersedes.
         """
         batch = [edits] if isinstance(edits, Edit) else list(edits)
         self._check_batch(batch)
         if not batch:
             return []
         vectors = self._embed([edit.sentence for edit in batch], progress)
-        self.backend.insert(batch, vectors)
-        self._count_write({edit.namespace for edit in batch})
-        return [StoredEdit.of(edit) for edit in batch]
+        with self._lock:
+            live = self._live_on_keys(batch)
+            filled, superseded = [], []
+            for edit in batch:
+                old = live.get(edit.key)
+                if old is not None and edit.previous_object is None:
+                    edit = edit.model_copy(update={"previous_object": old.object})
+                superseded.append(old.id if old is not None else None)
+                filled.append(edit)
+                live[edit.key] = StoredEdit.of(edit)
+            self.backend.insert(filled, vectors)
+            self._count_write({edit.namespace for edit in filled})
+        return [Written(edit=StoredEdit.of(edit), superseded=old) for edit, old in zip(filled, superseded, strict=True)]
+
+    def _live_on_keys(self, batch: Sequence[Edit]) -> dict[tuple[str, str, str], StoredEdit]:
+        """The live edit on each key the batch writes: one query per key, or one per namespace for a large batch."""
+        keys: dict[tuple[str, str, str], Edit] = {}
+        for edit in batch:
+            keys.setdefault(edit.key, edit)
+        if len(keys) <= _KEYED_READS:
+            found = (self.backend.rows(edit.namespace, subject=edit.subject, relation=edit.relation)
+                     for edit in keys.values())
+            rows = [row for result in found for row in result]
+        else:
+            rows = [row for namespace in {key[0] for key in keys} for row in self.backend.rows(namespace)]
+        return {row.key: row for row in rows if row.key in keys}
 
     def _check_batch(self, batch: list[Any]) -> None:
         if len(batch) > MAX_BATCH:
