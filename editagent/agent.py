@@ -8,8 +8,7 @@ load on first use, so storing and listing edits never loads a language model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from editagent.decompose.methods import REASONERS, Parts, Reasoner, build_reason
 from editagent.graph import EditGraph
 from editagent.llm.base import LLM
 from editagent.memory import EditMemory, Written
-from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
+from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder, quiet_loading
 from editagent.policy import WEIGHTS_KEY, EditPolicy, EditTarget, weight_prompt
 from editagent.schema import (
     DEFAULT_MAX_HOPS,
@@ -38,24 +37,6 @@ from editagent.view import IN_MEMORY_KEY, RecallableEdits
 logger = logging.getLogger(__name__)
 
 Method = Literal["agent", "mello", "mello-guided", "pokemqa", "no-edit"]
-
-
-@contextmanager
-def quiet_loading(progress: bool = False) -> Iterator[None]:
-    """Load models without transformers' "Loading weights" progress bars on stderr unless ``progress``: a library
-    call should not draw on its caller's terminal. Restores the setting it found."""
-    if progress:
-        yield
-        return
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only loading a model needs it
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
 
 
 class EditAgent:

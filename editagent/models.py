@@ -13,7 +13,8 @@ import importlib.util
 import logging
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,25 @@ from filelock import FileLock
 from editagent.paths import cache_dir
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def quiet_loading(progress: bool = False) -> Iterator[None]:
+    """Load models without transformers' "Loading weights" progress bars on stderr unless ``progress``: a library
+    call should not draw on its caller's terminal. Restores the setting it found."""
+    if progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - only loading a model needs it
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"

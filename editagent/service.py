@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from editagent.memory import EditMemory, is_postgres_url, resolve_store_path
 from editagent.memory.edit_memory import LazyEmbedder
-from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder
+from editagent.models import DEFAULT_EMBEDDER, DEFAULT_LLM, Embedder, load_embedder, quiet_loading
 from editagent.schema import Answer, EditError, check_namespace
 from editagent.tools import Tool, run_tool
 
@@ -89,8 +89,6 @@ def open_store(store: str | Path, *, embedder: Embedder | LazyEmbedder | str | N
 
 
 def _quietly(load: Any, name: str) -> Any:
-    from editagent.agent import quiet_loading  # noqa: PLC0415
-
     with quiet_loading():
         return load(name)
 
@@ -114,7 +112,6 @@ class LazyLLM:
     def _model(self) -> LLM:
         with self._lock:
             if self._llm is None:
-                from editagent.agent import quiet_loading  # noqa: PLC0415
                 from editagent.llm import TransformersLLM  # noqa: PLC0415 - torch-heavy; most requests never need it
 
                 logger.info("loading the language model %s", self.name)
